@@ -1,0 +1,214 @@
+"""The Python verbs (the CLI is a thin layer over these).
+
+>>> import polyrec
+>>> result = polyrec.train(model="mf", overrides=["train.epochs=5"])   # doctest: +SKIP
+>>> result["test"]["metrics"]["full"]["ndcg@10"]                      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+
+from polyrec.config import RunConfig, load_config
+from polyrec.data.datasets import load_dataset
+from polyrec.data.importers import import_path
+from polyrec.data.log import InteractionLog
+from polyrec.errors import DataError
+from polyrec.models.registry import list_models
+from polyrec.train.checkpoint import atomic_write_text
+from polyrec.train.trainer import Reporter, final_metrics, load_run, train_run
+
+PathLike = str | os.PathLike[str]
+
+
+def _check_out_parent(path: Path, what: str) -> None:
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.exists():
+        raise DataError(f"{what} {str(path)!r}: folder {str(parent)!r} does not exist")
+
+
+def default_run_dir(cfg: RunConfig) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    name = Path(cfg.data.path.replace("embedded:", "")).name or "data"
+    base = Path("runs") / f"{cfg.model}-{name}-{stamp}"
+    path, k = base, 1
+    while path.exists():
+        k += 1
+        path = base.with_name(f"{base.name}-{k}")
+    return path
+
+
+def train(
+    model: str | None = None,
+    data: PathLike | None = None,
+    *,
+    protocol: str | None = None,
+    config: PathLike | None = None,
+    overrides: Sequence[str] = (),
+    out: PathLike | None = None,
+    resume: PathLike | None = None,
+    reporter: Reporter | None = None,
+) -> dict[str, Any]:
+    """Train a model and return its metrics (also written to ``RUN_DIR/metrics.json``).
+
+    ``resume`` continues a killed run from its last checkpoint, to the same final metrics as an
+    uninterrupted run (identical on CPU).
+    """
+    if resume is not None:
+        run_dir = Path(resume)
+        if not (run_dir / "config.toml").exists():
+            raise DataError(f"cannot resume {str(run_dir)!r}: it is not a polyrec run directory")
+        cfg = load_config(run_dir / "config.toml")
+        if model or data or protocol or config or overrides:
+            raise DataError("--resume continues a run with its saved config; give no other options")
+        return train_run(cfg, run_dir, resume=True, reporter=reporter)
+    cfg = load_config(
+        config,
+        list(overrides),
+        model=model,
+        data__path=None if data is None else str(data),
+        data__protocol=protocol,
+    )
+    run_dir = Path(out) if out is not None else default_run_dir(cfg)
+    _check_out_parent(run_dir, "run directory")
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise DataError(
+            f"run directory {str(run_dir)!r} is not empty; choose another --out or continue it with "
+            "--resume"
+        )
+    result = train_run(cfg, run_dir, reporter=reporter)
+    result["run_dir"] = str(run_dir)
+    return result
+
+
+def evaluate(run_dir: PathLike, *, reporter: Reporter | None = None) -> dict[str, Any]:
+    """Re-evaluate a run's best weights on its saved split (validation and test)."""
+    prepared = load_run(Path(run_dir))
+    out = final_metrics(prepared, reporter)
+    out["model"] = prepared.cfg.model
+    out["dataset"] = prepared.log.name
+    return out
+
+
+def _read_users(path: Path) -> list[str]:
+    if not path.exists():
+        raise DataError(f"users file {str(path)!r} does not exist")
+    if path.suffix == ".parquet":
+        table = pl.read_parquet(path)
+        if "user" not in table.columns:
+            raise DataError(f"users file {str(path)!r} has no 'user' column")
+        values = [str(v) for v in table["user"].to_list()]
+    else:
+        lines = [ln.strip() for ln in path.read_text().splitlines()]
+        values = [ln.split(",")[0].strip() for ln in lines if ln]
+        if values and values[0] == "user":
+            values = values[1:]
+    if not values:
+        raise DataError(f"users file {str(path)!r} is empty")
+    return values
+
+
+def recommend(
+    run_dir: PathLike,
+    users: Sequence[Any] | PathLike,
+    *,
+    k: int = 20,
+    exclude_seen: bool = True,
+    out: PathLike | None = None,
+    batch_size: int = 1024,
+) -> pl.DataFrame:
+    """Top-``k`` items per user (external ids) as a DataFrame ``user, rank, item, score``.
+
+    ``users`` is a list of external user ids or a file (one id per line, or CSV/Parquet with a
+    ``user`` column). Seen items are the user's training items of the target behavior.
+    """
+    if k <= 0:
+        raise DataError(f"k must be positive (got {k})")
+    out_path = Path(out) if out is not None else None
+    if out_path is not None:
+        _check_out_parent(out_path, "output file")
+    prepared = load_run(Path(run_dir))
+    log, model = prepared.split.train, prepared.model
+    ext = _read_users(Path(users)) if isinstance(users, str | os.PathLike) else list(users)
+    dense = log.user_map.to_dense(ext, what="user", strict=False)
+    unknown = [u for u, d in zip(ext, dense, strict=True) if d < 0]
+    if unknown:
+        raise DataError(
+            f"{len(unknown)} of {len(ext)} users are not in the dataset (first: {unknown[0]!r})"
+        )
+    k = min(k, log.n_items)
+    seen = log.csr(log.target) if exclude_seen else None
+    rows_u, rows_i, rows_s = [], [], []
+    with torch.no_grad():
+        model.prepare_scoring()
+        for start in range(0, len(dense), batch_size):
+            b = dense[start : start + batch_size]
+            s = model.scores(torch.from_numpy(b).to(model.device)).float()
+            if seen is not None:
+                sub = seen[b]
+                r = np.repeat(np.arange(len(b)), np.diff(sub.indptr))
+                s[
+                    torch.from_numpy(r).to(s.device),
+                    torch.from_numpy(sub.indices.astype(np.int64)).to(s.device),
+                ] = -torch.inf
+            top = torch.topk(s, k, dim=1)
+            rows_u.append(np.repeat(b, k))
+            rows_i.append(top.indices.cpu().numpy().ravel())
+            rows_s.append(top.values.cpu().numpy().ravel())
+    u = np.concatenate(rows_u)
+    i = np.concatenate(rows_i)
+    frame = pl.DataFrame(
+        {
+            "user": log.user_map.to_external(u).tolist(),
+            "rank": np.tile(np.arange(1, k + 1), len(dense)),
+            "item": log.item_map.to_external(i).tolist(),
+            "score": np.concatenate(rows_s),
+        }
+    )
+    if out_path is not None:
+        tmp = out_path.with_name(f".{out_path.name}.tmp")
+        if out_path.suffix == ".csv":
+            frame.write_csv(tmp)
+        else:
+            frame.write_parquet(tmp)
+        os.replace(tmp, out_path)
+    return frame
+
+
+def import_data(
+    path: PathLike,
+    out: PathLike,
+    *,
+    fmt: str | None = None,
+    **options: Any,
+) -> InteractionLog:
+    """Import a foreign log (see ``polyrec.data.importers.FORMATS``) into a dataset directory."""
+    out_path = Path(out)
+    _check_out_parent(out_path, "dataset directory")
+    log = import_path(path, fmt, **options)
+    log.save(out_path)
+    return log
+
+
+def data_info(spec: PathLike) -> dict[str, Any]:
+    """Per-behavior counts, users, items, density, time span of a dataset directory."""
+    return load_dataset(str(spec)).stats()
+
+
+def models() -> list[dict[str, Any]]:
+    """Every registered model with its paper."""
+    return list_models()
+
+
+def write_json(path: Path, obj: Any) -> None:
+    _check_out_parent(path, "output file")
+    atomic_write_text(path, json.dumps(obj, indent=2))

@@ -1,0 +1,344 @@
+"""Command line: ``polyrec train | evaluate | recommend | models | data import | data info``.
+
+User mistakes (``PolyrecError``) print one line and exit with status 2; bugs raise normally.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from polyrec import api
+from polyrec.errors import PolyrecError
+from polyrec.train.trainer import Reporter
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="polyrec: multi-behavior and multi-interest recommendation, reproducible and fast.",
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(no_args_is_help=True, help="Import datasets and inspect them.")
+app.add_typer(data_app, name="data")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class RichReporter(Reporter):
+    """Progress bars on epochs and batches; one log line per epoch."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self.progress: Progress | None = None
+        self.epoch_task: Any = None
+        self.batch_task: Any = None
+        self.best: float | None = None
+
+    def start(self, total_epochs: int, first_epoch: int) -> None:
+        if self.quiet:
+            return
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[info]}"),
+            console=console,
+            transient=True,
+        )
+        self.progress.start()
+        self.epoch_task = self.progress.add_task(
+            "epochs", total=total_epochs, completed=first_epoch - 1, info=""
+        )
+        self.batch_task = self.progress.add_task("batches", total=None, info="")
+
+    def epoch_start(self, epoch: int, n_batches: int | None) -> None:
+        if self.progress is not None:
+            self.progress.reset(self.batch_task, total=n_batches, info="")
+
+    def batch(self, stats: dict[str, float]) -> None:
+        if self.progress is not None:
+            self.progress.update(
+                self.batch_task, advance=1, info=f"loss {stats.get('loss', 0):.4f}"
+            )
+
+    def epoch_end(self, epoch: int, record: dict[str, Any]) -> None:
+        if self.quiet:
+            return
+        if self.progress is not None:
+            self.progress.update(self.epoch_task, completed=epoch)
+        loss = record.get("train", {}).get("loss", float("nan"))
+        line = f"epoch {epoch:>3}  loss {loss:.4f}  {record['seconds']:.2f}s"
+        if "valid" in record:
+            parts = "  ".join(
+                f"{k} {v:.4f}" for k, v in record["valid"].items() if k.endswith("@10")
+            )
+            line += f"  valid {parts}"
+        console.print(line, highlight=False)
+
+    def message(self, text: str) -> None:
+        if not self.quiet:
+            console.print(f"[dim]{text}[/dim]")
+
+    def stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+    def eval_progress(self) -> Any:
+        return None
+
+
+def _fail(e: PolyrecError) -> None:
+    err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=e.exit_code)
+
+
+def _metrics_table(title: str, results: dict[str, Any]) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("split")
+    table.add_column("protocol")
+    keys: list[str] = []
+    for part in ("valid", "test"):
+        for metrics in results[part]["metrics"].values():
+            keys.extend(k for k in metrics if k not in keys)
+    for k in keys:
+        table.add_column(k.upper().replace("NDCG", "NDCG").replace("HR", "HR"), justify="right")
+    for part in ("valid", "test"):
+        res = results[part]
+        for proto, metrics in res["metrics"].items():
+            label = "full ranking" if proto == "full" else f"sampled 1+{res.get('n_negatives', 99)}"
+            table.add_row(part, label, *[f"{metrics.get(k, float('nan')):.4f}" for k in keys])
+    return table
+
+
+def _print_result(result: dict[str, Any]) -> None:
+    split = result["valid"]["split"]
+    console.print(
+        _metrics_table(
+            f"{result.get('model', '')} on {result.get('dataset', '')} — {split['name']} split, "
+            f"seed {split['seed']}, {split['test_users']} test users",
+            result,
+        )
+    )
+
+
+@app.command()
+def train(
+    overrides: list[str] = typer.Argument(None, help="config overrides: key=value ..."),
+    model: str = typer.Option(None, "--model", "-m", help="model name (see 'polyrec models')"),
+    data: str = typer.Option(
+        None, "--data", "-d", help="dataset directory or embedded:retailrocket"
+    ),
+    protocol: str = typer.Option(
+        None, "--protocol", "-p", help="leave-one-out | random-ratio | user-split | time-slots"
+    ),
+    config: Path = typer.Option(None, "--config", "-c", help="TOML config file"),
+    out: Path = typer.Option(
+        None, "--out", "-o", help="run directory (default runs/<model>-<data>-<time>)"
+    ),
+    resume: Path = typer.Option(
+        None, "--resume", help="continue a killed run from its last checkpoint"
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display"),
+    as_json: bool = typer.Option(False, "--json", help="print the metrics as JSON"),
+) -> None:
+    """Train a model (default: LightGCN on the embedded Retailrocket data) and print its metrics."""
+    try:
+        result = api.train(
+            model,
+            data,
+            protocol=protocol,
+            config=config,
+            overrides=overrides or [],
+            out=out,
+            resume=resume,
+            reporter=RichReporter(quiet=quiet or as_json),
+        )
+    except PolyrecError as e:
+        _fail(e)
+        return
+    if as_json:
+        print(json.dumps({k: v for k, v in result.items() if k != "history"}, indent=2))
+        return
+    _print_result(result)
+    console.print(
+        f"best epoch {result['best_epoch']} ({result['protocol']['selection']}); {result['stopped']}; "
+        f"run saved in {result.get('run_dir', str(resume))}",
+        highlight=False,
+    )
+
+
+@app.command()
+def evaluate(
+    run_dir: Path = typer.Argument(..., help="a run directory from 'polyrec train'"),
+    as_json: bool = typer.Option(False, "--json", help="print the metrics as JSON"),
+) -> None:
+    """Re-evaluate a run's best weights on its saved validation and test split."""
+    try:
+        result = api.evaluate(run_dir)
+    except PolyrecError as e:
+        _fail(e)
+        return
+    if as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        _print_result(result)
+
+
+@app.command()
+def recommend(
+    run_dir: Path = typer.Argument(..., help="a run directory from 'polyrec train'"),
+    users: Path = typer.Option(
+        ...,
+        "--users",
+        "-u",
+        help="file of user ids (one per line, or CSV/Parquet with a 'user' column)",
+    ),
+    k: int = typer.Option(20, "--k", "-k", help="items per user"),
+    out: Path = typer.Option(..., "--out", "-o", help="output .parquet or .csv"),
+    include_seen: bool = typer.Option(
+        False, "--include-seen", help="do not remove the user's training items"
+    ),
+) -> None:
+    """Write the top-k items for each user in USERS."""
+    try:
+        frame = api.recommend(run_dir, users, k=k, exclude_seen=not include_seen, out=out)
+    except PolyrecError as e:
+        _fail(e)
+        return
+    console.print(
+        f"wrote {frame.height} recommendations for {frame['user'].n_unique()} users to {out}"
+    )
+
+
+@app.command("models")
+def models_cmd() -> None:
+    """List every model with its paper."""
+    table = Table(title="polyrec models")
+    table.add_column("name")
+    table.add_column("kind")
+    table.add_column("paper")
+    for m in api.models():
+        table.add_row(m["name"], m["kind"], m["paper"])
+    console.print(table)
+
+
+@data_app.command("import")
+def data_import(
+    path: Path = typer.Argument(..., help="file or folder to import"),
+    fmt: str = typer.Option(
+        None,
+        "--format",
+        "-f",
+        help="csv, tsv, parquet, hkuds, mba, lightgcn-txt, sasrec-txt, simrec (default: guess)",
+    ),
+    out: Path = typer.Option(
+        None, "--out", "-o", help="dataset directory to write (default: PATH's name + '-polyrec')"
+    ),
+    target: str = typer.Option(None, "--target", help="target behavior"),
+    user_col: str = typer.Option(None, "--user-col", help="user column name (csv/tsv/parquet)"),
+    item_col: str = typer.Option(None, "--item-col", help="item column name"),
+    behavior_col: str = typer.Option(None, "--behavior-col", help="behavior column name"),
+    time_col: str = typer.Option(None, "--time-col", help="timestamp column name"),
+    category_col: str = typer.Option(None, "--category-col", help="item category column name"),
+) -> None:
+    """Turn a log in a foreign format into a polyrec dataset directory."""
+    options = {
+        k: v
+        for k, v in {
+            "target": target,
+            "user": user_col,
+            "item": item_col,
+            "behavior": behavior_col,
+            "timestamp": time_col,
+            "category": category_col,
+        }.items()
+        if v is not None
+    }
+    dest = out or path.with_name(path.stem + "-polyrec")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            log = api.import_data(path, dest, fmt=fmt, **options)
+    except PolyrecError as e:
+        _fail(e)
+        return
+    for w in caught:
+        err_console.print(f"[yellow]warning:[/yellow] {w.message}", highlight=False)
+    console.print(
+        f"imported {len(log):,} interactions ({log.n_users:,} users × {log.n_items:,} items; "
+        f"behaviors {', '.join(log.behaviors)}; target {log.target}) into {dest}",
+        highlight=False,
+    )
+
+
+@data_app.command("info")
+def data_info(
+    directory: str = typer.Argument(..., help="dataset directory or embedded:retailrocket"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Per-behavior counts, users, items, density and time span."""
+    try:
+        info = api.data_info(directory)
+    except PolyrecError as e:
+        _fail(e)
+        return
+    if as_json:
+        print(json.dumps(info, indent=2))
+        return
+    table = Table(
+        title=f"{info['name']}: {info['users']:,} users × {info['items']:,} items, target {info['target']}"
+    )
+    table.add_column("behavior")
+    table.add_column("interactions", justify="right")
+    table.add_column("users", justify="right")
+    table.add_column("items", justify="right")
+    for name, b in info["behaviors"].items():
+        table.add_row(name, f"{b['interactions']:,}", f"{b['users']:,}", f"{b['items']:,}")
+    console.print(table)
+    console.print(f"density {info['density']:.6f}", highlight=False)
+    if info["time_span"]:
+        from datetime import UTC, datetime
+
+        lo, hi = info["time_span"]
+        if lo > 1e8:  # looks like unix seconds
+            fmt = "%Y-%m-%d"
+            console.print(
+                f"time span {datetime.fromtimestamp(lo, UTC).strftime(fmt)} .. "
+                f"{datetime.fromtimestamp(hi, UTC).strftime(fmt)} ({(hi - lo) / 86400:.1f} days)",
+                highlight=False,
+            )
+        else:
+            console.print(f"time span {lo:g} .. {hi:g} (units of the source)", highlight=False)
+    if info["published_split"]:
+        console.print(f"published split: {info['published_split']}", highlight=False)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

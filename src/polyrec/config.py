@@ -1,0 +1,246 @@
+"""Run configuration: pydantic models that reject unknown keys, TOML files, ``key=value`` overrides.
+
+A run config has four sections plus the model's own parameters::
+
+    model = "lightgcn"
+    seed = 2024
+    [data]   path, target, protocol and the split's parameters
+    [train]  epochs, batch size, optimiser, early stopping
+    [eval]   K list, protocols, masking
+    [params] the model's config (validated by the model's own pydantic class)
+
+Overrides are ``section.key=value`` (e.g. ``train.lr=0.01``, ``params.layers=2``) or a bare
+``key=value`` when the key exists in exactly one section. Values are parsed as TOML values
+(``3``, ``0.5``, ``true``, ``[10, 20]``, ``"buy"``) and fall back to a plain string.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from polyrec.errors import ConfigError
+
+Protocol = Literal["leave-one-out", "random-ratio", "user-split", "time-slots"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    path: str = Field(
+        "embedded:retailrocket",
+        description="dataset directory (from 'polyrec data import') or 'embedded:retailrocket'",
+    )
+    target: str | None = Field(None, description="target behavior (default: the dataset's)")
+    protocol: Protocol = Field("leave-one-out", description="split protocol")
+    n_negatives: int = Field(99, ge=0, description="negatives per held-out pair for sampled 1+N")
+    ratio: float = Field(0.8, gt=0, lt=1, description="random-ratio: train share (MBA: 4:1)")
+    valid_ratio: float = Field(
+        0.1, ge=0, lt=1, description="random-ratio: validation slice of train"
+    )
+    user_ratios: tuple[float, float, float] = Field(
+        (0.8, 0.1, 0.1), description="user-split ratios"
+    )
+    history_fraction: float = Field(0.8, gt=0, lt=1, description="user-split: history share")
+    slot_days: float = Field(30.0, gt=0, description="time-slots: slot length in days")
+    seconds_per_unit: float = Field(1.0, gt=0, description="time-slots: seconds per timestamp unit")
+
+    def split_params(self) -> dict[str, Any]:
+        p: dict[str, Any] = {"n_negatives": self.n_negatives}
+        if self.protocol == "random-ratio":
+            p |= {"ratio": self.ratio, "valid_ratio": self.valid_ratio}
+        elif self.protocol == "user-split":
+            p |= {"ratios": self.user_ratios, "history_fraction": self.history_fraction}
+        elif self.protocol == "time-slots":
+            p |= {"slot_days": self.slot_days, "seconds_per_unit": self.seconds_per_unit}
+        return p
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(100, ge=0, description="maximum number of epochs")
+    batch_size: int = Field(2048, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    optimizer: Literal["adam", "adamw", "sgd", "adagrad"] = "adam"
+    metric: str = Field("ndcg@10", description="validation metric for early stopping")
+    select_protocol: Literal["full", "sampled"] = Field(
+        "full", description="protocol of the validation metric used for model selection"
+    )
+    patience: int = Field(10, ge=1, description="epochs without validation improvement to stop")
+    eval_every: int = Field(1, ge=1, description="validate every N epochs")
+    device: str = Field("auto", description="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1'")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's)")
+    max_minutes: float | None = Field(None, gt=0, description="stop training after this long")
+
+
+class EvalConfig(_Section):
+    ks: list[int] = Field([10, 20], description="cut-offs for every metric")
+    protocols: list[Literal["full", "sampled"]] = ["full", "sampled"]
+    mask: Literal["target", "all"] = Field(
+        "target", description="full ranking masks the user's training items of this behavior set"
+    )
+    batch_size: int = Field(1024, ge=1, description="users per scoring batch")
+
+
+class RunConfig(_Section):
+    model: str = "lightgcn"
+    seed: int = 2024
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    params: dict[str, Any] = Field(default_factory=dict, description="the model's own config")
+
+
+SECTIONS = {"data": DataConfig, "train": TrainConfig, "eval": EvalConfig}
+
+
+def parse_value(text: str) -> Any:
+    """A TOML value (``3``, ``1e-3``, ``true``, ``[10, 20]``, ``"x"``) or the raw string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _format_validation(err: ValidationError, prefix: str = "") -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    key = f"{prefix}{loc}" if loc else prefix.rstrip(".")
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    extra = f" ({len(err.errors()) - 1} more problems)" if len(err.errors()) > 1 else ""
+    return f"config key {key!r}: {msg}{extra}"
+
+
+def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"config key {dotted!r}: {p!r} is not a section")
+    node[parts[-1]] = value
+
+
+def resolve_key(key: str, model_fields: set[str]) -> str:
+    """Map a bare key to its section (``lr`` → ``train.lr``); dotted keys pass through."""
+    if "." in key or key in RunConfig.model_fields:
+        return key
+    homes = [s for s, cls in SECTIONS.items() if key in cls.model_fields]
+    if key in model_fields:
+        homes.append("params")
+    if len(homes) == 1:
+        return f"{homes[0]}.{key}"
+    if len(homes) > 1:
+        raise ConfigError(
+            f"config key {key!r} is ambiguous: write one of {', '.join(f'{h}.{key}' for h in homes)}"
+        )
+    known = sorted(
+        [f"{s}.{k}" for s, cls in SECTIONS.items() for k in cls.model_fields]
+        + [f"params.{k}" for k in model_fields]
+        + [k for k in RunConfig.model_fields if k not in SECTIONS and k != "params"]
+    )
+    raise ConfigError(f"unknown config key {key!r}; known keys: {', '.join(known)}")
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    overrides: list[str] | None = None,
+    **fixed: Any,
+) -> RunConfig:
+    """Build a RunConfig from an optional TOML file, ``key=value`` overrides and fixed fields.
+
+    ``fixed`` holds values given by dedicated CLI options (``model=``, ``data.path=`` …, written
+    with ``__`` for the dot: ``data__path``); they apply after the file, before the overrides.
+    The model's own parameters are validated here too, so a wrong key fails before training.
+    """
+    tree: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.exists():
+            raise ConfigError(f"config file {str(p)!r} does not exist")
+        try:
+            tree = tomllib.loads(p.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"config file {str(p)!r} is not valid TOML: {e}") from None
+    for k, v in fixed.items():
+        if v is not None:
+            _set(tree, k.replace("__", "."), v)
+    model_name = str(tree.get("model", RunConfig.model_fields["model"].default))
+    # a model override must be known before params keys are resolved
+    for ov in overrides or []:
+        k, _, v = ov.partition("=")
+        if k.strip() == "model":
+            model_name = str(parse_value(v.strip()))
+    model_cls = _model_class(model_name)
+    for ov in overrides or []:
+        if "=" not in ov:
+            raise ConfigError(f"override {ov!r} is not key=value")
+        k, _, v = ov.partition("=")
+        k = k.strip()
+        if not k:
+            raise ConfigError(f"override {ov!r} has an empty key")
+        _set(tree, resolve_key(k, set(model_cls.Config.model_fields)), parse_value(v.strip()))
+    try:
+        cfg = RunConfig.model_validate(tree)
+    except ValidationError as e:
+        raise ConfigError(_format_validation(e)) from None
+    try:
+        params = model_cls.Config.model_validate(cfg.params)
+    except ValidationError as e:
+        raise ConfigError(_format_validation(e, "params.")) from None
+    cfg.params = params.model_dump(mode="json")
+    cfg.model = model_cls.name
+    return cfg
+
+
+def _model_class(name: str) -> Any:
+    from polyrec.models.registry import get_model_class
+
+    return get_model_class(name)
+
+
+def to_toml(cfg: RunConfig) -> str:
+    """The resolved config as TOML (scalars, lists and one level of tables)."""
+    data = cfg.model_dump(mode="json")
+    lines: list[str] = []
+    tables: list[tuple[str, dict[str, Any]]] = []
+    for k, v in data.items():
+        if isinstance(v, dict):
+            tables.append((k, v))
+        else:
+            lines.append(f"{k} = {_toml_value(v)}")
+    for name, table in tables:
+        lines.append("")
+        lines.append(f"[{name}]")
+        for k, v in table.items():
+            if v is None:
+                lines.append(f"# {k} = (unset)")
+            else:
+                lines.append(f"{k} = {_toml_value(v)}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return (
+            "{ "
+            + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items() if x is not None)
+            + " }"
+        )
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")

@@ -1,0 +1,1 @@
+"""Data layer: interaction logs, importers, splits, graphs and sampling."""

@@ -1,0 +1,478 @@
+"""Named, seeded splits of an :class:`InteractionLog` into train / validation / test.
+
+Every split returns a :class:`Split`: a training log (all behaviors, minus every held-out target
+pair), and validation and test :class:`Holdout` sets of target-behavior (user, item) pairs. A split
+records its name, parameters, seed and the dataset fingerprint, and saves to one ``.npz`` file
+(no pickle) plus JSON metadata.
+
+Protocols:
+* ``leave-one-out`` – per user, the published test item when the data has one, else the latest
+  target interaction; the previous (latest remaining) target interaction becomes validation.
+* ``random-ratio`` – MBA §4.3: target pairs split ``ratio : 1-ratio`` at random (a published
+  test fold is kept), and a validation slice (``valid_ratio`` of train pairs) carved from train.
+* ``user-split`` – ComiRec: users split 8:1:1; held-out users give the first ``history_fraction``
+  of their chronological sequence as history and the rest as targets.
+* ``time-slots`` – leave-one-out, plus the time slot of every training interaction (EGCM).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from polyrec.data.log import FOLD_TEST, FOLD_TRAIN, FOLD_VALID, InteractionLog
+from polyrec.data.sampling import PairSet, sample_eval_negatives
+from polyrec.errors import DataError
+
+PROTOCOLS = ("leave-one-out", "random-ratio", "user-split", "time-slots")
+
+
+@dataclass(eq=False)
+class Holdout:
+    """Held-out target pairs; ``negatives[j]`` are the sampled 1+N candidates' negatives of pair j.
+
+    ``history`` is set for protocols whose held-out users are not in training (user split): the
+    interactions those users give as input at evaluation time.
+    """
+
+    user: np.ndarray
+    item: np.ndarray
+    negatives: np.ndarray | None = None
+    history: InteractionLog | None = None
+
+    def __len__(self) -> int:
+        return len(self.user)
+
+    @property
+    def users(self) -> np.ndarray:
+        """Distinct users with at least one held-out pair (sorted)."""
+        return np.unique(self.user)
+
+
+@dataclass(eq=False)
+class Split:
+    name: str
+    seed: int
+    fingerprint: str
+    train: InteractionLog
+    valid: Holdout
+    test: Holdout
+    params: dict[str, Any] = field(default_factory=dict)
+    slot: np.ndarray | None = None  # time slot per training interaction (time-slots protocol)
+    dropped_users: int = 0  # users with no target interaction (not evaluated)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "seed": self.seed,
+            "params": self.params,
+            "dataset_fingerprint": self.fingerprint,
+            "train_interactions": len(self.train),
+            "valid_pairs": len(self.valid),
+            "test_pairs": len(self.test),
+            "valid_users": int(self.valid.users.size),
+            "test_users": int(self.test.users.size),
+            "users_without_target": self.dropped_users,
+            "slots": None if self.slot is None else int(self.slot.max(initial=-1) + 1),
+        }
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> None:
+        """Save the split's row selection and held-out sets (``.npz`` + ``.json``), atomically."""
+        path = Path(path)
+        arrays: dict[str, np.ndarray] = {
+            "train_rows": self._train_rows,
+            "valid_user": self.valid.user,
+            "valid_item": self.valid.item,
+            "test_user": self.test.user,
+            "test_item": self.test.item,
+        }
+        for nm, h in (("valid", self.valid), ("test", self.test)):
+            if h.negatives is not None:
+                arrays[f"{nm}_negatives"] = h.negatives
+            if h.history is not None:
+                arrays[f"{nm}_history_rows"] = h.history_rows  # type: ignore[attr-defined]
+        if self.slot is not None:
+            arrays["slot"] = self.slot
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez_compressed(tmp, **arrays)
+        tmp.replace(path.with_suffix(".npz"))
+        meta = {
+            "name": self.name,
+            "seed": self.seed,
+            "fingerprint": self.fingerprint,
+            "params": self.params,
+            "dropped_users": self.dropped_users,
+        }
+        tmpj = path.with_name(path.name + ".tmp.json")
+        tmpj.write_text(json.dumps(meta, indent=2))
+        tmpj.replace(path.with_suffix(".json"))
+
+    @classmethod
+    def load(cls, path: str | Path, log: InteractionLog) -> Split:
+        path = Path(path)
+        try:
+            meta = json.loads(path.with_suffix(".json").read_text())
+            z = np.load(path.with_suffix(".npz"), allow_pickle=False)
+            arrays = {k: z[k] for k in z.files}
+        except (OSError, ValueError, KeyError) as e:
+            raise DataError(f"split file {str(path)!r} is missing or corrupt: {e}") from None
+        if meta["fingerprint"] != log.fingerprint():
+            raise DataError(
+                f"split {str(path)!r} was made for dataset {meta['fingerprint']}, not for "
+                f"{log.fingerprint()}; the dataset changed since the run"
+            )
+
+        def hold(nm: str) -> Holdout:
+            hist = None
+            if f"{nm}_history_rows" in arrays:
+                hist = log.select(arrays[f"{nm}_history_rows"])
+            h = Holdout(
+                arrays[f"{nm}_user"], arrays[f"{nm}_item"], arrays.get(f"{nm}_negatives"), hist
+            )
+            if hist is not None:
+                h.history_rows = arrays[f"{nm}_history_rows"]  # type: ignore[attr-defined]
+            return h
+
+        split = cls(
+            name=meta["name"],
+            seed=meta["seed"],
+            fingerprint=meta["fingerprint"],
+            train=log.select(arrays["train_rows"]),
+            valid=hold("valid"),
+            test=hold("test"),
+            params=meta["params"],
+            slot=arrays.get("slot"),
+            dropped_users=meta.get("dropped_users", 0),
+        )
+        split._train_rows = arrays["train_rows"]
+        return split
+
+    _train_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+
+# ---------------------------------------------------------------------- helpers
+def _order_key(log: InteractionLog) -> np.ndarray:
+    """Chronological order key: timestamp where known, file order as the tie-break."""
+    pos = np.arange(len(log), dtype=np.float64)
+    if log.timestamp is None:
+        return pos
+    return log.timestamp  # ties broken by np.lexsort with pos
+
+
+def _last_per_user(users: np.ndarray, ts: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Row (from ``rows``) of the latest entry per user: sort by (user, ts, row)."""
+    if len(rows) == 0:
+        return rows
+    order = np.lexsort((rows, ts[rows], users[rows]))
+    r = rows[order]
+    u = users[r]
+    last = np.ones(len(r), dtype=bool)
+    last[:-1] = u[1:] != u[:-1]
+    return r[last]
+
+
+def _pair_rows_mask(
+    log: InteractionLog, rows_mask: np.ndarray, u: np.ndarray, i: np.ndarray
+) -> np.ndarray:
+    """Mask of rows (within ``rows_mask``) whose (user, item) pair is in the given pairs."""
+    ps = PairSet(u, i, log.n_items)
+    return rows_mask & ps.contains(log.user, log.item)
+
+
+def _attach_negatives(split: Split, log: InteractionLog, n_negatives: int, seed: int) -> None:
+    """Draw the sampled-protocol negatives once: items the user never had in the target behavior."""
+    if n_negatives <= 0:
+        return
+    tmask = log.behavior == log.target_code
+    exclude = PairSet(log.user[tmask], log.item[tmask], log.n_items)
+    # cap N so that every evaluated user has N distinct items outside their target positives
+    per_user = np.bincount(exclude.keys // log.n_items, minlength=log.n_users)
+    held = np.r_[split.valid.user, split.test.user]
+    most = int(per_user[held].max(initial=0))
+    n = min(n_negatives, log.n_items - most)
+    if n < n_negatives:
+        split.params["n_negatives"] = n
+    for k, h in enumerate((split.valid, split.test)):
+        h.negatives = sample_eval_negatives(h.user, log.n_items, exclude, n, seed * 7919 + 17 + k)
+
+
+def _check_target(log: InteractionLog) -> np.ndarray:
+    tmask = log.behavior == log.target_code
+    if not tmask.any():
+        raise DataError(
+            f"dataset {log.name!r} has no interactions of the target behavior {log.target!r}"
+        )
+    return tmask
+
+
+def _finish(
+    log: InteractionLog,
+    name: str,
+    seed: int,
+    params: dict[str, Any],
+    train_mask: np.ndarray,
+    valid: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    n_negatives: int,
+    slot: np.ndarray | None = None,
+    dropped: int = 0,
+) -> Split:
+    if len(test[0]) == 0:
+        raise DataError(
+            f"dataset {log.name!r}: the {name} split leaves no test users for the target behavior "
+            f"{log.target!r} (too few target interactions per user)"
+        )
+    rows = np.flatnonzero(train_mask)
+    split = Split(
+        name=name,
+        seed=seed,
+        fingerprint=log.fingerprint(),
+        train=log.select(rows),
+        valid=Holdout(valid[0].astype(np.int64), valid[1].astype(np.int64)),
+        test=Holdout(test[0].astype(np.int64), test[1].astype(np.int64)),
+        params=params,
+        slot=None if slot is None else slot[rows],
+        dropped_users=dropped,
+    )
+    split._train_rows = rows
+    _attach_negatives(split, log, n_negatives, seed)
+    return split
+
+
+# ---------------------------------------------------------------------- protocols
+def leave_one_out(log: InteractionLog, *, seed: int = 0, n_negatives: int = 99) -> Split:
+    """Leave-one-out on the target behavior.
+
+    Test: the published test pairs (``fold == FOLD_TEST``) when the data has them, else each
+    user's latest target pair (users with ≥ 2 distinct target items). Validation: each user's
+    latest remaining target pair, for users who keep ≥ 1 target pair in train. Every row of the
+    target behavior with a held-out (user, item) pair is removed from train; auxiliary behaviors
+    are kept whole. Without timestamps, "latest" is file order.
+    """
+    tmask = _check_target(log)
+    ts = _order_key(log)
+    published = log.fold is not None and bool((log.fold[tmask] == FOLD_TEST).any())
+    avail = tmask.copy()
+    if log.fold is not None:
+        # rows published as valid/test never train; published valid is used as-is
+        avail &= log.fold == FOLD_TRAIN
+    if published:
+        assert log.fold is not None
+        trows = np.flatnonzero(tmask & (log.fold == FOLD_TEST))
+        test_u, test_i = log.user[trows], log.item[trows]
+    else:
+        # distinct pairs per user: only users with ≥ 2 distinct target items get a test pair
+        cand = np.flatnonzero(avail)
+        n_distinct = _distinct_items_per_user(log, cand)
+        eligible = cand[n_distinct[log.user[cand]] >= 2]
+        trows = _last_per_user(log.user, ts, eligible)
+        test_u, test_i = log.user[trows], log.item[trows]
+    avail &= ~_pair_rows_mask(log, avail, test_u, test_i)
+    # validation: latest remaining pair of users who keep ≥ 2 distinct items (one stays in train)
+    cand = np.flatnonzero(avail)
+    n_distinct = _distinct_items_per_user(log, cand)
+    eligible = cand[n_distinct[log.user[cand]] >= 2]
+    vrows = _last_per_user(log.user, ts, eligible)
+    valid_u, valid_i = log.user[vrows], log.item[vrows]
+    if log.fold is not None and bool((log.fold[tmask] == FOLD_VALID).any()):
+        prow = np.flatnonzero(tmask & (log.fold == FOLD_VALID))
+        valid_u, valid_i = log.user[prow], log.item[prow]
+    held = _pair_rows_mask(log, tmask, np.r_[valid_u, test_u], np.r_[valid_i, test_i])
+    train_mask = ~held
+    if log.fold is not None:
+        train_mask &= log.fold == FOLD_TRAIN
+    users_with_target = np.unique(log.user[tmask]).size
+    params = {"published_test": published, "n_negatives": n_negatives}
+    return _finish(
+        log,
+        "leave-one-out",
+        seed,
+        params,
+        train_mask,
+        (valid_u, valid_i),
+        (test_u, test_i),
+        n_negatives,
+        dropped=log.n_users - users_with_target,
+    )
+
+
+def _distinct_items_per_user(log: InteractionLog, rows: np.ndarray) -> np.ndarray:
+    keys = np.unique(log.user[rows] * log.n_items + log.item[rows])
+    return np.bincount(keys // log.n_items, minlength=log.n_users)
+
+
+def random_ratio(
+    log: InteractionLog,
+    *,
+    ratio: float = 0.8,
+    valid_ratio: float = 0.1,
+    seed: int = 0,
+    n_negatives: int = 99,
+) -> Split:
+    """MBA's protocol (§4.3): distinct target pairs split ``ratio : 1 - ratio`` at random.
+
+    A published test fold is kept as the test set. The paper has no validation set; polyrec
+    carves ``valid_ratio`` of the training target pairs as validation (model selection only).
+    """
+    if not 0 < ratio < 1 or not 0 <= valid_ratio < 1:
+        raise DataError(
+            f"random-ratio needs 0 < ratio < 1 and 0 <= valid_ratio < 1 (got {ratio}, {valid_ratio})"
+        )
+    tmask = _check_target(log)
+    rng = np.random.default_rng(seed)
+    published = log.fold is not None and bool((log.fold[tmask] == FOLD_TEST).any())
+    if published:
+        assert log.fold is not None
+        tr = tmask & (log.fold == FOLD_TEST)
+        tkeys = np.unique(log.user[tr] * log.n_items + log.item[tr])
+        avail = tmask & (log.fold == FOLD_TRAIN)
+        keys = np.unique(log.user[avail] * log.n_items + log.item[avail])
+        keys = np.setdiff1d(keys, tkeys)
+    else:
+        keys = np.unique(log.user[tmask] * log.n_items + log.item[tmask])
+        perm = rng.permutation(len(keys))
+        n_test = round(len(keys) * (1 - ratio))
+        tkeys = np.sort(keys[perm[:n_test]])
+        keys = np.sort(keys[perm[n_test:]])
+    perm = rng.permutation(len(keys))
+    n_valid = round(len(keys) * valid_ratio)
+    vkeys = np.sort(keys[perm[:n_valid]])
+    held = np.r_[vkeys, tkeys]
+    row_keys = log.user * log.n_items + log.item
+    train_mask = ~(tmask & np.isin(row_keys, held))
+    if log.fold is not None:
+        train_mask &= log.fold == FOLD_TRAIN
+    params = {
+        "ratio": ratio,
+        "valid_ratio": valid_ratio,
+        "published_test": published,
+        "n_negatives": n_negatives,
+    }
+    return _finish(
+        log,
+        "random-ratio",
+        seed,
+        params,
+        train_mask,
+        (vkeys // log.n_items, vkeys % log.n_items),
+        (tkeys // log.n_items, tkeys % log.n_items),
+        n_negatives,
+        dropped=log.n_users - np.unique(log.user[tmask]).size,
+    )
+
+
+def user_split(
+    log: InteractionLog,
+    *,
+    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    history_fraction: float = 0.8,
+    seed: int = 0,
+    n_negatives: int = 0,
+) -> Split:
+    """ComiRec protocol: users split 8:1:1 (seeded, or the published per-user fold).
+
+    Held-out users' target-behavior sequences are cut chronologically: the first
+    ``history_fraction`` (at least one item) is history, the rest are targets. Training holds
+    every interaction of training users.
+    """
+    if abs(sum(ratios) - 1.0) > 1e-6:
+        raise DataError(f"user-split ratios must sum to 1 (got {ratios})")
+    tmask = _check_target(log)
+    if log.fold is not None and bool((log.fold != FOLD_TRAIN).any()):
+        ufold = np.zeros(log.n_users, dtype=np.int8)
+        np.maximum.at(ufold, log.user, log.fold)
+        published = True
+    else:
+        rng = np.random.default_rng(seed)
+        perm = rng.permutation(log.n_users)
+        n_tr = round(log.n_users * ratios[0])
+        n_va = round(log.n_users * ratios[1])
+        ufold = np.zeros(log.n_users, dtype=np.int8)
+        ufold[perm[n_tr : n_tr + n_va]] = FOLD_VALID
+        ufold[perm[n_tr + n_va :]] = FOLD_TEST
+        published = False
+    ts = _order_key(log)
+    row_fold = ufold[log.user]
+    train_mask = row_fold == FOLD_TRAIN
+    holds = []
+    for code in (FOLD_VALID, FOLD_TEST):
+        rows = np.flatnonzero(tmask & (row_fold == code))
+        order = np.lexsort((rows, ts[rows], log.user[rows]))
+        rows = rows[order]
+        u = log.user[rows]
+        starts = np.r_[0, np.flatnonzero(u[1:] != u[:-1]) + 1]
+        lengths = np.diff(np.r_[starts, len(rows)])
+        rank = np.arange(len(rows)) - np.repeat(starts, lengths)
+        n_hist = np.maximum(1, np.floor(lengths * history_fraction).astype(np.int64))
+        is_hist = rank < np.repeat(n_hist, lengths)
+        keep_user = np.repeat(lengths >= 2, lengths)  # need ≥ 1 history and ≥ 1 target
+        hist_rows = rows[is_hist & keep_user]
+        tgt_rows = rows[~is_hist & keep_user]
+        h = Holdout(log.user[tgt_rows], log.item[tgt_rows], None, log.select(hist_rows))
+        h.history_rows = hist_rows  # type: ignore[attr-defined]
+        holds.append(h)
+    if len(holds[1]) == 0:
+        raise DataError(f"dataset {log.name!r}: the user split leaves no test users")
+    rows = np.flatnonzero(train_mask)
+    split = Split(
+        name="user-split",
+        seed=seed,
+        fingerprint=log.fingerprint(),
+        train=log.select(rows),
+        valid=holds[0],
+        test=holds[1],
+        params={
+            "ratios": list(ratios),
+            "history_fraction": history_fraction,
+            "published_users": published,
+        },
+    )
+    split._train_rows = rows
+    _attach_negatives(split, log, n_negatives, seed)
+    return split
+
+
+def time_slots(
+    log: InteractionLog,
+    *,
+    slot_days: float = 30.0,
+    seconds_per_unit: float = 1.0,
+    seed: int = 0,
+    n_negatives: int = 99,
+) -> Split:
+    """Leave-one-out plus a time-slot index for every training interaction (EGCM).
+
+    Slot t covers ``[t0 + t·L, t0 + (t+1)·L)`` with ``L = slot_days`` days and ``t0`` the
+    earliest training timestamp; ``seconds_per_unit`` converts the log's time unit to seconds
+    (1 for unix time, 86400 for day indices).
+    """
+    if log.timestamp is None:
+        raise DataError(f"dataset {log.name!r} has no timestamp column; time slots need one")
+    if slot_days <= 0:
+        raise DataError(f"slot_days must be positive (got {slot_days})")
+    base = leave_one_out(log, seed=seed, n_negatives=n_negatives)
+    ts = log.timestamp * seconds_per_unit
+    t0 = ts[base._train_rows].min()
+    slot_all = np.floor((ts - t0) / (slot_days * 86400.0)).clip(min=0).astype(np.int64)
+    base.name = "time-slots"
+    base.slot = slot_all[base._train_rows]
+    base.params = {**base.params, "slot_days": slot_days, "seconds_per_unit": seconds_per_unit}
+    return base
+
+
+def make_split(log: InteractionLog, protocol: str, *, seed: int = 0, **params: Any) -> Split:
+    """Dispatch on a protocol name (see ``PROTOCOLS``)."""
+    fns = {
+        "leave-one-out": leave_one_out,
+        "random-ratio": random_ratio,
+        "user-split": user_split,
+        "time-slots": time_slots,
+    }
+    if protocol not in fns:
+        raise DataError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    return fns[protocol](log, seed=seed, **params)  # type: ignore[operator]

@@ -1,0 +1,209 @@
+"""The model contracts (see DESIGN.md).
+
+* :class:`Scorer` – graph and factorisation models: ``loss(batch) -> dict[str, Tensor]`` and
+  ``scores(users) -> Tensor[len(users), n_items]``.
+* :class:`InterestModel` – sequential / multi-interest models: ``loss(batch)``,
+  ``interests(histories) -> Tensor[B, K, d]`` and ``item_embeddings() -> Tensor[n_items, d]``.
+
+Models receive their config and a :class:`TrainData` (the training log and its views) at
+construction; they never read files. Special schedules override :meth:`Model.train_step` only.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import Tensor, nn
+
+from polyrec.data.log import InteractionLog
+from polyrec.data.sampling import PairSet, sample_negatives_t
+
+
+class ModelConfig(BaseModel):
+    """Base of every model's config: unknown keys are errors; defaults are the paper's."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+@dataclass
+class TrainData:
+    """What a model may know about the training data: the training log and cached views.
+
+    ``slot`` is the time slot of each training interaction (time-slots protocol), or None.
+    """
+
+    log: InteractionLog
+    slot: np.ndarray | None = None
+    _cache: dict[Any, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def n_users(self) -> int:
+        return self.log.n_users
+
+    @property
+    def n_items(self) -> int:
+        return self.log.n_items
+
+    def csr(self, behavior: str | None = None) -> sp.csr_matrix:
+        """Binary users × items CSR of one behavior (``None``/"all": every behavior merged)."""
+        key = ("csr", behavior or "all")
+        if key not in self._cache:
+            self._cache[key] = self.log.csr(behavior)
+        return self._cache[key]
+
+    def pairs(self, behavior: str | None) -> tuple[np.ndarray, np.ndarray]:
+        """Distinct (user, item) pairs of one behavior (or all merged)."""
+        m = self.csr(behavior).tocoo()
+        return m.row.astype(np.int64), m.col.astype(np.int64)
+
+    def pair_set(self, behavior: str | None) -> PairSet:
+        key = ("pairset", behavior or "all")
+        if key not in self._cache:
+            u, i = self.pairs(behavior)
+            self._cache[key] = PairSet(u, i, self.n_items)
+        return self._cache[key]
+
+
+@dataclass
+class BPRBatch:
+    """(user, positive item, negative item) triples."""
+
+    user: Tensor
+    pos: Tensor
+    neg: Tensor
+
+    def to(self, device: torch.device) -> BPRBatch:
+        return BPRBatch(self.user.to(device), self.pos.to(device), self.neg.to(device))
+
+
+def bpr_batches(
+    data: TrainData,
+    behavior: str | None,
+    batch_size: int,
+    generator: torch.Generator,
+) -> Iterator[BPRBatch]:
+    """One epoch of BPR triples over the distinct pairs of ``behavior`` (vectorised sampling).
+
+    Negatives are uniform over items the user has no pair with in ``behavior``.
+    """
+    key = ("pairs_t", behavior or "all")
+    if key not in data._cache:
+        u, i = data.pairs(behavior)
+        data._cache[key] = (torch.from_numpy(u), torch.from_numpy(i))
+    users, items = data._cache[key]
+    exclude = data.pair_set(behavior)
+    perm = torch.randperm(len(users), generator=generator)
+    for start in range(0, len(users), batch_size):
+        idx = perm[start : start + batch_size]
+        u = users[idx]
+        neg = sample_negatives_t(u, data.n_items, exclude, generator)
+        yield BPRBatch(u, items[idx], neg)
+
+
+class Model(nn.Module, ABC):
+    """Common part of both contracts."""
+
+    name: ClassVar[str]
+    paper: ClassVar[str]
+    Config: ClassVar[type[ModelConfig]]
+    kind: ClassVar[str] = "scorer"
+    trainable: ClassVar[bool] = True
+
+    def __init__(self, config: ModelConfig, data: TrainData) -> None:
+        super().__init__()
+        self.config = config
+        self.n_users = data.n_users
+        self.n_items = data.n_items
+
+    @property
+    def device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        for b in self.buffers():
+            return b.device
+        return torch.device("cpu")
+
+    @abstractmethod
+    def batches(
+        self, data: TrainData, batch_size: int, generator: torch.Generator
+    ) -> Iterator[Any]:
+        """One epoch of training batches (on CPU; the trainer moves them to the device)."""
+
+    @abstractmethod
+    def loss(self, batch: Any) -> dict[str, Tensor]:
+        """Named loss terms; the trainer sums them and logs each."""
+
+    def make_optimisers(
+        self, lr: float, weight_decay: float, optimizer: str
+    ) -> list[torch.optim.Optimizer]:
+        """Default: one optimiser over every parameter (override for meta/alternating schedules)."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not params:
+            return []
+        if optimizer == "adam":
+            return [torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)]
+        if optimizer == "adamw":
+            return [torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)]
+        if optimizer == "sgd":
+            return [torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)]
+        if optimizer == "adagrad":
+            return [torch.optim.Adagrad(params, lr=lr, weight_decay=weight_decay)]
+        raise ValueError(f"unknown optimizer {optimizer!r}")
+
+    def train_step(self, batch: Any, optimisers: list[torch.optim.Optimizer]) -> dict[str, float]:
+        """One optimisation step (the template method special schedules override)."""
+        for opt in optimisers:
+            opt.zero_grad(set_to_none=True)
+        terms = self.loss(batch)
+        total = torch.stack([t for t in terms.values()]).sum()
+        total.backward()
+        for opt in optimisers:
+            opt.step()
+        self.invalidate()
+        out = {k: float(v.detach()) for k, v in terms.items()}
+        out["loss"] = float(total.detach())
+        return out
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """Hook for per-epoch work (e.g. re-drawing augmented graphs). Default: nothing."""
+
+    def prepare_scoring(self) -> None:
+        """Cache whatever scoring needs (e.g. propagated embeddings); called under no_grad."""
+
+    def invalidate(self) -> None:
+        """Drop caches made by :meth:`prepare_scoring` (called after every training step)."""
+
+
+class Scorer(Model):
+    """Graph / factorisation models that score every item for a user."""
+
+    kind: ClassVar[str] = "scorer"
+
+    @abstractmethod
+    def scores(self, users: Tensor) -> Tensor:
+        """Scores ``[len(users), n_items]`` (higher is better)."""
+
+    def user_item_embeddings(self) -> tuple[Tensor, Tensor] | None:
+        """Final user and item embeddings when ``scores`` is their inner product (for export)."""
+        return None
+
+
+class InterestModel(Model):
+    """Sequential / multi-interest models."""
+
+    kind: ClassVar[str] = "interest"
+
+    @abstractmethod
+    def interests(self, histories: Tensor, lengths: Tensor) -> Tensor:
+        """``[B, K, d]`` interest vectors from padded histories ``[B, T]``."""
+
+    @abstractmethod
+    def item_embeddings(self) -> Tensor:
+        """``[n_items, d]``."""

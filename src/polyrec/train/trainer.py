@@ -1,0 +1,376 @@
+"""The training loop: epochs, early stopping on a validation metric, checkpoints, resume.
+
+The trainer knows no model by name: it asks the model for its batches, optimisers and
+``train_step`` (the template method special schedules override). Model selection reads the
+**validation** split only; the test split is evaluated once, with the best weights, at the end.
+
+A run directory holds::
+
+    config.toml        the resolved config        run.json      status, dataset, device, versions
+    split.npz/.json    the exact split (rows, held-out pairs, sampled negatives)
+    last.safetensors   checkpoint of the latest epoch (weights, optimisers, RNG states, history)
+    best.safetensors   weights of the best validation epoch
+    metrics.json       validation + test metrics of the best weights, with their protocol
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from polyrec.config import RunConfig, load_config, to_toml
+from polyrec.data.datasets import load_dataset
+from polyrec.data.log import InteractionLog
+from polyrec.data.splits import Split, make_split
+from polyrec.errors import CheckpointError, ConfigError
+from polyrec.eval.audit import audit_split
+from polyrec.eval.evaluator import evaluate
+from polyrec.models.base import Model, TrainData
+from polyrec.models.registry import build_model
+from polyrec.train.checkpoint import (
+    atomic_write_text,
+    load_checkpoint,
+    load_weights,
+    save_checkpoint,
+    save_weights,
+)
+
+LAST = "last.safetensors"
+BEST = "best.safetensors"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"train.device={name!r} but CUDA is not available on this machine")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ConfigError(
+            f"train.device={name!r} is not a device name (use auto, cpu, cuda)"
+        ) from None
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def parse_metric(metric: str) -> tuple[str, int]:
+    name, _, k = metric.partition("@")
+    if name not in {"hr", "recall", "ndcg", "mrr"} or not k.isdigit():
+        raise ConfigError(
+            f"train.metric={metric!r}: write it as name@k with name in hr, recall, ndcg, mrr"
+        )
+    return name, int(k)
+
+
+class Reporter:
+    """What the trainer tells the outside world (progress bars, logs). Default: nothing."""
+
+    def start(self, total_epochs: int, first_epoch: int) -> None: ...
+    def epoch_start(self, epoch: int, n_batches: int | None) -> None: ...
+    def batch(self, stats: dict[str, float]) -> None: ...
+    def epoch_end(self, epoch: int, record: dict[str, Any]) -> None: ...
+    def message(self, text: str) -> None: ...
+    def stop(self) -> None: ...
+    def eval_progress(self) -> Callable[[int, int], None] | None:
+        return None
+
+
+@dataclass
+class Prepared:
+    """Everything a run needs, built from a config (dataset, split, model, device)."""
+
+    cfg: RunConfig
+    log: InteractionLog
+    split: Split
+    data: TrainData
+    model: Model
+    device: torch.device
+
+
+def prepare(cfg: RunConfig, run_dir: Path | None = None, *, reuse_split: bool = False) -> Prepared:
+    """Load the dataset, make (or reload) the split, audit it and build the model."""
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    device = resolve_device(cfg.train.device)
+    log = load_dataset(cfg.data.path)
+    if cfg.data.target:
+        log = log.with_target(cfg.data.target)
+    split_path = run_dir / "split" if run_dir is not None else None
+    if reuse_split and split_path is not None and split_path.with_suffix(".npz").exists():
+        split = Split.load(split_path, log)
+    else:
+        split = make_split(log, cfg.data.protocol, seed=cfg.seed, **cfg.data.split_params())
+    audit_split(split)
+    seed_everything(cfg.seed)
+    data = TrainData(split.train, split.slot)
+    model = build_model(cfg.model, cfg.params, data).to(device)
+    return Prepared(cfg, log, split, data, model, device)
+
+
+class Trainer:
+    def __init__(self, prepared: Prepared, run_dir: Path, reporter: Reporter | None = None) -> None:
+        self.p = prepared
+        self.run_dir = run_dir
+        self.reporter = reporter or Reporter()
+        cfg = prepared.cfg
+        self.metric_name, self.metric_k = parse_metric(cfg.train.metric)
+        self.metric_key = f"{self.metric_name}@{self.metric_k}"
+        self.ks = sorted(set(cfg.eval.ks) | {self.metric_k})
+        self.tb = _tensorboard(run_dir)
+
+    def _validate(self) -> dict[str, Any]:
+        cfg = self.p.cfg
+        return evaluate(
+            self.p.model,
+            self.p.split,
+            "valid",
+            protocols=(cfg.train.select_protocol,),
+            ks=tuple(self.ks),
+            mask=cfg.eval.mask,
+            batch_size=cfg.eval.batch_size,
+        )
+
+    def fit(self, *, resume: bool = False) -> dict[str, Any]:
+        """Train with early stopping on validation; restore the best weights; return state."""
+        cfg, model = self.p.cfg, self.p.model
+        generator = torch.Generator().manual_seed(cfg.seed)
+        optimisers = (
+            model.make_optimisers(cfg.train.lr, cfg.train.weight_decay, cfg.train.optimizer)
+            if model.trainable
+            else []
+        )
+        state: dict[str, Any] = {
+            "epoch": 0,
+            "best_epoch": 0,
+            "best_value": -math.inf,
+            "bad_epochs": 0,
+            "history": [],
+            "stopped": None,
+            "train_seconds": 0.0,
+        }
+        last, best = self.run_dir / LAST, self.run_dir / BEST
+        if resume:
+            if not last.exists():
+                raise CheckpointError(f"{str(self.run_dir)!r} has no {LAST} to resume from")
+            state = load_checkpoint(last, model, optimisers, generator)
+            self.reporter.message(f"resumed after epoch {state['epoch']}")
+        if not model.trainable or cfg.train.epochs == 0:
+            state["stopped"] = "not trainable" if not model.trainable else "epochs=0"
+            save_weights(best, model)
+            return state
+        if state["stopped"]:
+            load_weights(best, model)
+            return state
+        self.reporter.start(cfg.train.epochs, state["epoch"] + 1)
+        t_start = time.perf_counter()
+        try:
+            for epoch in range(state["epoch"] + 1, cfg.train.epochs + 1):
+                record = self._epoch(epoch, generator, optimisers)
+                state["train_seconds"] += record["seconds"]
+                if epoch % cfg.train.eval_every == 0 or epoch == cfg.train.epochs:
+                    t0 = time.perf_counter()
+                    res = self._validate()
+                    record["valid"] = res["metrics"][cfg.train.select_protocol]
+                    record["eval_seconds"] = time.perf_counter() - t0
+                    value = float(record["valid"][self.metric_key])
+                    if not math.isfinite(value):
+                        raise FloatingPointError(f"validation {self.metric_key} is {value}")
+                    if value > state["best_value"]:
+                        state["best_value"], state["best_epoch"] = value, epoch
+                        state["bad_epochs"] = 0
+                        save_weights(best, model)
+                    else:
+                        state["bad_epochs"] += 1
+                    self._log_scalars(epoch, record)
+                state["epoch"] = epoch
+                state["history"].append(record)
+                self.reporter.epoch_end(epoch, record)
+                if state["bad_epochs"] >= cfg.train.patience:
+                    state["stopped"] = (
+                        f"early stop: no validation gain for {cfg.train.patience} evaluations"
+                    )
+                elif epoch == cfg.train.epochs:
+                    state["stopped"] = "max epochs"
+                elif (
+                    cfg.train.max_minutes
+                    and (time.perf_counter() - t_start) > 60 * cfg.train.max_minutes
+                ):
+                    state["stopped"] = f"time limit {cfg.train.max_minutes} min"
+                save_checkpoint(last, model, optimisers, generator, state)
+                if state["stopped"]:
+                    break
+        finally:
+            self.reporter.stop()
+            if self.tb is not None:
+                self.tb.close()
+        if best.exists():
+            load_weights(best, model)
+        return state
+
+    def _epoch(
+        self, epoch: int, generator: torch.Generator, optimisers: list[torch.optim.Optimizer]
+    ) -> dict[str, Any]:
+        cfg, model, device = self.p.cfg, self.p.model, self.p.device
+        model.train()
+        model.on_epoch_start(epoch)
+        sums: dict[str, float] = {}
+        n = 0
+        t0 = time.perf_counter()
+        self.reporter.epoch_start(epoch, _n_batches(self.p.data, model, cfg.train.batch_size))
+        for batch in model.batches(self.p.data, cfg.train.batch_size, generator):
+            if hasattr(batch, "to"):
+                batch = batch.to(device)
+            stats = model.train_step(batch, optimisers)
+            for k, v in stats.items():
+                if not math.isfinite(v):
+                    raise FloatingPointError(
+                        f"loss term {k!r} became {v} at epoch {epoch}; lower train.lr or check data"
+                    )
+                sums[k] = sums.get(k, 0.0) + v
+            n += 1
+            self.reporter.batch(stats)
+        model.eval()
+        return {
+            "epoch": epoch,
+            "seconds": time.perf_counter() - t0,
+            "batches": n,
+            "train": {k: v / max(n, 1) for k, v in sums.items()},
+        }
+
+    def _log_scalars(self, epoch: int, record: dict[str, Any]) -> None:
+        if self.tb is None:
+            return
+        for k, v in record.get("train", {}).items():
+            self.tb.add_scalar(f"train/{k}", v, epoch)
+        for k, v in record.get("valid", {}).items():
+            self.tb.add_scalar(f"valid/{k}", v, epoch)
+
+
+def _n_batches(data: TrainData, model: Model, batch_size: int) -> int | None:
+    n_fn = getattr(model, "n_batches", None)
+    if callable(n_fn):
+        return int(n_fn(data, batch_size))
+    return None
+
+
+def _tensorboard(run_dir: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # the optional `tb` extra is not installed
+        return None
+    return SummaryWriter(str(run_dir / "tb"))
+
+
+def final_metrics(prepared: Prepared, reporter: Reporter | None = None) -> dict[str, Any]:
+    """Validation and test metrics of the current (best) weights under every configured protocol."""
+    cfg = prepared.cfg
+    reporter = reporter or Reporter()
+    out: dict[str, Any] = {}
+    for part in ("valid", "test"):
+        out[part] = evaluate(
+            prepared.model,
+            prepared.split,
+            part,
+            protocols=tuple(cfg.eval.protocols),
+            ks=tuple(sorted(set(cfg.eval.ks))),
+            mask=cfg.eval.mask,
+            batch_size=cfg.eval.batch_size,
+            progress=reporter.eval_progress(),
+        )
+    return out
+
+
+def _run_meta(cfg: RunConfig, prepared: Prepared, status: str) -> dict[str, Any]:
+    from polyrec import __version__
+
+    return {
+        "polyrec": __version__,
+        "status": status,
+        "model": cfg.model,
+        "dataset": prepared.log.name,
+        "dataset_path": cfg.data.path,
+        "dataset_fingerprint": prepared.log.fingerprint(),
+        "device": str(prepared.device),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "updated": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def train_run(
+    cfg: RunConfig,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    reporter: Reporter | None = None,
+) -> dict[str, Any]:
+    """Train (or resume) a run in ``run_dir`` and write its metrics; returns metrics.json's dict."""
+    reporter = reporter or Reporter()
+    prepared = prepare(cfg, run_dir, reuse_split=resume)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        atomic_write_text(run_dir / "config.toml", to_toml(cfg))
+        prepared.split.save(run_dir / "split")
+    atomic_write_text(
+        run_dir / "run.json", json.dumps(_run_meta(cfg, prepared, "training"), indent=2)
+    )
+    trainer = Trainer(prepared, run_dir, reporter)
+    state = trainer.fit(resume=resume)
+    reporter.message("evaluating the best weights on validation and test")
+    metrics = final_metrics(prepared, reporter)
+    result = {
+        "model": cfg.model,
+        "dataset": prepared.log.name,
+        "protocol": {
+            "split": prepared.split.describe(),
+            "selection": f"best validation {cfg.train.select_protocol} {trainer.metric_key}",
+            "seed": cfg.seed,
+            "mask": cfg.eval.mask,
+        },
+        "best_epoch": state["best_epoch"],
+        "best_valid": state["best_value"] if math.isfinite(state["best_value"]) else None,
+        "epochs_run": state["epoch"],
+        "stopped": state["stopped"],
+        "train_seconds": state["train_seconds"],
+        "history": state["history"],
+        "valid": metrics["valid"],
+        "test": metrics["test"],
+    }
+    atomic_write_text(run_dir / "metrics.json", json.dumps(result, indent=2))
+    atomic_write_text(run_dir / "run.json", json.dumps(_run_meta(cfg, prepared, "done"), indent=2))
+    return result
+
+
+def load_run(run_dir: Path) -> Prepared:
+    """Rebuild a finished (or interrupted) run with its best weights."""
+    if not run_dir.is_dir():
+        raise CheckpointError(f"run directory {str(run_dir)!r} does not exist")
+    if not (run_dir / "config.toml").exists():
+        raise CheckpointError(f"{str(run_dir)!r} is not a polyrec run (no config.toml)")
+    cfg = load_config(run_dir / "config.toml")
+    prepared = prepare(cfg, run_dir, reuse_split=True)
+    best = run_dir / BEST
+    if not best.exists():
+        raise CheckpointError(
+            f"run {str(run_dir)!r} has no {BEST}: it never finished an evaluation"
+        )
+    load_weights(best, prepared.model)
+    prepared.model.eval()
+    return prepared
