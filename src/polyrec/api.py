@@ -24,8 +24,8 @@ from polyrec.data.importers import import_path
 from polyrec.data.log import InteractionLog
 from polyrec.errors import DataError
 from polyrec.models.registry import list_models
-from polyrec.train.checkpoint import atomic_write_text
-from polyrec.train.trainer import Reporter, final_metrics, load_run, train_run
+from polyrec.training.checkpoint import atomic_write_text
+from polyrec.training.trainer import Reporter, final_metrics, load_run, train_run
 
 PathLike = str | os.PathLike[str]
 

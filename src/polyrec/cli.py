@@ -25,7 +25,7 @@ from rich.table import Table
 
 from polyrec import api
 from polyrec.errors import PolyrecError
-from polyrec.train.trainer import Reporter
+from polyrec.training.trainer import Reporter
 
 app = typer.Typer(
     add_completion=False,
@@ -112,20 +112,24 @@ def _fail(e: PolyrecError) -> None:
 
 
 def _metrics_table(title: str, results: dict[str, Any]) -> Table:
+    """Metrics as rows; (split, protocol) as columns — fits an 80-column terminal."""
     table = Table(title=title, title_justify="left")
-    table.add_column("split")
-    table.add_column("protocol")
-    keys: list[str] = []
-    for part in ("valid", "test"):
-        for metrics in results[part]["metrics"].values():
-            keys.extend(k for k in metrics if k not in keys)
-    for k in keys:
-        table.add_column(k.upper().replace("NDCG", "NDCG").replace("HR", "HR"), justify="right")
+    table.add_column("metric")
+    cols: list[tuple[str, str]] = []
     for part in ("valid", "test"):
         res = results[part]
-        for proto, metrics in res["metrics"].items():
-            label = "full ranking" if proto == "full" else f"sampled 1+{res.get('n_negatives', 99)}"
-            table.add_row(part, label, *[f"{metrics.get(k, float('nan')):.4f}" for k in keys])
+        for proto in res["metrics"]:
+            label = "full" if proto == "full" else f"1+{res.get('n_negatives', 99)}"
+            table.add_column(f"{part}\n{label}", justify="right")
+            cols.append((part, proto))
+    keys: list[str] = []
+    for part, proto in cols:
+        keys.extend(k for k in results[part]["metrics"][proto] if k not in keys)
+    for k in keys:
+        name, _, cut = k.partition("@")
+        label = {"hr": "HR", "ndcg": "NDCG", "recall": "Recall", "mrr": "MRR"}.get(name, name)
+        row = [f"{results[p]['metrics'][q].get(k, float('nan')):.4f}" for p, q in cols]
+        table.add_row(f"{label}@{cut}", *row)
     return table
 
 
@@ -138,6 +142,11 @@ def _print_result(result: dict[str, Any]) -> None:
             result,
         )
     )
+    dropped = split.get("users_without_target", 0)
+    if dropped:
+        console.print(
+            f"{dropped} users without a target interaction are not evaluated", highlight=False
+        )
 
 
 @app.command()

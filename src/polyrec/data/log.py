@@ -118,11 +118,11 @@ def _coerce_key(v: Any, kind: str) -> Any:
 def _as_id_array(values: Any, *, what: str) -> np.ndarray:
     arr = np.asarray(values)
     if arr.ndim != 1:
-        raise DataError(f"{what} column must be one-dimensional")
+        raise DataError(f"{what} must be one-dimensional")
     if arr.dtype.kind == "f":
         if np.isnan(arr).any():
             raise DataError(
-                f"{what} column has {int(np.isnan(arr).sum())} missing (NaN) ids; remove those rows"
+                f"{what} has {int(np.isnan(arr).sum())} missing (NaN) ids; remove those rows"
             )
         if np.all(np.mod(arr, 1) == 0):
             return arr.astype(np.int64)
@@ -130,12 +130,12 @@ def _as_id_array(values: Any, *, what: str) -> np.ndarray:
     if arr.dtype.kind in "iu":
         return arr.astype(np.int64)
     if arr.dtype.kind == "b":
-        raise DataError(f"{what} column holds booleans, not ids")
+        raise DataError(f"{what} holds booleans, not ids")
     # strings / objects: reject missing values, normalise to python str
     lst = arr.tolist()
     missing = sum(1 for v in lst if v is None or (isinstance(v, float) and math.isnan(v)))
     if missing:
-        raise DataError(f"{what} column has {missing} missing (NaN/None) ids; remove those rows")
+        raise DataError(f"{what} has {missing} missing (NaN/None) ids; remove those rows")
     return np.asarray([str(v) for v in lst], dtype=object)
 
 
@@ -268,7 +268,7 @@ class InteractionLog:
         lookup = {b: k for k, b in enumerate(names)}
         b = np.fromiter((lookup[v] for v in b_raw.tolist()), dtype=np.int8, count=len(b_raw))
         if target is None:
-            target = names[-1] if len(names) > 1 else names[0]
+            target = next((b for b in ("buy", "purchase") if b in names), names[-1])
         if target not in names:
             raise DataError(
                 f"{source or name}: unknown target behavior {target!r}; the behavior column has "
@@ -281,7 +281,7 @@ class InteractionLog:
         cat = cat_map = None
         if category is not None:
             cat_map, cat = IdMap.factorize(
-                need(category, "category"), what=f"category {category!r}"
+                need(category, "category"), what=f"category column {category!r}"
             )
         fld = None
         if fold is not None:
@@ -424,12 +424,10 @@ class InteractionLog:
         parent = target.parent
         if not parent.exists():
             raise DataError(f"output folder {str(parent)!r} does not exist")
-        if target.exists() and any(target.iterdir()):
-            if not (target / "dataset.json").exists():
-                raise DataError(
-                    f"{str(target)!r} exists and is not a polyrec dataset; not overwriting"
-                )
+        if target.exists() and any(target.iterdir()) and not (target / "dataset.json").exists():
+            raise DataError(f"{str(target)!r} exists and is not a polyrec dataset; not overwriting")
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=parent))
+        tmp.chmod(0o755)
         try:
             cols: dict[str, Any] = {
                 "user": self.user.astype(np.int64),

@@ -38,7 +38,7 @@ from polyrec.eval.audit import audit_split
 from polyrec.eval.evaluator import evaluate
 from polyrec.models.base import Model, TrainData
 from polyrec.models.registry import build_model
-from polyrec.train.checkpoint import (
+from polyrec.training.checkpoint import (
     atomic_write_text,
     load_checkpoint,
     load_weights,

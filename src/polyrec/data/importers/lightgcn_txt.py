@@ -1,0 +1,151 @@
+"""LightGCN / NGCF / MB-CGCN style adjacency-list text files ("user item item ...")."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from polyrec.data.importers._common import (
+    PathLike,
+    Sequences,
+    behavior_name,
+    build_log,
+    existing_dir,
+    naming,
+    order_behaviors,
+    read_sequences,
+)
+from polyrec.data.log import (
+    DEFAULT_BEHAVIOR,
+    FOLD_TEST,
+    FOLD_TRAIN,
+    FOLD_VALID,
+    IdMap,
+    InteractionLog,
+)
+from polyrec.errors import DataError
+
+_SPLIT_FILES = {"train.txt": FOLD_TRAIN, "valid.txt": FOLD_VALID, "val.txt": FOLD_VALID,
+                "test.txt": FOLD_TEST}
+_IGNORED = {"readme.txt", "user_list.txt", "item_list.txt", "entity_list.txt",
+            "relation_list.txt", "kg_final.txt"}
+
+
+def read_lightgcn_txt(
+    path: PathLike,
+    *,
+    behavior: str | None = None,
+    target: str | None = None,
+    fold: str | None = None,
+    behavior_order: Sequence[str] | None = None,
+    name: str | None = None,
+) -> InteractionLog:
+    """Read "user item item ..." lines (one user per line, whitespace-separated integer ids).
+
+    Format: each non-blank line starts with a user id followed by the user's items; a line with
+    only a user id is allowed (the user is kept in the id map without interactions). The order of
+    the items on a line is taken as the sequence order: the item's position (0, 1, ...) is its
+    timestamp.
+
+    ``path`` may be
+
+    * one file: a single behavior named ``behavior`` (default ``"interaction"``); ``fold``
+      (``"train"``, ``"valid"`` or ``"test"``) marks every row with that published fold;
+    * a folder in the LightGCN / MB-CGCN layout: ``train.txt`` (the target behavior, named
+      ``behavior``, default ``"buy"`` when auxiliary files exist else ``"interaction"``),
+      optional ``valid.txt``/``val.txt`` and ``test.txt`` (target pairs with ``FOLD_VALID`` /
+      ``FOLD_TEST``; their positions continue after the user's ``train.txt`` items), and every
+      other ``<name>.txt`` as an auxiliary behavior ``<name>`` with ``FOLD_TRAIN`` (a file named
+      like the target behavior duplicates ``train.txt`` and is skipped).
+
+    ``target`` is an alias of ``behavior``. External ids are the file's integers; dense codes
+    follow their sorted order.
+    """
+    behavior = behavior_name(behavior, target, path)
+    p = Path(path)
+    if p.is_dir():
+        return _read_folder(existing_dir(p), behavior, behavior_order, name)
+    fold_code = None
+    if fold is not None:
+        codes = {"train": FOLD_TRAIN, "valid": FOLD_VALID, "test": FOLD_TEST}
+        if fold not in codes:
+            raise DataError(f"{p}: fold must be train, valid or test, not {fold!r}")
+        fold_code = codes[fold]
+    seq = read_sequences(p)
+    beh = behavior or DEFAULT_BEHAVIOR
+    if len(seq.item) == 0:
+        raise DataError(f"{p}: no interactions (every line holds only a user id)")
+    with naming(p):
+        user_map, _ = IdMap.factorize(seq.line_user, what="user id")
+        item_map, i_codes = IdMap.factorize(seq.item, what="item id")
+    u_codes = np.searchsorted(user_map.ids, seq.user)
+    return build_log(
+        user=u_codes,
+        item=i_codes,
+        behavior=np.zeros(len(seq.item), dtype=np.int8),
+        behaviors=(beh,),
+        target=beh,
+        user_map=user_map,
+        item_map=item_map,
+        timestamp=seq.position.astype(np.float64),
+        fold=None if fold_code is None else np.full(len(seq.item), fold_code, dtype=np.int8),
+        name=name or p.stem,
+        source=f"lightgcn-txt:{p}",
+    )
+
+
+def _read_folder(
+    d: Path, behavior: str | None, behavior_order: Sequence[str] | None, name: str | None
+) -> InteractionLog:
+    if not (d / "train.txt").is_file():
+        raise DataError(f"{d}: no train.txt; expected the LightGCN layout train.txt [+ test.txt]")
+    aux = {
+        f.stem: f
+        for f in sorted(d.glob("*.txt"))
+        if f.name not in _SPLIT_FILES and f.name.lower() not in _IGNORED
+    }
+    target = behavior or ("buy" if aux else DEFAULT_BEHAVIOR)
+    aux.pop(target, None)
+    behaviors, target = order_behaviors([*aux, target], target, behavior_order, where=str(d))
+    parts: list[tuple[Sequences, int, int]] = []  # (sequences, behavior code, fold)
+    for fname, fold in sorted(_SPLIT_FILES.items(), key=lambda kv: kv[1]):
+        if (d / fname).is_file():
+            seq = read_sequences(d / fname)
+            parts.append((seq, behaviors.index(target), fold))
+    for beh, f in aux.items():
+        parts.append((read_sequences(f), behaviors.index(beh), FOLD_TRAIN))
+
+    all_users = np.concatenate([s.line_user for s, _, _ in parts])
+    all_items = np.concatenate([s.item for s, _, _ in parts])
+    with naming(d):
+        user_map, _ = IdMap.factorize(all_users, what="user id")
+        item_map, i_codes = IdMap.factorize(all_items, what="item id")
+    users, behs, folds, stamps = [], [], [], []
+    # target positions continue across train -> valid -> test so later folds are later in time
+    offset = np.zeros(len(user_map), dtype=np.int64)
+    for seq, code, fold in parts:
+        u = np.searchsorted(user_map.ids, seq.user)
+        pos = seq.position
+        if code == behaviors.index(target):
+            pos = pos + offset[u]
+            np.add.at(offset, u, 1)
+        users.append(u)
+        behs.append(np.full(len(u), code, dtype=np.int8))
+        folds.append(np.full(len(u), fold, dtype=np.int8))
+        stamps.append(pos.astype(np.float64))
+    fold_arr = np.concatenate(folds)
+    return build_log(
+        user=np.concatenate(users),
+        item=i_codes,
+        behavior=np.concatenate(behs),
+        behaviors=behaviors,
+        target=target,
+        user_map=user_map,
+        item_map=item_map,
+        timestamp=np.concatenate(stamps),
+        fold=fold_arr if (fold_arr != FOLD_TRAIN).any() else None,
+        name=name or d.name,
+        source=f"lightgcn-txt:{d}",
+    )

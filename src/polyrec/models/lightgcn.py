@@ -1,0 +1,183 @@
+"""LightGCN: linear propagation over the normalised user–item graph, mean of the layers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import torch
+from pydantic import Field
+from torch import Tensor, nn
+
+from polyrec import losses
+from polyrec.data.graphs import normalized_bipartite_adjacency, spmm
+from polyrec.models._common import (
+    Behaviors,
+    Init,
+    deepcopy_sharing_sparse,
+    init_embedding,
+    train_behavior,
+)
+from polyrec.models.base import BPRBatch, ModelConfig, Scorer, TrainData, bpr_batches
+
+
+class LightGCNConfig(ModelConfig):
+    """Settings of :class:`LightGCN`; defaults are the paper's (§4.1.2 Hyper-parameter Settings)."""
+
+    dim: int = Field(
+        64, ge=1, description="Embedding size d (LightGCN SIGIR 2020 §4.1.2: fixed to 64)."
+    )
+    n_layers: int = Field(
+        3,
+        ge=0,
+        description=(
+            "Number of propagation layers K (§4.1.2: K tested in 1..4, K = 3 satisfactory; MBA "
+            "SIGIR 2023 §4.5 also fixes 3 layers). K = 0 is MF-BPR."
+        ),
+    )
+    reg: float = Field(
+        1e-4,
+        ge=0.0,
+        description=(
+            "λ of the L2 penalty on the batch's ego (layer-0) embeddings, λ·½Σ‖e⁽⁰⁾‖²/B "
+            "(§3.3 Eq. 15; §4.1.2: searched in 1e-6..1e-2, optimum 1e-4 in most cases)."
+        ),
+    )
+    init: Init = Field(
+        "xavier",
+        description=(
+            "Embedding init: 'xavier' (§4.1.2: 'initialized with the Xavier method'; Glorot "
+            "uniform as in the official TF code) or 'normal' = N(0, init_std²) (the authors' "
+            "PyTorch port LightGCN-PyTorch uses std 0.1)."
+        ),
+    )
+    init_std: float = Field(0.1, gt=0.0, description="Standard deviation of the 'normal' init.")
+    behaviors: Behaviors = Field(
+        "target",
+        description=(
+            "Which interactions form the graph and the BPR pairs: 'target' (single-behavior "
+            "baseline, CML WSDM 2022 §4.1.2, MBA SIGIR 2023 §4.4) or 'all' (every behavior "
+            "merged into one graph)."
+        ),
+    )
+
+
+def _drop_cache(module: nn.Module, incompatible_keys: Any) -> None:
+    """load_state_dict post-hook: loaded weights make cached propagations stale."""
+    if isinstance(module, LightGCN):
+        module.invalidate()
+
+
+class LightGCN(Scorer):
+    """LightGCN (He et al., "LightGCN: Simplifying and Powering Graph Convolution Network for
+    Recommendation", SIGIR 2020).
+
+    Light graph convolution (Eq. 3), in matrix form (Eq. 7)::
+
+        E⁽ᵏ⁺¹⁾ = D^{-1/2} A D^{-1/2} E⁽ᵏ⁾,   A = [[0, R], [Rᵀ, 0]]
+
+    layer combination with α_k = 1/(K+1) (Eq. 4 / Eq. 8), inner-product prediction (Eq. 5) and
+    BPR with L2 on the ego embeddings (Eq. 15).
+
+    The normalised adjacency is built once and kept as a non-persistent sparse CSR buffer
+    (``state_dict`` holds only the two embedding tables); ``.to(device)`` moves it. Training
+    propagates the full graph once per batch and gathers the batch's rows. Because Â is
+    symmetric, propagation uses :class:`~polyrec.data.graphs.SymmetricSpMM`, whose backward
+    is again Â @ G (set ``symmetric_spmm = False`` on an instance to use plain autograd through
+    ``torch.sparse.mm``, e.g. to compare).
+    """
+
+    name: ClassVar[str] = "lightgcn"
+    paper: ClassVar[str] = (
+        "He et al., LightGCN: Simplifying and Powering Graph Convolution Network for "
+        "Recommendation, SIGIR 2020"
+    )
+    Config: ClassVar[type[ModelConfig]] = LightGCNConfig
+
+    config: LightGCNConfig
+    adj: Tensor
+
+    def __init__(self, config: LightGCNConfig, data: TrainData) -> None:
+        super().__init__(config, data)
+        self.train_behavior = train_behavior(data, config.behaviors)
+        self.user_emb = nn.Embedding(self.n_users, config.dim)
+        self.item_emb = nn.Embedding(self.n_items, config.dim)
+        init_embedding(self.user_emb.weight, config.init, config.init_std)
+        init_embedding(self.item_emb.weight, config.init, config.init_std)
+        # Â = D^{-1/2} A D^{-1/2} (Eq. 7), built once; not saved (rebuilt from the data).
+        adj = normalized_bipartite_adjacency(data.csr(self.train_behavior))
+        self.register_buffer("adj", adj, persistent=False)
+        # DDP must not broadcast the (replicated, sparse) graph buffer.
+        self._ddp_params_and_buffers_to_ignore = ["adj"]
+        self.symmetric_spmm = True
+        self._final: tuple[Tensor, Tensor] | None = None
+        self.register_load_state_dict_post_hook(_drop_cache)
+
+    # ------------------------------------------------------------------ propagation
+    def propagate(self) -> tuple[Tensor, Tensor]:
+        """Final user and item embeddings ``E = Σ_k α_k E⁽ᵏ⁾`` (Eq. 8), α_k = 1/(K+1)."""
+        ego = torch.cat([self.user_emb.weight, self.item_emb.weight], dim=0)  # E⁽⁰⁾
+        layer = ego
+        total = ego
+        for _ in range(self.config.n_layers):
+            layer = spmm(self.adj, layer, symmetric=self.symmetric_spmm)  # Eq. 3 / Eq. 7
+            total = total + layer
+        final = total / (self.config.n_layers + 1)  # Eq. 4 with α_k = 1/(K+1)
+        users, items = torch.split(final, [self.n_users, self.n_items], dim=0)
+        return users, items
+
+    # ------------------------------------------------------------------ training
+    def batches(
+        self, data: TrainData, batch_size: int, generator: torch.Generator
+    ) -> Iterator[BPRBatch]:
+        return bpr_batches(data, self.train_behavior, batch_size, generator)
+
+    def loss(self, batch: BPRBatch) -> dict[str, Tensor]:
+        users, items = self.propagate()  # one full-graph propagation per batch
+        eu, ep, en = users[batch.user], items[batch.pos], items[batch.neg]
+        pos = (eu * ep).sum(-1)  # ŷ_ui = e_uᵀ e_i (Eq. 5)
+        neg = (eu * en).sum(-1)
+        # Eq. 15: BPR + λ‖E⁽⁰⁾‖² over the batch's ego embeddings (½·Σ/B, as in the authors' code)
+        reg = losses.l2_reg(
+            self.user_emb(batch.user),
+            self.item_emb(batch.pos),
+            self.item_emb(batch.neg),
+            batch_size=len(batch.user),
+        )
+        return {"bpr": losses.bpr(pos, neg), "reg": self.config.reg * reg}
+
+    # ------------------------------------------------------------------ scoring
+    def prepare_scoring(self) -> None:
+        with torch.no_grad():
+            users, items = self.propagate()
+        self._final = (users.detach(), items.detach())
+
+    def invalidate(self) -> None:
+        self._final = None
+
+    def _apply(self, fn: Any, recurse: bool = True) -> Any:
+        # .to(device) / .float() etc.: a cached propagation would be on the old device/dtype.
+        self.invalidate()
+        return super()._apply(fn, recurse)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> LightGCN:
+        # copies share the (immutable) sparse graph: sparse tensors cannot be deep-copied
+        return deepcopy_sharing_sparse(self, memo)
+
+    def user_item_embeddings(self) -> tuple[Tensor, Tensor]:
+        if self._final is not None:
+            return self._final
+        with torch.no_grad():
+            users, items = self.propagate()
+        return users.detach(), items.detach()
+
+    def scores(self, users: Tensor) -> Tensor:
+        """``E_u[users] @ E_iᵀ`` (Eq. 5); a cheap matmul after :meth:`prepare_scoring`."""
+        if self._final is not None:
+            u_all, i_all = self._final
+        else:
+            u_all, i_all = self.propagate()
+        return u_all[users.to(u_all.device)] @ i_all.T
+
+
+__all__ = ["LightGCN", "LightGCNConfig"]

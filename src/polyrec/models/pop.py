@@ -1,0 +1,65 @@
+"""POP: recommend the most popular items to everyone."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from pydantic import Field
+from torch import Tensor
+
+from polyrec.models._common import Behaviors, train_behavior
+from polyrec.models.base import ModelConfig, Scorer, TrainData
+
+
+class PopConfig(ModelConfig):
+    """Settings of :class:`Pop`."""
+
+    behaviors: Behaviors = Field(
+        "target",
+        description=(
+            "Which interactions count: 'target' (the target behavior only) or 'all' (every "
+            "behavior merged). Re4 (WWW 2022) §4.1 'Baselines': POP always recommends the most "
+            "popular items; popularity there is counted over the training interactions."
+        ),
+    )
+
+
+class Pop(Scorer):
+    """Most-popular baseline (the POP row of Re4, WWW 2022, §4.1; ComiRec, KDD 2020).
+
+    The score of item ``i`` for every user is its popularity: the number of distinct users with
+    at least one training interaction with ``i`` (in the target behavior, or in any behavior
+    with ``behaviors="all"``). Nothing is learned; the user index is ignored, so any user index
+    (also one unseen in training) gets the same ranking.
+    """
+
+    name: ClassVar[str] = "pop"
+    paper: ClassVar[str] = "Most-popular baseline (as in Re4, WWW 2022, §4.1 Baselines)"
+    Config: ClassVar[type[ModelConfig]] = PopConfig
+    trainable: ClassVar[bool] = False
+
+    config: PopConfig
+    popularity: Tensor
+
+    def __init__(self, config: PopConfig, data: TrainData) -> None:
+        super().__init__(config, data)
+        m = data.csr(train_behavior(data, config.behaviors))
+        counts = np.asarray((m > 0).sum(axis=0)).ravel().astype(np.float32)
+        self.register_buffer("popularity", torch.from_numpy(counts))
+
+    def batches(self, data: TrainData, batch_size: int, generator: torch.Generator) -> Iterator[Any]:
+        """POP has nothing to train: an empty epoch."""
+        return iter(())
+
+    def loss(self, batch: Any) -> dict[str, Tensor]:
+        raise RuntimeError("POP is not trainable (trainable = False): it has no loss")
+
+    def scores(self, users: Tensor) -> Tensor:
+        """``[len(users), n_items]``: every row is the popularity vector (a fresh tensor)."""
+        return self.popularity.unsqueeze(0).repeat(len(users), 1)
+
+
+__all__ = ["Pop", "PopConfig"]

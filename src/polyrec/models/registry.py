@@ -1,0 +1,100 @@
+"""The explicit registry: model name → class (and its pydantic config).
+
+Add a model by importing its class here and adding one entry to :data:`REGISTRY`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from polyrec.errors import ConfigError
+from polyrec.models.base import Model, ModelConfig, TrainData
+from polyrec.models.lightgcn import LightGCN
+from polyrec.models.mf import MF
+from polyrec.models.pop import Pop
+
+REGISTRY: dict[str, type[Model]] = {
+    "pop": Pop,
+    "mf": MF,
+    "lightgcn": LightGCN,
+}
+
+ALIASES: dict[str, str] = {
+    "bpr": "mf",
+    "mf-bpr": "mf",
+    "bprmf": "mf",
+}
+
+
+def canonical_name(name: str) -> str:
+    """The registry name for ``name`` (case-insensitive; aliases resolved)."""
+    key = name.strip().lower()
+    key = ALIASES.get(key, key)
+    if key not in REGISTRY:
+        raise ConfigError(f"unknown model {name!r}; available: {', '.join(REGISTRY)}")
+    return key
+
+
+def get_model_class(name: str) -> type[Model]:
+    """The class registered under ``name`` (or an alias); :class:`ConfigError` if unknown."""
+    return REGISTRY[canonical_name(name)]
+
+
+def _describe(cls: type[Model]) -> str:
+    doc = (cls.__doc__ or "").strip()
+    return " ".join(doc.split("\n\n")[0].split())
+
+
+def list_models() -> list[dict[str, Any]]:
+    """One dict per registered model: ``name``, ``paper``, ``kind``, ``description``."""
+    return [
+        {"name": name, "paper": cls.paper, "kind": cls.kind, "description": _describe(cls)}
+        for name, cls in REGISTRY.items()
+    ]
+
+
+def _format_validation_error(err: ValidationError, cls: type[Model], prefix: str) -> str:
+    known = ", ".join(cls.Config.model_fields)
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"])
+        key = f"{prefix}.{loc}" if prefix else loc
+        if e["type"] == "extra_forbidden":
+            parts.append(f"{key}: unknown key for model {cls.name!r} (valid keys: {known})")
+        else:
+            parts.append(f"{key}: {e['msg']}")
+    return "; ".join(parts)
+
+
+def make_config(name: str, params: Mapping[str, Any], *, prefix: str = "model") -> ModelConfig:
+    """Validate ``params`` with the model's config; errors become one-line :class:`ConfigError`."""
+    cls = get_model_class(name)
+    if not isinstance(params, Mapping):
+        raise ConfigError(f"{prefix}: expected a table of settings, got {type(params).__name__}")
+    try:
+        return cls.Config.model_validate(dict(params))
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, cls, prefix)) from None
+
+
+def build_model(
+    name: str, params: Mapping[str, Any] | None, data: TrainData, *, prefix: str = "model"
+) -> Model:
+    """Build model ``name`` with settings ``params`` (validated; unknown keys are errors)."""
+    cls = get_model_class(name)
+    config = make_config(name, params or {}, prefix=prefix)
+    return cls(config, data)
+
+
+__all__ = [
+    "ALIASES",
+    "REGISTRY",
+    "build_model",
+    "canonical_name",
+    "get_model_class",
+    "list_models",
+    "make_config",
+]

@@ -1,0 +1,172 @@
+"""CLI: every user mistake prints one line naming the problem, exits 2, writes nothing half-done."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from typer.testing import CliRunner
+
+from polyrec.cli import app
+
+runner = CliRunner()
+FAST = ["train.batch_size=256", "eval.ks=[10]", "data.n_negatives=20", "params.dim=16"]
+
+
+def run(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def assert_user_error(result, *fragments: str) -> None:
+    out = result.output
+    assert result.exit_code == 2, out
+    assert "Traceback" not in out
+    assert out.strip().startswith("error:"), out
+    assert len(out.strip().splitlines()) <= 2, out  # one message (soft-wrapped at most once)
+    for f in fragments:
+        assert f in out, (f, out)
+
+
+@pytest.fixture()
+def csv_log(tmp_path):
+    path = tmp_path / "log.csv"
+    path.write_text("user,item,behavior,ts\n1,a,view,10\n1,b,buy,11\n2,a,buy,12\n2,c,buy,13\n")
+    return path
+
+
+def test_missing_file(tmp_path):
+    assert_user_error(run("data", "import", tmp_path / "nope.csv", "--format", "csv"), "nope.csv")
+
+
+def test_empty_file(tmp_path):
+    p = tmp_path / "empty.csv"
+    p.write_text("")
+    assert_user_error(run("data", "import", p, "--format", "csv", "--out", tmp_path / "o"), "empty")
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_column(tmp_path):
+    p = tmp_path / "log.csv"
+    p.write_text("uid,item,behavior\n1,a,buy\n")
+    assert_user_error(run("data", "import", p, "--format", "csv", "--out", tmp_path / "o"), "user")
+    assert not (tmp_path / "o").exists()
+
+
+def test_unknown_target(csv_log, tmp_path):
+    r = run("data", "import", csv_log, "--format", "csv", "--time-col", "ts", "--target", "purchase",
+            "--out", tmp_path / "o")
+    assert_user_error(r, "purchase")
+
+
+def test_non_numeric_timestamp(tmp_path):
+    p = tmp_path / "log.csv"
+    p.write_text("user,item,behavior,ts\n1,a,buy,yesterday\n")
+    assert_user_error(run("data", "import", p, "--format", "csv", "--time-col", "ts", "--out", tmp_path / "o"), "ts")
+
+
+def test_nan_ids(tmp_path):
+    p = tmp_path / "log.csv"
+    p.write_text("user,item,behavior\n1,a,buy\n,b,buy\n")
+    assert_user_error(run("data", "import", p, "--format", "csv", "--out", tmp_path / "o"), "user")
+
+
+def test_duplicates_warn_not_fail(tmp_path):
+    p = tmp_path / "log.csv"
+    p.write_text("user,item,behavior\n1,a,buy\n1,a,buy\n2,b,buy\n")
+    r = run("data", "import", p, "--format", "csv", "--out", tmp_path / "o")
+    assert r.exit_code == 0, r.output
+    assert "duplicate" in r.output
+    info = run("data", "info", tmp_path / "o")
+    assert info.exit_code == 0 and "buy" in info.output
+
+
+def test_output_folder_missing(csv_log, tmp_path):
+    r = run("data", "import", csv_log, "--format", "csv", "--out", tmp_path / "no" / "dir")
+    assert_user_error(r, "does not exist")
+
+
+def test_pickle_with_foreign_object(tmp_path):
+    d = tmp_path / "hk"
+    d.mkdir()
+    m = sp.csr_matrix(np.eye(3, dtype=np.float32))
+    for b in ("view", "buy"):
+        with open(d / f"train_mat_{b}.pkl", "wb") as f:
+            pickle.dump(m, f)
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    with open(d / "test_mat.pkl", "wb") as f:
+        pickle.dump(Evil(), f)
+    r = run("data", "import", d, "--format", "hkuds", "--out", tmp_path / "o")
+    assert_user_error(r, "test_mat.pkl")
+    assert "pwned" not in r.output
+
+
+def test_unknown_config_key(dataset_dir, tmp_path):
+    assert_user_error(run("train", "--data", dataset_dir, "--out", tmp_path / "r", "lernrate=1"), "lernrate")
+    assert not (tmp_path / "r").exists()
+
+
+def test_wrong_value_type(dataset_dir, tmp_path):
+    assert_user_error(run("train", "--data", dataset_dir, "--out", tmp_path / "r", "train.epochs=lots"), "train.epochs")
+
+
+def test_unknown_model(dataset_dir, tmp_path):
+    assert_user_error(run("train", "--model", "gpt", "--data", dataset_dir, "--out", tmp_path / "r"), "gpt")
+
+
+def test_unknown_target_at_train(dataset_dir, tmp_path):
+    r = run("train", "--data", dataset_dir, "--out", tmp_path / "r", "data.target=purchase")
+    assert_user_error(r, "purchase")
+
+
+def test_missing_dataset_dir(tmp_path):
+    assert_user_error(run("train", "--data", tmp_path / "nodata", "--out", tmp_path / "r"), "nodata")
+
+
+def test_no_test_users(tmp_path):
+    p = tmp_path / "log.csv"
+    p.write_text("user,item,behavior\n1,a,buy\n2,b,buy\n3,a,view\n")  # one buy per user
+    assert run("data", "import", p, "--format", "csv", "--out", tmp_path / "d").exit_code == 0
+    assert_user_error(run("train", "--data", tmp_path / "d", "--out", tmp_path / "r"), "no test users")
+
+
+def test_train_output_folder_missing(dataset_dir, tmp_path):
+    assert_user_error(run("train", "--data", dataset_dir, "--out", tmp_path / "x" / "run"), "does not exist")
+
+
+def test_cli_train_evaluate_recommend(dataset_dir, tmp_path):
+    r = run("train", "--model", "mf", "--data", dataset_dir, "--protocol", "leave-one-out",
+            "--out", tmp_path / "run", "--quiet", *FAST, "train.epochs=2")
+    assert r.exit_code == 0, r.output
+    assert "NDCG@10" in r.output and "1+20" in r.output and "full" in r.output
+    assert "users without a target interaction" in r.output
+    r = run("evaluate", tmp_path / "run")
+    assert r.exit_code == 0, r.output
+    users = tmp_path / "users.txt"
+    users.write_text("0\n3\n")
+    r = run("recommend", tmp_path / "run", "--users", users, "--k", "5", "--out", tmp_path / "recs.parquet")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "recs.parquet").exists()
+    # unknown users / bad k / missing folder → exit 2 and no output file
+    users.write_text("0\nnobody\n")
+    r = run("recommend", tmp_path / "run", "--users", users, "--out", tmp_path / "bad.parquet")
+    assert_user_error(r, "nobody")
+    assert not (tmp_path / "bad.parquet").exists()
+    r = run("recommend", tmp_path / "run", "--users", users, "--out", tmp_path / "none" / "r.parquet")
+    assert_user_error(r, "does not exist")
+    # corrupt checkpoint
+    best = tmp_path / "run" / "best.safetensors"
+    best.write_bytes(best.read_bytes()[:100])
+    assert_user_error(run("evaluate", tmp_path / "run"), "best.safetensors")
+
+
+def test_models_lists_papers():
+    r = run("models")
+    assert r.exit_code == 0
+    for name in ("pop", "mf", "lightgcn"):
+        assert name in r.output

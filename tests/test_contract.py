@@ -1,0 +1,33 @@
+"""Every registered model passes the contract in ``model_contract.py``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from model_contract import ModelContract, ModelSpec
+from polyrec.models import REGISTRY
+
+# Small settings per model so the whole contract stays fast; unlisted models use defaults.
+SMALL_PARAMS: dict[str, dict[str, Any]] = {
+    "mf": {"dim": 16},
+    "lightgcn": {"dim": 16, "n_layers": 2},
+}
+
+
+@pytest.fixture(params=sorted(REGISTRY))
+def spec(request: pytest.FixtureRequest) -> ModelSpec:
+    return ModelSpec(request.param, SMALL_PARAMS.get(request.param, {}))
+
+
+class TestRegisteredModels(ModelContract):
+    """The contract, once per registry entry (test ids end in ``[<model name>]``)."""
+
+
+class TestAllBehaviorVariants(ModelContract):
+    """The trainable models again with ``behaviors="all"`` (graph and pairs from every behavior)."""
+
+    @pytest.fixture(params=["mf", "lightgcn"])
+    def spec(self, request: pytest.FixtureRequest) -> ModelSpec:
+        return ModelSpec(request.param, {**SMALL_PARAMS[request.param], "behaviors": "all"})

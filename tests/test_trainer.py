@@ -1,0 +1,104 @@
+"""Trainer: validation-only model selection, early stopping, atomic checkpoints, exact resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import polyrec
+from polyrec.errors import CheckpointError
+from polyrec.training.trainer import Reporter
+
+FAST = ["train.batch_size=256", "eval.ks=[10]", "data.n_negatives=20", "params.dim=16"]
+
+
+class Killer(Reporter):
+    """Simulates a killed process: raises when epoch ``at`` starts (after the previous checkpoint)."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def epoch_start(self, epoch: int, n_batches: int | None) -> None:
+        if epoch == self.at:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("model", ["mf", "lightgcn"])
+def test_resume_reaches_identical_metrics(tmp_path, dataset_dir, model):
+    args = [*FAST, "train.epochs=6", "train.patience=50", "train.lr=0.01"]
+    full = polyrec.train(model, dataset_dir, overrides=args, out=tmp_path / "full")
+    with pytest.raises(KeyboardInterrupt):
+        polyrec.train(model, dataset_dir, overrides=args, out=tmp_path / "killed", reporter=Killer(4))
+    assert (tmp_path / "killed" / "last.safetensors").exists()
+    assert not (tmp_path / "killed" / "metrics.json").exists()
+    resumed = polyrec.train(resume=tmp_path / "killed")
+    assert resumed["epochs_run"] == full["epochs_run"] == 6
+    assert resumed["best_epoch"] == full["best_epoch"]
+    assert resumed["test"]["metrics"] == full["test"]["metrics"]
+    assert resumed["valid"]["metrics"] == full["valid"]["metrics"]
+    for a, b in zip(resumed["history"], full["history"], strict=True):
+        assert a["train"] == b["train"]
+        assert a["valid"] == b["valid"]
+
+
+def test_selection_uses_validation_and_early_stops(tmp_path, dataset_dir):
+    res = polyrec.train(
+        "mf", dataset_dir,
+        overrides=[*FAST, "train.epochs=200", "train.patience=2", "train.lr=0.05"],
+        out=tmp_path / "run",
+    )
+    assert res["stopped"].startswith("early stop")
+    assert res["epochs_run"] < 200
+    vals = [h["valid"]["ndcg@10"] for h in res["history"]]
+    assert res["best_epoch"] == 1 + vals.index(max(vals))
+    assert res["best_valid"] == max(vals)
+    assert "validation" in res["protocol"]["selection"]
+    assert all("test" not in h for h in res["history"])
+    on_disk = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert on_disk["best_epoch"] == res["best_epoch"]
+
+
+def test_trained_model_beats_pop_on_validation(tmp_path, dataset_dir):
+    pop = polyrec.train("pop", dataset_dir, overrides=FAST[:-1], out=tmp_path / "pop")
+    lgn = polyrec.train(
+        "lightgcn", dataset_dir, overrides=[*FAST, "train.epochs=20", "train.lr=0.01", "params.behaviors=all"],
+        out=tmp_path / "lgn",
+    )
+    key = "ndcg@10"
+    assert lgn["valid"]["metrics"]["full"][key] > pop["valid"]["metrics"]["full"][key]
+
+
+def test_evaluate_reproduces_metrics(tmp_path, dataset_dir):
+    res = polyrec.train("mf", dataset_dir, overrides=[*FAST, "train.epochs=2"], out=tmp_path / "r")
+    again = polyrec.evaluate(tmp_path / "r")
+    assert again["test"]["metrics"] == res["test"]["metrics"]
+
+
+def test_corrupt_checkpoint_is_refused(tmp_path, dataset_dir):
+    polyrec.train("mf", dataset_dir, overrides=[*FAST, "train.epochs=2"], out=tmp_path / "r")
+    best = tmp_path / "r" / "best.safetensors"
+    best.write_bytes(best.read_bytes()[:50])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        polyrec.evaluate(tmp_path / "r")
+    last = tmp_path / "r" / "last.safetensors"
+    last.write_bytes(b"garbage")
+    with pytest.raises(CheckpointError):
+        polyrec.train(resume=tmp_path / "r")
+
+
+def test_recommend_excludes_seen_and_uses_external_ids(tmp_path, dataset_dir, small_log):
+    polyrec.train("mf", dataset_dir, overrides=[*FAST, "train.epochs=2"], out=tmp_path / "r")
+    users = [0, 5, 7]
+    frame = polyrec.recommend(tmp_path / "r", users, k=5, out=tmp_path / "recs.parquet")
+    assert frame.height == 15
+    assert set(frame["rank"].to_list()) == {1, 2, 3, 4, 5}
+    assert (tmp_path / "recs.parquet").exists()
+    # no recommended item was bought by the user in training
+    from polyrec.data.splits import Split
+
+    split = Split.load(tmp_path / "r" / "split", small_log)
+    t = split.train.behavior == split.train.target_code
+    seen = set(zip(split.train.user[t].tolist(), split.train.item[t].tolist(), strict=True))
+    for u, i in zip(frame["user"].to_list(), frame["item"].to_list(), strict=True):
+        assert (int(u), int(i)) not in seen
