@@ -23,6 +23,8 @@ from polyrec.data.datasets import load_dataset
 from polyrec.data.importers import import_path
 from polyrec.data.log import InteractionLog
 from polyrec.errors import DataError
+from polyrec.eval.protocols import PairIndex, masked_topk
+from polyrec.models.base import Scorer
 from polyrec.models.registry import list_models
 from polyrec.training.checkpoint import atomic_write_text
 from polyrec.training.trainer import Reporter, final_metrics, load_run, train_run
@@ -129,7 +131,8 @@ def recommend(
     """Top-``k`` items per user (external ids) as a DataFrame ``user, rank, item, score``.
 
     ``users`` is a list of external user ids or a file (one id per line, or CSV/Parquet with a
-    ``user`` column). Seen items are the user's training items of the target behavior.
+    ``user`` column). Seen items (removed unless ``exclude_seen=False``) are every item the user
+    has in the target behavior anywhere in the dataset.
     """
     if k <= 0:
         raise DataError(f"k must be positive (got {k})")
@@ -137,7 +140,9 @@ def recommend(
     if out_path is not None:
         _check_out_parent(out_path, "output file")
     prepared = load_run(Path(run_dir))
-    log, model = prepared.split.train, prepared.model
+    log, model = prepared.log, prepared.model
+    if not isinstance(model, Scorer):
+        raise DataError(f"model {prepared.cfg.model!r} does not score users (not a Scorer)")
     ext = _read_users(Path(users)) if isinstance(users, str | os.PathLike) else list(users)
     dense = log.user_map.to_dense(ext, what="user", strict=False)
     unknown = [u for u, d in zip(ext, dense, strict=True) if d < 0]
@@ -146,24 +151,25 @@ def recommend(
             f"{len(unknown)} of {len(ext)} users are not in the dataset (first: {unknown[0]!r})"
         )
     k = min(k, log.n_items)
-    seen = log.csr(log.target) if exclude_seen else None
+    # seen = every target-behavior pair of the user in the whole log (train, valid and test)
+    t = log.behavior == log.target_code
+    seen = PairIndex.from_pairs(
+        log.user[t] if exclude_seen else log.user[:0],
+        log.item[t] if exclude_seen else log.item[:0],
+        log.n_users,
+        log.n_items,
+        model.device,
+    )
     rows_u, rows_i, rows_s = [], [], []
     with torch.no_grad():
         model.prepare_scoring()
         for start in range(0, len(dense), batch_size):
-            b = dense[start : start + batch_size]
-            s = model.scores(torch.from_numpy(b).to(model.device)).float()
-            if seen is not None:
-                sub = seen[b]
-                r = np.repeat(np.arange(len(b)), np.diff(sub.indptr))
-                s[
-                    torch.from_numpy(r).to(s.device),
-                    torch.from_numpy(sub.indices.astype(np.int64)).to(s.device),
-                ] = -torch.inf
-            top = torch.topk(s, k, dim=1)
-            rows_u.append(np.repeat(b, k))
-            rows_i.append(top.indices.cpu().numpy().ravel())
-            rows_s.append(top.values.cpu().numpy().ravel())
+            b = torch.from_numpy(dense[start : start + batch_size]).to(model.device)
+            s = model.scores(b).float()
+            top = masked_topk(s, b, seen, k)
+            rows_u.append(np.repeat(b.cpu().numpy(), k))
+            rows_i.append(top.cpu().numpy().ravel())
+            rows_s.append(torch.gather(s, 1, top).cpu().numpy().ravel())
     u = np.concatenate(rows_u)
     i = np.concatenate(rows_i)
     frame = pl.DataFrame(

@@ -91,13 +91,17 @@ class EvalConfig(_Section):
 class RunConfig(_Section):
     model: str = "lightgcn"
     seed: int = 2024
-    data: DataConfig = DataConfig()
-    train: TrainConfig = TrainConfig()
-    eval: EvalConfig = EvalConfig()
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
     params: dict[str, Any] = Field(default_factory=dict, description="the model's own config")
 
 
-SECTIONS = {"data": DataConfig, "train": TrainConfig, "eval": EvalConfig}
+SECTIONS: dict[str, type[BaseModel]] = {
+    "data": DataConfig,
+    "train": TrainConfig,
+    "eval": EvalConfig,
+}
 
 
 def parse_value(text: str) -> Any:

@@ -18,6 +18,7 @@ Protocols:
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ class Holdout:
     item: np.ndarray
     negatives: np.ndarray | None = None
     history: InteractionLog | None = None
+    history_rows: np.ndarray | None = None  # rows of the full log that make up ``history``
 
     def __len__(self) -> int:
         return len(self.user)
@@ -64,6 +66,8 @@ class Split:
     params: dict[str, Any] = field(default_factory=dict)
     slot: np.ndarray | None = None  # time slot per training interaction (time-slots protocol)
     dropped_users: int = 0  # users with no target interaction (not evaluated)
+    # rows of the full log that form ``train`` (saved instead of the rows themselves)
+    train_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -85,7 +89,7 @@ class Split:
         """Save the split's row selection and held-out sets (``.npz`` + ``.json``), atomically."""
         path = Path(path)
         arrays: dict[str, np.ndarray] = {
-            "train_rows": self._train_rows,
+            "train_rows": self.train_rows,
             "valid_user": self.valid.user,
             "valid_item": self.valid.item,
             "test_user": self.test.user,
@@ -94,12 +98,12 @@ class Split:
         for nm, h in (("valid", self.valid), ("test", self.test)):
             if h.negatives is not None:
                 arrays[f"{nm}_negatives"] = h.negatives
-            if h.history is not None:
-                arrays[f"{nm}_history_rows"] = h.history_rows  # type: ignore[attr-defined]
+            if h.history_rows is not None:
+                arrays[f"{nm}_history_rows"] = h.history_rows
         if self.slot is not None:
             arrays["slot"] = self.slot
         tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez_compressed(tmp, **arrays)
+        np.savez_compressed(tmp, **arrays)  # type: ignore[arg-type]
         tmp.replace(path.with_suffix(".npz"))
         meta = {
             "name": self.name,
@@ -128,15 +132,14 @@ class Split:
             )
 
         def hold(nm: str) -> Holdout:
-            hist = None
-            if f"{nm}_history_rows" in arrays:
-                hist = log.select(arrays[f"{nm}_history_rows"])
-            h = Holdout(
-                arrays[f"{nm}_user"], arrays[f"{nm}_item"], arrays.get(f"{nm}_negatives"), hist
+            rows = arrays.get(f"{nm}_history_rows")
+            return Holdout(
+                arrays[f"{nm}_user"],
+                arrays[f"{nm}_item"],
+                arrays.get(f"{nm}_negatives"),
+                None if rows is None else log.select(rows),
+                rows,
             )
-            if hist is not None:
-                h.history_rows = arrays[f"{nm}_history_rows"]  # type: ignore[attr-defined]
-            return h
 
         split = cls(
             name=meta["name"],
@@ -149,10 +152,8 @@ class Split:
             slot=arrays.get("slot"),
             dropped_users=meta.get("dropped_users", 0),
         )
-        split._train_rows = arrays["train_rows"]
+        split.train_rows = arrays["train_rows"]
         return split
-
-    _train_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
 # ---------------------------------------------------------------------- helpers
@@ -239,7 +240,7 @@ def _finish(
         slot=None if slot is None else slot[rows],
         dropped_users=dropped,
     )
-    split._train_rows = rows
+    split.train_rows = rows
     _attach_negatives(split, log, n_negatives, seed)
     return split
 
@@ -281,6 +282,8 @@ def leave_one_out(log: InteractionLog, *, seed: int = 0, n_negatives: int = 99) 
     valid_u, valid_i = log.user[vrows], log.item[vrows]
     if log.fold is not None and bool((log.fold[tmask] == FOLD_VALID).any()):
         prow = np.flatnonzero(tmask & (log.fold == FOLD_VALID))
+        # a published validation pair that is also a test pair would leak: drop it
+        prow = prow[~PairSet(test_u, test_i, log.n_items).contains(log.user[prow], log.item[prow])]
         valid_u, valid_i = log.user[prow], log.item[prow]
     held = _pair_rows_mask(log, tmask, np.r_[valid_u, test_u], np.r_[valid_i, test_i])
     train_mask = ~held
@@ -413,9 +416,9 @@ def user_split(
         keep_user = np.repeat(lengths >= 2, lengths)  # need ≥ 1 history and ≥ 1 target
         hist_rows = rows[is_hist & keep_user]
         tgt_rows = rows[~is_hist & keep_user]
-        h = Holdout(log.user[tgt_rows], log.item[tgt_rows], None, log.select(hist_rows))
-        h.history_rows = hist_rows  # type: ignore[attr-defined]
-        holds.append(h)
+        holds.append(
+            Holdout(log.user[tgt_rows], log.item[tgt_rows], None, log.select(hist_rows), hist_rows)
+        )
     if len(holds[1]) == 0:
         raise DataError(f"dataset {log.name!r}: the user split leaves no test users")
     rows = np.flatnonzero(train_mask)
@@ -432,7 +435,7 @@ def user_split(
             "published_users": published,
         },
     )
-    split._train_rows = rows
+    split.train_rows = rows
     _attach_negatives(split, log, n_negatives, seed)
     return split
 
@@ -457,17 +460,17 @@ def time_slots(
         raise DataError(f"slot_days must be positive (got {slot_days})")
     base = leave_one_out(log, seed=seed, n_negatives=n_negatives)
     ts = log.timestamp * seconds_per_unit
-    t0 = ts[base._train_rows].min()
+    t0 = ts[base.train_rows].min()
     slot_all = np.floor((ts - t0) / (slot_days * 86400.0)).clip(min=0).astype(np.int64)
     base.name = "time-slots"
-    base.slot = slot_all[base._train_rows]
+    base.slot = slot_all[base.train_rows]
     base.params = {**base.params, "slot_days": slot_days, "seconds_per_unit": seconds_per_unit}
     return base
 
 
 def make_split(log: InteractionLog, protocol: str, *, seed: int = 0, **params: Any) -> Split:
     """Dispatch on a protocol name (see ``PROTOCOLS``)."""
-    fns = {
+    fns: dict[str, Callable[..., Split]] = {
         "leave-one-out": leave_one_out,
         "random-ratio": random_ratio,
         "user-split": user_split,
@@ -475,4 +478,4 @@ def make_split(log: InteractionLog, protocol: str, *, seed: int = 0, **params: A
     }
     if protocol not in fns:
         raise DataError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
-    return fns[protocol](log, seed=seed, **params)  # type: ignore[operator]
+    return fns[protocol](log, seed=seed, **params)

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from polyrec.data.sampling import sorted_unique
 from polyrec.data.splits import Holdout, Split
 
 MASK_MODES: tuple[str, ...] = ("target", "all")
@@ -94,17 +95,6 @@ class PairIndex:
         q = users.long().unsqueeze(1) * self.n_items + items.long()
         pos = torch.searchsorted(self.keys, q).clamp_(max=len(self) - 1)
         return self.keys[pos] == q
-
-
-def sorted_unique(keys: np.ndarray) -> np.ndarray:
-    """``np.unique`` for int64 keys by sort + neighbour compare (5× faster than numpy 2.4's)."""
-    s = np.sort(np.asarray(keys, dtype=np.int64))
-    if len(s) < 2:
-        return s
-    keep = np.empty(len(s), dtype=bool)
-    keep[0] = True
-    np.not_equal(s[1:], s[:-1], out=keep[1:])
-    return s[keep]
 
 
 def pair_keys(users: np.ndarray, items: np.ndarray, n_items: int) -> np.ndarray:

@@ -188,7 +188,11 @@ class Scorer(Model):
 
     @abstractmethod
     def scores(self, users: Tensor) -> Tensor:
-        """Scores ``[len(users), n_items]`` (higher is better)."""
+        """Scores ``[len(users), n_items]`` (higher is better).
+
+        Callers (the evaluator) may write into the returned tensor to mask items, so return a
+        fresh tensor, never a cached one.
+        """
 
     def user_item_embeddings(self) -> tuple[Tensor, Tensor] | None:
         """Final user and item embeddings when ``scores`` is their inner product (for export)."""

@@ -112,7 +112,7 @@ def save_checkpoint(
     if torch.cuda.is_available():
         for d, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda.{d}"] = s
-    np_state = np.random.get_state()
+    np_state: Any = np.random.get_state(legacy=True)
     py_state = random.getstate()
     meta = {
         "format": MAGIC,

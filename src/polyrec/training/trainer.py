@@ -33,7 +33,7 @@ from polyrec.config import RunConfig, load_config, to_toml
 from polyrec.data.datasets import load_dataset
 from polyrec.data.log import InteractionLog
 from polyrec.data.splits import Split, make_split
-from polyrec.errors import CheckpointError, ConfigError
+from polyrec.errors import CheckpointError, ConfigError, DataError
 from polyrec.eval.audit import audit_split
 from polyrec.eval.evaluator import evaluate
 from polyrec.models.base import Model, TrainData
@@ -186,6 +186,11 @@ class Trainer:
                 if epoch % cfg.train.eval_every == 0 or epoch == cfg.train.epochs:
                     t0 = time.perf_counter()
                     res = self._validate()
+                    if not res["metrics"].get(cfg.train.select_protocol):
+                        raise DataError(
+                            f"no validation {cfg.train.select_protocol} metrics for model "
+                            f"selection ({'; '.join(res.get('notes', [])) or 'empty validation'})"
+                        )
                     record["valid"] = res["metrics"][cfg.train.select_protocol]
                     record["eval_seconds"] = time.perf_counter() - t0
                     value = float(record["valid"][self.metric_key])
