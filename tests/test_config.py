@@ -72,3 +72,11 @@ def test_parse_value():
     assert parse_value("true") is True
     assert parse_value("[1, 2]") == [1, 2]
     assert parse_value("buy") == "buy"
+
+
+@pytest.mark.parametrize(
+    "path", sorted((__import__("pathlib").Path(__file__).parents[1] / "configs").glob("*.toml"))
+)
+def test_shipped_configs_are_valid(path):
+    cfg = load_config(path)
+    assert cfg.model in path.name

@@ -9,7 +9,7 @@ A run config has four sections plus the model's own parameters::
     [eval]   K list, protocols, masking
     [params] the model's config (validated by the model's own pydantic class)
 
-Overrides are ``section.key=value`` (e.g. ``train.lr=0.01``, ``params.layers=2``) or a bare
+Overrides are ``section.key=value`` (e.g. ``train.lr=0.01``, ``params.n_layers=2``) or a bare
 ``key=value`` when the key exists in exactly one section. Values are parsed as TOML values
 (``3``, ``0.5``, ``true``, ``[10, 20]``, ``"buy"``) and fall back to a plain string.
 """
