@@ -355,7 +355,7 @@ def test_bad_arguments(tiny: Split) -> None:
         evaluate(model, tiny, "test", mask="none")
 
 
-def test_interest_models_not_supported_yet(tiny: Split) -> None:
+def test_interest_models_dispatch_to_retrieval(tiny: Split) -> None:
     class Interests(InterestModel):
         name = "interests"
         paper = ""
@@ -373,8 +373,10 @@ def test_interest_models_not_supported_yet(tiny: Split) -> None:
         def item_embeddings(self) -> Tensor:
             return torch.zeros(self.n_items, 4)
 
-    with pytest.raises(NotImplementedError, match="retrieval"):
-        evaluate(Interests(ModelConfig(), TrainData(tiny.train)), tiny, "test")
+    res = evaluate(Interests(ModelConfig(), TrainData(tiny.train)), tiny, "test", ks=(2,))
+    assert set(res["metrics"]) == {"retrieval", "full"}  # "full" asked for by default
+    assert res["metrics"]["retrieval"] == res["metrics"]["full"]
+    assert "recall@2" in res["metrics"]["retrieval"]
 
 
 def test_nan_scores_raise(tiny: Split) -> None:

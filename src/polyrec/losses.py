@@ -67,4 +67,78 @@ def info_nce(anchor: Tensor, positive: Tensor, temperature: float) -> Tensor:
     return F.cross_entropy(logits, labels)
 
 
-__all__ = ["bpr", "info_nce", "l2_reg"]
+__all__ = ["bpr", "full_softmax", "info_nce", "l2_reg", "sampled_softmax"]
+
+
+def sampled_softmax(
+    query: Tensor,
+    item_weight: Tensor,
+    target: Tensor,
+    negatives: Tensor,
+    log_q: Tensor | None = None,
+    *,
+    remove_accidental_hits: bool = True,
+) -> Tensor:
+    r"""Sampled softmax cross-entropy (Jean et al. 2015; TensorFlow's ``sampled_softmax_loss``).
+
+    ``query[B, d]`` user vectors, ``item_weight[n, d]`` the output item embeddings, ``target[B]``
+    the true next items and ``negatives[S]`` item ids drawn by the caller, shared by the batch
+    (ComiRec draws ``S = 10 · B`` log-uniform negatives). With logits ``o = q · w``:
+
+    .. math::
+        \mathcal{L} = \frac{1}{B} \sum_b -\ln \frac{\exp(o_{b,y_b} - \ln Q(y_b))}
+            {\exp(o_{b,y_b} - \ln Q(y_b)) + \sum_{s} \exp(o_{b,s} - \ln Q(s))}
+
+    ``log_q[n]`` is the log of the *expected count* of each item in the sample
+    (``ln(S · P(i))`` for ``S`` draws with replacement); ``None`` skips the correction.
+    ``remove_accidental_hits`` drops a sampled negative equal to the row's target (TF default).
+    """
+    if query.dim() != 2 or item_weight.dim() != 2:
+        raise ValueError("sampled_softmax needs query [B, d] and item_weight [n, d]")
+    pos = (query * item_weight[target]).sum(-1, keepdim=True)
+    neg = query @ item_weight[negatives].T
+    if log_q is not None:
+        pos = pos - log_q[target].unsqueeze(1)
+        neg = neg - log_q[negatives].unsqueeze(0)
+    if remove_accidental_hits:
+        hit = negatives.unsqueeze(0) == target.unsqueeze(1)
+        neg = neg.masked_fill(hit, float("-inf"))
+    logits = torch.cat([pos, neg], dim=1)
+    return -torch.log_softmax(logits, dim=1)[:, 0].mean()
+
+
+def full_softmax(query: Tensor, item_weight: Tensor, target: Tensor) -> Tensor:
+    """Cross-entropy of ``target[B]`` over every item: logits ``query[B, d] @ item_weight[n, d].T``."""
+    return F.cross_entropy(query @ item_weight.T, target)
+
+
+def info_nce_rows(
+    anchor: Tensor, positive: Tensor, temperature: float, similarity: str = "cosine"
+) -> Tensor:
+    r"""Per-row InfoNCE with in-batch negatives (CML WSDM 2022 Eq. 3 before the sum over users).
+
+    Returns a ``[B]`` tensor whose entry ``b`` is
+
+    .. math::
+        -\ln \frac{\exp(\varphi(a_b, p_b) / τ)}{\sum_{c=1}^{B} \exp(\varphi(a_b, p_c) / τ)}
+
+    with φ the cosine similarity (``similarity="cosine"``) or the inner product (``"dot"``).
+    For ``"cosine"`` its mean equals :func:`info_nce`. Models that weight each row (CML's
+    per-user meta weights) need the rows, not their mean.
+    """
+    if anchor.shape != positive.shape or anchor.dim() != 2:
+        raise ValueError(
+            f"info_nce_rows needs two [B, d] tensors of equal shape, got {tuple(anchor.shape)} "
+            f"and {tuple(positive.shape)}"
+        )
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    if similarity == "cosine":
+        anchor, positive = F.normalize(anchor, dim=1), F.normalize(positive, dim=1)
+    elif similarity != "dot":
+        raise ValueError(f"unknown similarity {similarity!r}; use 'cosine' or 'dot'")
+    logits = anchor @ positive.T / temperature
+    return torch.logsumexp(logits, dim=1) - logits.diagonal()
+
+
+__all__.append("info_nce_rows")

@@ -27,7 +27,7 @@ from polyrec.eval.protocols import (
     pair_keys,
     sampled_ranks,
 )
-from polyrec.models.base import Model, Scorer
+from polyrec.models.base import InterestModel, Model, Scorer
 
 PROTOCOLS: tuple[str, ...] = ("full", "sampled")
 PARTS: tuple[str, ...] = ("valid", "test")
@@ -99,17 +99,31 @@ def evaluate(
 
     Raises:
         ConfigError: an unknown part, protocol, k, mask or a batch size < 1.
-        NotImplementedError: an InterestModel (retrieval evaluation comes separately).
+        NotImplementedError: a model that is neither a Scorer nor an InterestModel.
+
+    An InterestModel is evaluated by :func:`polyrec.eval.retrieval.evaluate_retrieval` (ComiRec
+    retrieval; ``mask`` does not apply, history items are not excluded): its figures are under
+    ``metrics["retrieval"]``, and also under ``metrics["full"]`` when "full" was asked for.
         FloatingPointError: the model returned NaN scores.
         ValueError: the model's item count or score shape does not match the split.
     """
-    protos, kk = _check_args(part, protocols, ks, mask, batch_size)
     kind = getattr(model, "kind", "scorer")
-    if kind == "interest":
-        raise NotImplementedError(
-            f"model {type(model).__name__} is an InterestModel; retrieval evaluation of "
-            "multi-interest models (interests() + item_embeddings()) is not implemented yet"
+    if kind == "interest" and isinstance(model, InterestModel):
+        # retrieval evaluation (polyrec.eval.retrieval): metrics under "retrieval"; a caller
+        # asking for "full" (the trainer's default) gets the same figures under "full" too
+        from polyrec.eval.retrieval import evaluate_retrieval
+
+        wanted = (protocols,) if isinstance(protocols, str) else tuple(protocols)
+        return evaluate_retrieval(
+            model,
+            split,
+            part,
+            ks=ks,
+            batch_size=batch_size,
+            progress=progress,
+            also_as=[p for p in wanted if p == "full"],
         )
+    protos, kk = _check_args(part, protocols, ks, mask, batch_size)
     if kind != "scorer" or not isinstance(model, Scorer):
         raise NotImplementedError(
             f"cannot evaluate {type(model).__name__} (kind {kind!r}): only Scorer models"

@@ -12,20 +12,37 @@ from pydantic import ValidationError
 
 from polyrec.errors import ConfigError
 from polyrec.models.base import Model, ModelConfig, TrainData
+from polyrec.models.cml import CML
+from polyrec.models.comirec import ComiRecDR, ComiRecSA
+from polyrec.models.gru4rec import GRU4Rec
 from polyrec.models.lightgcn import LightGCN
 from polyrec.models.mf import MF
+from polyrec.models.mind import MIND
 from polyrec.models.pop import Pop
+from polyrec.models.sasrec import SASRec
+from polyrec.models.youtube_dnn import YouTubeDNN
 
 REGISTRY: dict[str, type[Model]] = {
     "pop": Pop,
     "mf": MF,
     "lightgcn": LightGCN,
+    "cml": CML,
+    "youtube-dnn": YouTubeDNN,
+    "sasrec": SASRec,
+    "comirec-sa": ComiRecSA,
+    "comirec-dr": ComiRecDR,
+    "gru4rec": GRU4Rec,
+    "mind": MIND,
 }
 
 ALIASES: dict[str, str] = {
     "bpr": "mf",
     "mf-bpr": "mf",
     "bprmf": "mf",
+    "youtubednn": "youtube-dnn",
+    "youtube_dnn": "youtube-dnn",
+    "comirec_sa": "comirec-sa",
+    "comirec_dr": "comirec-dr",
 }
 
 

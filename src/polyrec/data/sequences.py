@@ -1,0 +1,252 @@
+"""Sequence views of an :class:`InteractionLog` and training samples for sequential models.
+
+**Layout of a padded history** (what :meth:`InteractionModel.interests` receives): a ``[B, T]``
+int64 tensor of item ids **shifted by +1** so that ``0`` is padding, **left-padded**: the most
+recent item is always in the last column ``T - 1`` and the oldest kept item at ``T - length``.
+``lengths[B]`` counts the real (non-padding) items, ``1 <= length <= T``. Only the latest ``T``
+items of a longer sequence are kept.
+
+**Training samples (ComiRec protocol).** A sample is a cut of a training user's chronological
+sequence ``s``: history ``s[max(0, k - T) : k]`` and target ``s[k]`` for a cut position ``k >= 1``.
+Two vectorised samplers draw them with a ``torch.Generator``:
+
+* ``"random-cut"`` (ComiRec's data iterator): users drawn uniformly among those with at least two
+  items, then ``k`` uniform in ``[min(min_history, len - 1), len - 1]``;
+* ``"all-cuts"``: one epoch is a random permutation of every cut ``k = 1 .. len - 1`` of every
+  user.
+
+Training samples are taken from the training log only, so under the user split no
+validation or test user's interactions can reach training (they are not in ``split.train``).
+
+**Negatives.** :class:`LogUniformSampler` draws log-uniform ("Zipfian") negatives over items
+ordered by decreasing training popularity, as TensorFlow's ``log_uniform_candidate_sampler``
+behind ComiRec's ``sampled_softmax_loss``: rank ``r`` has probability
+``P(r) = (log(r + 2) - log(r + 1)) / log(n + 1)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from polyrec.data.log import InteractionLog
+
+PAD = 0
+Sampling = Literal["random-cut", "all-cuts"]
+
+
+def _chronological_rows(log: InteractionLog, rows: np.ndarray) -> np.ndarray:
+    """``rows`` sorted by (user, timestamp, row); without timestamps by (user, row)."""
+    if log.timestamp is None:
+        return rows[np.lexsort((rows, log.user[rows]))]
+    return rows[np.lexsort((rows, log.timestamp[rows], log.user[rows]))]
+
+
+@dataclass(eq=False)
+class SequenceSet:
+    """Every user's chronological item sequence as a CSR: ``items[indptr[u]:indptr[u+1]]``.
+
+    ``items`` are dense item codes (0-based, **not** shifted); ``categories`` the item category
+    of each entry when the log has categories. Users without interactions have empty slices.
+    """
+
+    indptr: np.ndarray
+    items: np.ndarray
+    n_items: int
+    categories: np.ndarray | None = None
+
+    @property
+    def n_users(self) -> int:
+        return len(self.indptr) - 1
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.indptr)
+
+    def sequence(self, user: int) -> np.ndarray:
+        return self.items[self.indptr[user] : self.indptr[user + 1]]
+
+    @classmethod
+    def from_log(
+        cls, log: InteractionLog, behavior: str | None = None, *, n_users: int | None = None
+    ) -> SequenceSet:
+        """Chronological sequences of ``behavior`` (``None``: every behavior merged).
+
+        Order: timestamp, ties (and logs without timestamps) by row order. Repeated
+        interactions stay in the sequence. ``n_users`` defaults to the log's user count.
+        """
+        rows = np.flatnonzero(log.mask_behavior(behavior))
+        rows = _chronological_rows(log, rows)
+        nu = log.n_users if n_users is None else int(n_users)
+        indptr = np.zeros(nu + 1, dtype=np.int64)
+        np.cumsum(np.bincount(log.user[rows], minlength=nu), out=indptr[1:])
+        cats = None if log.category is None else log.category[rows].astype(np.int64)
+        return cls(indptr, log.item[rows].astype(np.int64), log.n_items, cats)
+
+    def append(self, users: np.ndarray, items: np.ndarray) -> SequenceSet:
+        """A new set with ``items[j]`` appended to the end of ``users[j]``'s sequence (in order).
+
+        The result has no categories."""
+        users = np.asarray(users, np.int64)
+        items = np.asarray(items, np.int64)
+        old_user = np.repeat(np.arange(self.n_users), self.lengths)
+        all_u = np.r_[old_user, users]
+        all_i = np.r_[self.items, items]
+        order = np.argsort(all_u, kind="stable")
+        indptr = np.zeros(self.n_users + 1, dtype=np.int64)
+        np.cumsum(np.bincount(all_u, minlength=self.n_users), out=indptr[1:])
+        return SequenceSet(indptr, all_i[order], self.n_items, None)
+
+    def padded(
+        self,
+        users: np.ndarray,
+        max_len: int,
+        ends: np.ndarray | None = None,
+        *,
+        categories: bool = False,
+    ) -> tuple[Tensor, Tensor]:
+        """Left-padded, +1-shifted histories ``[B, max_len]`` and their lengths ``[B]``.
+
+        Row ``b`` holds user ``users[b]``'s items before position ``ends[b]`` of the sequence
+        (default: the whole sequence), the latest ``max_len`` of them. ``categories=True``
+        gives category codes (+1-shifted, 0 = padding) instead of items.
+        """
+        users = np.asarray(users, np.int64)
+        start = self.indptr[users]
+        end = self.indptr[users + 1] if ends is None else start + np.asarray(ends, np.int64)
+        length = np.minimum(end - start, max_len)
+        col = np.arange(max_len)[None, :]
+        first = max_len - length[:, None]
+        src = end[:, None] - max_len + col  # position of column `col` in the flat array
+        valid = col >= first
+        src = np.where(valid, src, 0)
+        if categories:
+            if self.categories is None:
+                raise ValueError("this sequence set has no categories")
+            values = self.categories
+        else:
+            values = self.items
+        out = np.where(valid, values[src] + 1, PAD) if len(values) else np.zeros_like(src)
+        return torch.from_numpy(out.astype(np.int64)), torch.from_numpy(length.astype(np.int64))
+
+
+class CutSampler:
+    """Vectorised (history prefix → next item) training cuts of a :class:`SequenceSet`."""
+
+    def __init__(
+        self, sequences: SequenceSet, *, max_len: int, min_history: int = 1
+    ) -> None:
+        if max_len < 1:
+            raise ValueError(f"max_len must be >= 1 (got {max_len})")
+        self.seqs = sequences
+        self.max_len = int(max_len)
+        self.min_history = max(1, int(min_history))
+        lengths = sequences.lengths
+        self.users = np.flatnonzero(lengths >= 2)  # need one history item and one target
+        self._len_t = torch.from_numpy(lengths[self.users])
+        self._users_t = torch.from_numpy(self.users)
+
+    @property
+    def n_cuts(self) -> int:
+        return int((self.seqs.lengths[self.users] - 1).sum())
+
+    def random_cuts(self, n: int, generator: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` cuts: users uniform among eligible ones, cut ``k`` uniform in its range."""
+        if len(self.users) == 0:
+            raise ValueError("no training sequence has two or more items")
+        pick = torch.randint(len(self.users), (n,), generator=generator)
+        length = self._len_t[pick]
+        lo = torch.clamp(length - 1, max=self.min_history)
+        lo = torch.clamp(lo, min=1)
+        u = torch.rand(n, generator=generator, dtype=torch.float64)
+        k = lo + torch.floor(u * (length - lo).double()).long()
+        k = torch.minimum(k, length - 1)
+        return self._users_t[pick].numpy(), k.numpy()
+
+    def all_cuts(self, generator: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Every cut ``k = 1 .. len - 1`` of every eligible user, randomly permuted."""
+        n_per = self.seqs.lengths[self.users] - 1
+        users = np.repeat(self.users, n_per)
+        starts = np.cumsum(n_per) - n_per
+        k = np.arange(len(users)) - np.repeat(starts, n_per) + 1
+        perm = torch.randperm(len(users), generator=generator).numpy()
+        return users[perm], k[perm]
+
+    def make(self, users: np.ndarray, cuts: np.ndarray) -> tuple[Tensor, Tensor, Tensor]:
+        """``(history [B, T], lengths [B], target [B])`` of the given cuts (target not shifted)."""
+        hist, lengths = self.seqs.padded(users, self.max_len, cuts)
+        target = self.seqs.items[self.seqs.indptr[users] + cuts]
+        return hist, lengths, torch.from_numpy(target.astype(np.int64))
+
+
+class LogUniformSampler:
+    """Log-uniform negatives over items ranked by decreasing training popularity.
+
+    ``item_of_rank[r]`` is the item with the r-th largest count (ties by item id). ``log_q[i]``
+    is ``log P(item i)`` under the sampler, for the sampled-softmax correction.
+    """
+
+    def __init__(self, counts: np.ndarray) -> None:
+        counts = np.asarray(counts, np.int64)
+        n = len(counts)
+        if n < 1:
+            raise ValueError("LogUniformSampler needs at least one item")
+        self.n = n
+        order = np.lexsort((np.arange(n), -counts))
+        self.item_of_rank = torch.from_numpy(order.astype(np.int64))
+        r = np.arange(n, dtype=np.float64)
+        p = (np.log(r + 2.0) - np.log(r + 1.0)) / math.log(n + 1.0)
+        log_q = np.empty(n, dtype=np.float64)
+        log_q[order] = np.log(p)
+        self.log_q = torch.from_numpy(log_q.astype(np.float32))
+
+    def sample(self, size: int, generator: torch.Generator) -> Tensor:
+        """``size`` item ids drawn with replacement (inverse CDF, as TensorFlow's sampler)."""
+        u = torch.rand(size, generator=generator, dtype=torch.float64)
+        rank = (torch.floor(torch.exp(u * math.log(self.n + 1.0))) - 1.0).long()
+        return self.item_of_rank[rank.clamp_(0, self.n - 1)]
+
+
+@dataclass
+class SeqBatch:
+    """One batch of training cuts.
+
+    ``history[B, T]`` left-padded +1-shifted item ids, ``lengths[B]``, ``target[B]`` the next
+    item (0-based), ``negatives[S]`` sampled item ids shared by the batch (or None for a full
+    softmax) and ``user[B]`` the users the cuts come from.
+    """
+
+    history: Tensor
+    lengths: Tensor
+    target: Tensor
+    negatives: Tensor | None
+    user: Tensor
+
+    def to(self, device: torch.device) -> SeqBatch:
+        return SeqBatch(
+            self.history.to(device),
+            self.lengths.to(device),
+            self.target.to(device),
+            None if self.negatives is None else self.negatives.to(device),
+            self.user.to(device),
+        )
+
+
+def item_counts(seqs: SequenceSet) -> np.ndarray:
+    """Occurrences of every item in the sequences (``[n_items]``)."""
+    return np.bincount(seqs.items, minlength=seqs.n_items)
+
+
+__all__ = [
+    "PAD",
+    "CutSampler",
+    "LogUniformSampler",
+    "SeqBatch",
+    "SequenceSet",
+    "item_counts",
+]

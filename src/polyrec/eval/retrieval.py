@@ -1,0 +1,318 @@
+"""Retrieval evaluation of an :class:`~polyrec.models.base.InterestModel` (ComiRec protocol).
+
+For each evaluated user the model turns the user's history into ``K`` interest vectors
+(``interests(histories, lengths) -> [B, K, d]``). Each interest retrieves its top-``N`` items by
+inner product with ``item_embeddings()``; the ``K`` lists are merged into one top-``N`` list by
+score, an item found by several interests counting once with its best score (ComiRec,
+Cen et al. KDD 2020 §3.4 / its evaluation code). ``N = max(ks)``; metrics at every ``k <= N``
+read the first ``k`` of that list. (The merged list equals the top-``N`` of ``max_k`` interest
+scores: any item in the latter is in its best interest's own top-``N``.)
+
+**Histories.** User split (ComiRec): the held-out user's history is ``Holdout.history`` (first
+80 % of the sequence); targets are the rest. Leave-one-out: the user's training sequence (plus,
+at test time, the validation item), the held-out item the target. The last ``max_len`` items
+are given to the model (``max_len`` from the model's config when it has one).
+
+**Metrics** (:mod:`polyrec.eval.metrics`, averaged over evaluated users): ``recall``, ``ndcg``
+(standard), ``hr`` at each k; ``ndcg="comirec"`` or ``"both"`` adds ``ndcg_comirec@k``
+(ComiRec's variant, IDCG over the recalled positives) under its own name and a note. Targets are
+the user's distinct held-out items. History items are **not** excluded from the ranking by
+default (as ComiRec); ``exclude_history=True`` removes them (also a history item that is
+a target again: repeat consumption is then unreachable).
+
+**Search.** Exact inner-product search in torch (per-interest ``topk`` in item chunks); with
+``search="faiss"`` (or ``"auto"`` when ``import faiss`` works) an exact ``IndexFlatIP`` gives
+the same lists (up to the order of exactly tied scores).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from polyrec.data.sequences import SequenceSet
+from polyrec.data.splits import Split
+from polyrec.errors import ConfigError
+from polyrec.eval import metrics as M
+from polyrec.eval.protocols import PairIndex, holdout, pair_keys
+from polyrec.models.base import InterestModel
+
+NdcgMode = Literal["standard", "comirec", "both"]
+Search = Literal["auto", "torch", "faiss"]
+PROTOCOL = "retrieval"
+Progress = Callable[[int, int], None]
+
+
+def _faiss() -> Any:
+    try:
+        import faiss
+    except ImportError:
+        return None
+    return faiss
+
+
+def merge_topk(items: Tensor, scores: Tensor, n: int) -> tuple[Tensor, Tensor]:
+    """Merge per-interest lists ``items/scores [B, K, N']`` into one top-``n`` list per row.
+
+    Each item keeps its highest score over the interests (duplicates dropped); the result is
+    sorted by score, best first: ``(items [B, n], scores [B, n])``. Rows with fewer than ``n``
+    distinct items are padded with item ``-1`` and score ``-inf``.
+    """
+    b = items.shape[0]
+    flat_i = items.reshape(b, -1)
+    flat_s = scores.reshape(b, -1)
+    # best score first, then a stable sort by item: the first of each item group is its best
+    by_score = torch.argsort(flat_s, dim=1, descending=True, stable=True)
+    si = torch.gather(flat_i, 1, by_score)
+    ss = torch.gather(flat_s, 1, by_score)
+    by_item = torch.argsort(si, dim=1, stable=True)
+    gi = torch.gather(si, 1, by_item)
+    dup_sorted = torch.zeros_like(gi, dtype=torch.bool)
+    dup_sorted[:, 1:] = gi[:, 1:] == gi[:, :-1]
+    dup = torch.zeros_like(dup_sorted).scatter_(1, by_item, dup_sorted)
+    ss = ss.masked_fill(dup | (si < 0), float("-inf"))
+    k = min(n, ss.shape[1])
+    top_s, pos = torch.topk(ss, k, dim=1, sorted=True)
+    top_i = torch.gather(si, 1, pos).masked_fill(torch.isinf(top_s) & (top_s < 0), -1)
+    if k < n:
+        top_i = torch.cat([top_i, top_i.new_full((b, n - k), -1)], dim=1)
+        top_s = torch.cat([top_s, top_s.new_full((b, n - k), float("-inf"))], dim=1)
+    return top_i, top_s
+
+
+def interest_topk(
+    interests: Tensor,
+    item_emb: Tensor,
+    n: int,
+    *,
+    exclude: tuple[Tensor, Tensor] | None = None,
+    chunk: int = 65536,
+) -> tuple[Tensor, Tensor]:
+    """Exact per-interest top-``n`` by inner product: ``(items [B, K, n'], scores [B, K, n'])``.
+
+    ``n' = min(n, n_items)``. ``exclude = (rows, items)`` lists (batch row, item) pairs scored
+    ``-inf`` for every interest. Items are scanned ``chunk`` at a time (a running top-``n``).
+    """
+    n_items = item_emb.shape[0]
+    nn_ = min(n, n_items)
+    best_s: Tensor | None = None
+    best_i: Tensor | None = None
+    for lo in range(0, n_items, chunk):
+        emb = item_emb[lo : lo + chunk]
+        s = torch.einsum("bkd,nd->bkn", interests, emb)
+        if exclude is not None:
+            rows, cols = exclude
+            sel = (cols >= lo) & (cols < lo + emb.shape[0])
+            s[rows[sel], :, cols[sel] - lo] = float("-inf")
+        ids = torch.arange(lo, lo + emb.shape[0], device=s.device).expand_as(s)
+        if best_s is not None and best_i is not None:
+            s = torch.cat([best_s, s], dim=2)
+            ids = torch.cat([best_i, ids], dim=2)
+        top_s, pos = torch.topk(s, min(nn_, s.shape[2]), dim=2, sorted=True)
+        best_s, best_i = top_s, torch.gather(ids, 2, pos)
+    assert best_s is not None and best_i is not None
+    return best_i, best_s
+
+
+def faiss_topk(interests: Tensor, item_emb: Tensor, n: int) -> tuple[Tensor, Tensor]:
+    """The same per-interest exact search with faiss ``IndexFlatIP`` (CPU, float32)."""
+    faiss = _faiss()
+    if faiss is None:
+        raise ConfigError("search='faiss' needs the faiss extra: pip install 'polyrec[faiss]'")
+    emb = item_emb.detach().float().cpu().contiguous().numpy()
+    index = faiss.IndexFlatIP(emb.shape[1])
+    index.add(emb)
+    b, k, d = interests.shape
+    q = interests.detach().float().cpu().reshape(b * k, d).contiguous().numpy()
+    s, i = index.search(q, min(n, emb.shape[0]))
+    dev = interests.device
+    return (
+        torch.from_numpy(i.astype(np.int64)).reshape(b, k, -1).to(dev),
+        torch.from_numpy(s).reshape(b, k, -1).to(dev),
+    )
+
+
+def retrieve(
+    interests: Tensor,
+    item_emb: Tensor,
+    n: int,
+    *,
+    exclude: tuple[Tensor, Tensor] | None = None,
+    search: Search = "torch",
+) -> Tensor:
+    """Merged top-``n`` item ids ``[B, n]`` (``-1`` pads rows with fewer distinct items)."""
+    use_faiss = search == "faiss" or (search == "auto" and _faiss() is not None)
+    if use_faiss and exclude is None:
+        items, scores = faiss_topk(interests, item_emb, n)
+    else:
+        items, scores = interest_topk(interests, item_emb, n, exclude=exclude)
+    if items.shape[1] == 1:
+        top_i, top_s = items[:, 0], scores[:, 0]
+        top_i = top_i.masked_fill(torch.isinf(top_s) & (top_s < 0), -1)
+        if top_i.shape[1] < n:
+            top_i = torch.cat([top_i, top_i.new_full((len(top_i), n - top_i.shape[1]), -1)], 1)
+        return top_i
+    return merge_topk(items, scores, n)[0]
+
+
+def eval_histories(split: Split, part: str) -> tuple[SequenceSet, str]:
+    """The sequences the held-out users of ``part`` give as input, and where they come from."""
+    train = split.train
+    hold = holdout(split, part)
+    if hold.history is not None:
+        return SequenceSet.from_log(hold.history, hold.history.target, n_users=train.n_users), (
+            "holdout history"
+        )
+    seqs = SequenceSet.from_log(train, train.target)
+    if part == "test" and len(split.valid):
+        seqs = seqs.append(split.valid.user, split.valid.item)
+        return seqs, "training sequence + validation item"
+    return seqs, "training sequence"
+
+
+def evaluate_retrieval(
+    model: InterestModel,
+    split: Split,
+    part: str,
+    *,
+    ks: Sequence[int] = (20, 50),
+    ndcg: NdcgMode = "standard",
+    exclude_history: bool = False,
+    max_len: int | None = None,
+    batch_size: int = 256,
+    search: Search = "auto",
+    progress: Progress | None = None,
+    also_as: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Retrieval metrics of ``model`` on ``split``'s ``part`` users (see the module docstring).
+
+    Returns the evaluator's result format with the figures under ``metrics["retrieval"]``
+    (and, for callers that asked for another protocol name, the same dict under each name in
+    ``also_as``, with a note).
+    """
+    from polyrec.eval.evaluator import _jsonable
+
+    if part not in ("valid", "test"):
+        raise ConfigError(f"evaluation part must be 'valid' or 'test' (got {part!r})")
+    try:
+        kk = sorted({int(k) for k in ks})
+    except (TypeError, ValueError):
+        raise ConfigError(f"ks must be positive integers (got {ks!r})") from None
+    if not kk or kk[0] < 1:
+        raise ConfigError(f"ks must be positive integers (got {list(ks)!r})")
+    if ndcg not in ("standard", "comirec", "both"):
+        raise ConfigError(f"ndcg must be 'standard', 'comirec' or 'both' (got {ndcg!r})")
+    if int(batch_size) < 1:
+        raise ConfigError(f"evaluation batch_size must be >= 1 (got {batch_size})")
+    train = split.train
+    n_users, n_items = train.n_users, train.n_items
+    if getattr(model, "n_items", n_items) != n_items:
+        raise ValueError(f"model has {model.n_items} items but the split's dataset has {n_items}")
+    if max_len is None:
+        max_len = int(getattr(getattr(model, "config", None), "max_len", 50))
+    hold = holdout(split, part)
+    seqs, source = eval_histories(split, part)
+    users_np = np.unique(hold.user)
+    users_np = users_np[seqs.lengths[users_np] > 0]
+    notes: list[str] = []
+    skipped = int(len(np.unique(hold.user)) - len(users_np))
+    if skipped:
+        notes.append(f"{part}: {skipped} users without any history item were not evaluated")
+    names = ["hr", "recall"]
+    if ndcg in ("standard", "both"):
+        names.append("ndcg")
+    if ndcg in ("comirec", "both"):
+        names.append("ndcg_comirec")
+        notes.append(
+            "ndcg_comirec@k is ComiRec's NDCG variant (IDCG over the positives recalled in the "
+            "top k), not the standard NDCG"
+        )
+    result: dict[str, Any] = {
+        "part": part,
+        "dataset": train.name,
+        "protocol": split.name,
+        "seed": split.seed,
+        "split": _jsonable(split.describe()),
+        "ks": kk,
+        "mask": "history" if exclude_history else "none",
+        "metrics": {},
+        "n_evaluated": {},
+        "n_negatives": None,
+        "notes": notes,
+        "retrieval": {
+            "history": source,
+            "max_len": max_len,
+            "exclude_history": exclude_history,
+            "ndcg": ndcg,
+            "merge": "per-interest top-N merged by score",
+        },
+    }
+    if len(users_np) == 0:
+        notes.append(f"{part}: no users to evaluate")
+        return result
+    device = model.device
+    max_k = kk[-1]
+    positives = PairIndex(pair_keys(hold.user, hold.item, n_items), n_users, n_items, device)
+    hist_index = None
+    if exclude_history:
+        hu = np.repeat(np.arange(seqs.n_users), seqs.lengths)
+        hist_index = PairIndex(pair_keys(hu, seqs.items, n_items), n_users, n_items, device)
+    sums: dict[str, Tensor] = {}
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model.prepare_scoring()
+            item_emb = model.item_embeddings()
+            total = len(users_np)
+            for start in range(0, total, batch_size):
+                ub = users_np[start : start + batch_size]
+                hist, lengths = seqs.padded(ub, max_len)
+                vecs = model.interests(hist.to(device), lengths.to(device))
+                if vecs.dim() != 3 or vecs.shape[0] != len(ub):
+                    raise ValueError(
+                        f"{type(model).__name__}.interests returned shape {tuple(vecs.shape)}; "
+                        f"expected ({len(ub)}, K, d)"
+                    )
+                if bool(torch.isnan(vecs).any()):
+                    raise FloatingPointError("the model's interest vectors contain NaN")
+                ub_t = torch.from_numpy(ub).to(device)
+                exclude = None if hist_index is None else hist_index.flat_index(ub_t)
+                top = retrieve(vecs, item_emb, max_k, exclude=exclude, search=search)
+                hits = positives.contains(ub_t, top.clamp(min=0)) & (top >= 0)
+                values = M.from_hits(hits, positives.counts(ub_t), kk, names)
+                for key, v in values.items():
+                    s = v.sum()
+                    sums[key] = sums[key] + s if key in sums else s
+                if progress is not None:
+                    progress(min(start + batch_size, total), total)
+    finally:
+        model.train(was_training)
+    per = {key: float(v) / len(users_np) for key, v in sums.items()}
+    result["metrics"][PROTOCOL] = per
+    result["n_evaluated"][PROTOCOL] = len(users_np)
+    for alias in also_as:
+        if alias == PROTOCOL:
+            continue
+        result["metrics"][alias] = per
+        result["n_evaluated"][alias] = len(users_np)
+        notes.append(
+            f"{alias}: an InterestModel ranks all items by multi-interest retrieval; these are "
+            "the retrieval figures"
+        )
+    return result
+
+
+__all__ = [
+    "PROTOCOL",
+    "eval_histories",
+    "evaluate_retrieval",
+    "faiss_topk",
+    "interest_topk",
+    "merge_topk",
+    "retrieve",
+]

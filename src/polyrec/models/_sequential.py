@@ -1,0 +1,176 @@
+"""The shared part of the sequential / multi-interest models (not part of the public API).
+
+:class:`SequentialModel` owns the item table (row 0 = padding, item ``i`` at row ``i + 1``; the
+same table embeds histories and scores items, as in ComiRec's code), draws training cuts
+(:mod:`polyrec.data.sequences`) and computes the training loss: the interest that best matches
+the target (:meth:`SequentialModel.read_out`) is the query of a sampled softmax over
+log-uniform negatives (ComiRec §3.5, ``sampled_softmax_loss`` with ``10 · B`` negatives) or of a
+full softmax. Subclasses implement :meth:`SequentialModel.interests` only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+from torch import Tensor, nn
+
+from polyrec import losses
+from polyrec.data.sequences import (
+    CutSampler,
+    LogUniformSampler,
+    Sampling,
+    SeqBatch,
+    SequenceSet,
+    item_counts,
+)
+from polyrec.models._common import Behaviors, train_behavior
+from polyrec.models.base import InterestModel, ModelConfig, TrainData
+
+
+class SequentialConfig(ModelConfig):
+    """Settings every sequential model shares (defaults: ComiRec KDD 2020 §4.1.4)."""
+
+    dim: int = Field(64, ge=1, description="Embedding size d (ComiRec §4.1.4: d = 64).")
+    max_len: int = Field(
+        20,
+        ge=1,
+        description=(
+            "Maximum history length T: the latest T items (ComiRec §4.1.4: 20 on Amazon Book; "
+            "the Taobao setting uses 50)."
+        ),
+    )
+    loss: Literal["sampled", "full"] = Field(
+        "sampled",
+        description=(
+            "'sampled': sampled softmax with log-uniform negatives (ComiRec §3.5 Eq. 15 "
+            "approximated as in its code); 'full': softmax over every item."
+        ),
+    )
+    negatives_per_row: int = Field(
+        10,
+        ge=1,
+        description="Negatives drawn per batch row, S = this · B (ComiRec code: neg_num = 10).",
+    )
+    sampling: Sampling = Field(
+        "random-cut",
+        description=(
+            "Training cuts: 'random-cut' (ComiRec's iterator: random user, random cut) or "
+            "'all-cuts' (every prefix of every user once per epoch)."
+        ),
+    )
+    min_history: int = Field(
+        4,
+        ge=1,
+        description="Smallest cut position for 'random-cut' (ComiRec code: range(4, len)).",
+    )
+    batches_per_epoch: int = Field(
+        1000,
+        ge=1,
+        description=(
+            "'random-cut' batches per trainer epoch, i.e. between validations (ComiRec code: "
+            "test_iter = 1000)."
+        ),
+    )
+    behaviors: Behaviors = Field(
+        "target",
+        description="Sequences of the target behavior only ('target') or of every behavior.",
+    )
+
+
+class SequentialModel(InterestModel):
+    """Base of the sequential models: item table, training cuts, sampled-softmax loss."""
+
+    config: SequentialConfig
+
+    def __init__(self, config: SequentialConfig, data: TrainData) -> None:
+        super().__init__(config, data)
+        self.dim = config.dim
+        self.max_len = config.max_len
+        self.item_emb = nn.Embedding(self.n_items + 1, config.dim, padding_idx=0)
+        nn.init.normal_(self.item_emb.weight, std=1.0 / math.sqrt(config.dim))
+        with torch.no_grad():
+            self.item_emb.weight[0].zero_()
+        self.log_q: Tensor
+        self.register_buffer("log_q", self._views(data)[1].log_q.clone(), persistent=False)
+
+    # ------------------------------------------------------------------ data
+    def _views(self, data: TrainData) -> tuple[CutSampler, LogUniformSampler]:
+        behavior = train_behavior(data, self.config.behaviors)
+        key = ("seq-views", behavior or "all", self.max_len, self.config.min_history)
+        if key not in data._cache:
+            seqs = SequenceSet.from_log(data.log, behavior)
+            data._cache[key] = (
+                CutSampler(seqs, max_len=self.max_len, min_history=self.config.min_history),
+                LogUniformSampler(item_counts(seqs)),
+            )
+        views: tuple[CutSampler, LogUniformSampler] = data._cache[key]
+        return views
+
+    def n_batches(self, data: TrainData, batch_size: int) -> int:
+        if self.config.sampling == "random-cut":
+            return self.config.batches_per_epoch
+        return math.ceil(self._views(data)[0].n_cuts / batch_size)
+
+    def batches(
+        self, data: TrainData, batch_size: int, generator: torch.Generator
+    ) -> Iterator[SeqBatch]:
+        cuts, neg_sampler = self._views(data)
+        chunks: Iterator[tuple[np.ndarray, np.ndarray]]
+        if self.config.sampling == "random-cut":
+            chunks = (
+                cuts.random_cuts(batch_size, generator)
+                for _ in range(self.config.batches_per_epoch)
+            )
+        else:
+            users, ks = cuts.all_cuts(generator)
+            chunks = (
+                (users[s : s + batch_size], ks[s : s + batch_size])
+                for s in range(0, len(users), batch_size)
+            )
+        for u, k in chunks:
+            hist, lengths, target = cuts.make(u, k)
+            negs = None
+            if self.config.loss == "sampled":
+                negs = neg_sampler.sample(self.config.negatives_per_row * len(target), generator)
+            yield SeqBatch(hist, lengths, target, negs, torch.from_numpy(u))
+
+    # ------------------------------------------------------------------ model
+    def item_embeddings(self) -> Tensor:
+        return self.item_emb.weight[1:]
+
+    def read_out(self, interests: Tensor, target_emb: Tensor) -> Tensor:
+        """The training query ``[B, d]``: the interest with the largest inner product with the
+        target item (ComiRec §3.5 Eq. 14, argmax); single-interest models return it as is."""
+        if interests.shape[1] == 1:
+            return interests[:, 0]
+        att = (interests * target_emb.unsqueeze(1)).sum(-1)
+        best = att.argmax(dim=1)
+        return interests[torch.arange(len(best), device=best.device), best]
+
+    def loss(self, batch: SeqBatch) -> dict[str, Tensor]:
+        interests = self.interests(batch.history, batch.lengths)
+        items = self.item_embeddings()
+        query = self.read_out(interests, items[batch.target])
+        if self.config.loss == "full" or batch.negatives is None:
+            return {"softmax": losses.full_softmax(query, items, batch.target)}
+        # log of the expected count of each item among the S draws with replacement
+        log_q = self.log_q + math.log(batch.negatives.numel())
+        return {
+            "sampled_softmax": losses.sampled_softmax(
+                query, items, batch.target, batch.negatives, log_q
+            )
+        }
+
+
+def key_padding(lengths: Tensor, t: int) -> Tensor:
+    """``[B, T]`` bool, True at the (left) padding positions."""
+    col = torch.arange(t, device=lengths.device).unsqueeze(0)
+    return col < (t - lengths).unsqueeze(1)
+
+
+__all__ = ["SequentialConfig", "SequentialModel", "key_padding"]

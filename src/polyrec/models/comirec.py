@@ -1,0 +1,128 @@
+"""ComiRec (Cen et al., "Controllable Multi-Interest Framework for Recommendation", KDD 2020):
+ComiRec-SA (self-attentive, §3.3.2) and ComiRec-DR (dynamic routing, §3.3.1), K interests each.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from pydantic import Field
+from torch import Tensor, nn
+
+from polyrec.models._sequential import SequentialConfig, SequentialModel, key_padding
+from polyrec.models.base import ModelConfig, TrainData
+
+
+def squash(z: Tensor, eps: float = 1e-9) -> Tensor:
+    """Capsule squashing ``‖z‖² / (1 + ‖z‖²) · z / ‖z‖`` over the last dimension (Eq. 3)."""
+    n2 = (z * z).sum(-1, keepdim=True)
+    return n2 / (1.0 + n2) * z / torch.sqrt(n2 + eps)
+
+
+def dynamic_routing(
+    hat: Tensor, pad: Tensor, logits: Tensor, iterations: int
+) -> Tensor:
+    """Dynamic routing of behaviour capsules to K interest capsules (ComiRec Alg. 1, MIND §3.3).
+
+    ``hat[B, K, T, d]`` the predictions ``ê_{j|i}`` of each history item i for capsule j,
+    ``pad[B, T]`` True at padding, ``logits[B, K, T]`` the initial routing logits ``b_{ij}``.
+    Each iteration: ``w = softmax_K(b)`` (padding weights 0), ``z_j = Σ_i w_ij ê_{j|i}``,
+    ``v_j = squash(z_j)``, ``b_ij += v_j · ê_{j|i}``; the logit updates see ``ê`` without
+    gradient (as in ComiRec's code), the last iteration with. Returns ``v [B, K, d]``.
+    """
+    hat_ng = hat.detach()
+    keep = (~pad).unsqueeze(1).to(hat.dtype)  # [B, 1, T]
+    b = logits
+    v = hat.new_zeros(hat.shape[0], hat.shape[1], hat.shape[3])
+    for it in range(iterations):
+        w = torch.softmax(b, dim=1) * keep
+        last = it == iterations - 1
+        z = torch.einsum("bkt,bktd->bkd", w, hat if last else hat_ng)
+        v = squash(z)
+        if not last:
+            b = b + torch.einsum("bkd,bktd->bkt", v, hat_ng)
+    return v
+
+
+class ComiRecSAConfig(SequentialConfig):
+    """Settings of :class:`ComiRecSA` (defaults: ComiRec KDD 2020 §4.1.4)."""
+
+    n_interests: int = Field(4, ge=1, description="Number of interests K (ComiRec §4.1.4: K = 4).")
+    att_factor: int = Field(
+        4, ge=1, description="Attention hidden size d_a = att_factor · d (ComiRec code: 4d)."
+    )
+    add_pos: bool = Field(
+        True,
+        description="Add learned position embeddings before the attention (ComiRec code: add_pos).",
+    )
+
+
+class ComiRecSA(SequentialModel):
+    """ComiRec-SA: ``A = softmax(W₂ tanh(W₁ Hᵀ))`` over the history positions (§3.3.2 Eq. 7-8),
+    interests ``V_u = A H`` (K × d); training reads out the interest nearest the target
+    (§3.5 Eq. 14, argmax), sampled softmax (Eq. 15)."""
+
+    name: ClassVar[str] = "comirec-sa"
+    paper: ClassVar[str] = "Cen et al., KDD 2020"
+    Config: ClassVar[type[ModelConfig]] = ComiRecSAConfig
+    config: ComiRecSAConfig
+
+    def __init__(self, config: ComiRecSAConfig, data: TrainData) -> None:
+        super().__init__(config, data)
+        d = config.dim
+        self.pos_emb = nn.Embedding(config.max_len, d) if config.add_pos else None
+        if self.pos_emb is not None:
+            nn.init.normal_(self.pos_emb.weight, std=0.02)
+        self.w1 = nn.Linear(d, config.att_factor * d)
+        self.w2 = nn.Linear(config.att_factor * d, config.n_interests)
+
+    def interests(self, histories: Tensor, lengths: Tensor) -> Tensor:
+        t = histories.shape[1]
+        if t > self.max_len:
+            histories, t = histories[:, -self.max_len :], self.max_len
+            lengths = lengths.clamp(max=t)
+        h = self.item_emb(histories)  # [B, T, d]
+        x = h if self.pos_emb is None else h + self.pos_emb.weight[self.max_len - t :]
+        att = self.w2(torch.tanh(self.w1(x))).transpose(1, 2)  # [B, K, T]
+        pad = key_padding(lengths, t)
+        att = att.masked_fill(pad.unsqueeze(1), float("-inf"))
+        att = torch.softmax(att, dim=2)
+        return torch.bmm(att, h)
+
+
+class ComiRecDRConfig(SequentialConfig):
+    """Settings of :class:`ComiRecDR` (defaults: ComiRec KDD 2020 §4.1.4 and its code)."""
+
+    n_interests: int = Field(4, ge=1, description="Number of interests K (ComiRec §4.1.4: K = 4).")
+    routing_iterations: int = Field(
+        3, ge=1, description="Dynamic-routing iterations r (ComiRec Alg. 1 / code: 3)."
+    )
+
+
+class ComiRecDR(SequentialModel):
+    """ComiRec-DR: capsule dynamic routing (§3.3.1, Alg. 1) with one bilinear map per (history
+    position, interest) ``ê_{j|i} = W_{ij} e_i`` (ComiRec code ``bilinear_type = 2``), routing
+    logits initialised to zero, three iterations, squash (Eq. 3); argmax read-out (§3.5)."""
+
+    name: ClassVar[str] = "comirec-dr"
+    paper: ClassVar[str] = "Cen et al., KDD 2020"
+    Config: ClassVar[type[ModelConfig]] = ComiRecDRConfig
+    config: ComiRecDRConfig
+
+    def __init__(self, config: ComiRecDRConfig, data: TrainData) -> None:
+        super().__init__(config, data)
+        d, k = config.dim, config.n_interests
+        self.bilinear = nn.Parameter(torch.randn(config.max_len, k, d, d) / d**0.5)
+
+    def interests(self, histories: Tensor, lengths: Tensor) -> Tensor:
+        b, t = histories.shape
+        if t > self.max_len:
+            histories, t = histories[:, -self.max_len :], self.max_len
+            lengths = lengths.clamp(max=t)
+        e = self.item_emb(histories)  # [B, T, d]
+        w = self.bilinear[self.max_len - t :]  # [T, K, d, d]
+        hat = torch.einsum("tkij,btj->bkti", w, e)
+        pad = key_padding(lengths, t)
+        logits = hat.new_zeros(b, self.config.n_interests, t)
+        return dynamic_routing(hat, pad, logits, self.config.routing_iterations)

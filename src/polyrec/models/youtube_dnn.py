@@ -1,0 +1,46 @@
+"""YouTube DNN (Covington et al., "Deep Neural Networks for YouTube Recommendations", RecSys 2016)
+as the single-interest baseline of ComiRec: mean pooling of the history's item embeddings."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field
+from torch import Tensor, nn
+
+from polyrec.models._sequential import SequentialConfig, SequentialModel
+from polyrec.models.base import ModelConfig, TrainData
+
+
+class YouTubeDNNConfig(SequentialConfig):
+    """Settings of :class:`YouTubeDNN` (defaults: ComiRec KDD 2020 §4.1.4 baseline setting)."""
+
+    dense: bool = Field(
+        True,
+        description=(
+            "One dense layer (d → d, no activation) after the mean pooling, as ComiRec's "
+            "Model_DNN baseline; False: the pooled embedding itself (YouTube DNN §3.3 'averaged "
+            "embeddings' feeding the tower)."
+        ),
+    )
+
+
+class YouTubeDNN(SequentialModel):
+    """YouTube DNN candidate generation (RecSys 2016 §3): the user vector is the average of the
+    watched items' embeddings (§3.3), followed by a dense layer; one interest (K = 1).
+    Trained with sampled softmax over items (§3.2) on ComiRec's (prefix → next item) cuts."""
+
+    name: ClassVar[str] = "youtube-dnn"
+    paper: ClassVar[str] = "Covington et al., RecSys 2016"
+    Config: ClassVar[type[ModelConfig]] = YouTubeDNNConfig
+    config: YouTubeDNNConfig
+
+    def __init__(self, config: YouTubeDNNConfig, data: TrainData) -> None:
+        super().__init__(config, data)
+        self.dense = nn.Linear(config.dim, config.dim) if config.dense else None
+
+    def interests(self, histories: Tensor, lengths: Tensor) -> Tensor:
+        emb = self.item_emb(histories)  # padding rows are zero
+        mean = emb.sum(1) / lengths.clamp(min=1).unsqueeze(1).to(emb.dtype)
+        out = self.dense(mean) if self.dense is not None else mean
+        return out.unsqueeze(1)

@@ -1,0 +1,131 @@
+"""The sequential / multi-interest models: shapes, routing, and a short run that beats POP."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from interest_contract import N_ITEMS, sequence_log
+from model_contract import ModelSpec, fit
+from polyrec.data.sequences import SequenceSet
+from polyrec.data.splits import Split, user_split
+from polyrec.eval import metrics as M
+from polyrec.eval.evaluator import evaluate
+from polyrec.models import REGISTRY, InterestModel, TrainData, build_model
+from polyrec.models.comirec import squash
+
+SEQ_MODELS = sorted(n for n, cls in REGISTRY.items() if cls.kind == "interest")
+MULTI = {"comirec-sa": 4, "comirec-dr": 4, "mind": 4}
+
+
+@pytest.fixture(scope="module")
+def split() -> Split:
+    return user_split(sequence_log(seed=5, n_users=400), seed=0)
+
+
+def test_all_six_models_are_registered() -> None:
+    assert set(SEQ_MODELS) == {"youtube-dnn", "gru4rec", "sasrec", "mind", "comirec-sa", "comirec-dr"}
+
+
+@pytest.mark.parametrize("name", SEQ_MODELS)
+def test_default_shapes(name: str) -> None:
+    """Paper defaults: d = 64, K = 4 for the multi-interest models, K = 1 otherwise."""
+    data = TrainData(sequence_log(n_users=20))
+    torch.manual_seed(0)
+    model = build_model(name, {}, data)
+    assert isinstance(model, InterestModel)
+    assert model.config.dim == 64 and model.config.max_len == 20  # type: ignore[attr-defined]
+    hist, lengths = SequenceSet.from_log(data.log).padded(np.arange(5), 20, np.arange(1, 6))
+    model.eval()
+    with torch.no_grad():
+        v = model.interests(hist, lengths)
+    assert v.shape == (5, MULTI.get(name, 1), 64)
+    assert model.item_embeddings().shape == (N_ITEMS, 64)
+
+
+@pytest.mark.parametrize("name", ["comirec-dr", "mind"])
+def test_routing_gives_k_distinct_capsules(name: str) -> None:
+    data = TrainData(sequence_log(n_users=40))
+    torch.manual_seed(0)
+    model = build_model(name, {"dim": 16, "batches_per_epoch": 5}, data)
+    fit(model, ModelSpec(name, epochs=2, lr=0.01), data)
+    hist, lengths = SequenceSet.from_log(data.log).padded(np.arange(20), 20)
+    with torch.no_grad():
+        v = model.interests(hist, lengths)
+    assert v.shape[1] == 4
+    for b in range(len(v)):
+        # pairwise distances between the K capsules are clearly non-zero
+        dist = torch.cdist(v[b], v[b])
+        off = dist[~torch.eye(4, dtype=torch.bool)]
+        assert float(off.min()) > 1e-3 * float(v[b].norm(dim=1).max())
+
+
+def test_squash_norm() -> None:
+    z = torch.tensor([[3.0, 4.0], [0.0, 0.0]])
+    out = squash(z)
+    assert float(out[0].norm()) == pytest.approx(25 / 26)
+    assert out[1].tolist() == [0.0, 0.0]
+
+
+def pop_recall(split: Split, k: int) -> float:
+    """POP: the k most frequent training items for everyone (history items not excluded)."""
+    counts = np.bincount(split.train.item, minlength=split.train.n_items)
+    top = torch.from_numpy(np.argsort(-counts, kind="stable")[:k])
+    users = split.valid.users
+    hits = torch.stack(
+        [torch.from_numpy(np.isin(top.numpy(), split.valid.item[split.valid.user == u])) for u in users]
+    )
+    n_pos = torch.tensor([int((split.valid.user == u).sum()) for u in users])
+    return float(M.recall(hits, n_pos, k).mean())
+
+
+@pytest.mark.parametrize("name", SEQ_MODELS)
+def test_short_run_beats_pop(name: str, split: Split) -> None:
+    data = TrainData(split.train)
+    torch.manual_seed(0)
+    params = {"dim": 32, "max_len": 10, "batches_per_epoch": 20, "min_history": 2}
+    model = build_model(name, params, data)
+    fit(model, ModelSpec(name, params, epochs=6, lr=0.02, batch_size=128), data)
+    res = evaluate(model, split, "valid", ks=(20,))
+    ours = res["metrics"]["retrieval"]["recall@20"]
+    pop = pop_recall(split, 20)
+    assert ours > pop + 0.05, f"{name}: recall@20 {ours:.3f} vs POP {pop:.3f}"
+
+
+def test_sampled_softmax_by_hand() -> None:
+    from polyrec import losses
+
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(3, 4, generator=g)
+    w = torch.randn(5, 4, generator=g)
+    target = torch.tensor([0, 2, 4])
+    # every item sampled once, no correction: equals the full softmax, since the target's own
+    # draw is an accidental hit and removed
+    full = losses.full_softmax(q, w, target)
+    sampled = losses.sampled_softmax(q, w, target, torch.arange(5))
+    torch.testing.assert_close(sampled, full)
+    # a uniform log_q shifts every logit equally: no change
+    shifted = losses.sampled_softmax(q, w, target, torch.arange(5), torch.full((5,), -2.0))
+    torch.testing.assert_close(shifted, full)
+    # without removing accidental hits the target also counts as a negative
+    kept = losses.sampled_softmax(q, w, target, torch.arange(5), remove_accidental_hits=False)
+    assert float(kept) > float(full)
+
+
+@pytest.mark.parametrize("settings", [{"loss": "full"}, {"sampling": "all-cuts"}])
+def test_full_softmax_and_all_cuts_train(settings: dict[str, str]) -> None:
+    data = TrainData(sequence_log(n_users=60))
+    torch.manual_seed(0)
+    params = {"dim": 16, "max_len": 8, "batches_per_epoch": 10, **settings}
+    model = build_model("comirec-sa", params, data)
+    assert isinstance(model, InterestModel)
+    n = model.n_batches(data, 64)  # type: ignore[attr-defined]
+    batches = list(model.batches(data, 64, torch.Generator().manual_seed(0)))
+    assert len(batches) == n
+    if settings.get("sampling") == "all-cuts":
+        assert sum(len(b.target) for b in batches) == 60 * 15
+    if settings.get("loss") == "full":
+        assert all(b.negatives is None for b in batches)
+    losses_ = fit(model, ModelSpec("comirec-sa", params, epochs=3, lr=0.02), data)
+    assert losses_[-1] < losses_[0]
