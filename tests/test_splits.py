@@ -242,3 +242,18 @@ def test_load_refuses_other_dataset(tmp_path):
     split.save(tmp_path / "split")
     with pytest.raises(DataError, match="dataset changed"):
         Split.load(tmp_path / "split", synthetic_log(seed=1))
+
+
+def test_hide_all_removes_held_out_pairs_from_every_behavior():
+    # user 0 views then buys items 1, 2, 3; test = 3, valid = 2
+    log = InteractionLog.from_frame(
+        {"user": [0] * 6, "item": [1, 2, 3, 1, 2, 3],
+         "behavior": ["view"] * 3 + ["buy"] * 3, "t": [1, 2, 3, 4, 5, 6]},
+        timestamp="t", target="buy", behavior_order=["view", "buy"],
+    )
+    ext = log.item_map.to_external
+    strict = leave_one_out(log, n_negatives=0)  # hide="all" is the default
+    assert sorted(ext(strict.train.item).tolist()) == [1, 1]
+    loose = leave_one_out(log, n_negatives=0, hide="target")
+    views = loose.train.behavior == loose.train.behavior_code("view")
+    assert sorted(ext(loose.train.item[views]).tolist()) == [1, 2, 3]

@@ -40,6 +40,13 @@ class DataConfig(_Section):
     target: str | None = Field(None, description="target behavior (default: the dataset's)")
     protocol: Protocol = Field("leave-one-out", description="split protocol")
     n_negatives: int = Field(99, ge=0, description="negatives per held-out pair for sampled 1+N")
+    hide: Literal["all", "target"] = Field(
+        "all",
+        description=(
+            "leave-one-out/time-slots: remove a held-out pair from train in every behavior "
+            "('all', like the published HKUDS test sets) or in the target behavior only"
+        ),
+    )
     ratio: float = Field(0.8, gt=0, lt=1, description="random-ratio: train share (MBA: 4:1)")
     valid_ratio: float = Field(
         0.1, ge=0, lt=1, description="random-ratio: validation slice of train"
@@ -53,11 +60,13 @@ class DataConfig(_Section):
 
     def split_params(self) -> dict[str, Any]:
         p: dict[str, Any] = {"n_negatives": self.n_negatives}
+        if self.protocol in ("leave-one-out", "time-slots"):
+            p["hide"] = self.hide
         if self.protocol == "random-ratio":
             p |= {"ratio": self.ratio, "valid_ratio": self.valid_ratio}
         elif self.protocol == "user-split":
             p |= {"ratios": self.user_ratios, "history_fraction": self.history_fraction}
-        elif self.protocol == "time-slots":
+        if self.protocol == "time-slots":
             p |= {"slot_days": self.slot_days, "seconds_per_unit": self.seconds_per_unit}
         return p
 

@@ -246,15 +246,23 @@ def _finish(
 
 
 # ---------------------------------------------------------------------- protocols
-def leave_one_out(log: InteractionLog, *, seed: int = 0, n_negatives: int = 99) -> Split:
+def leave_one_out(
+    log: InteractionLog, *, seed: int = 0, n_negatives: int = 99, hide: str = "all"
+) -> Split:
     """Leave-one-out on the target behavior.
 
     Test: the published test pairs (``fold == FOLD_TEST``) when the data has them, else each
     user's latest target pair (users with ≥ 2 distinct target items). Validation: each user's
     latest remaining target pair, for users who keep ≥ 1 target pair in train. Every row of the
     target behavior with a held-out (user, item) pair is removed from train; auxiliary behaviors
-    are kept whole. Without timestamps, "latest" is file order.
+    are kept whole unless ``hide="all"`` (default): then every row of a held-out (user, item)
+    pair is removed from train in **every** behavior, so validation is built like the published
+    test sets of the HKUDS data (whose test items never appear in the user's training views) —
+    otherwise validation rewards "recommend what the user viewed" while test does not. Without
+    timestamps, "latest" is file order.
     """
+    if hide not in ("all", "target"):
+        raise DataError(f"hide must be 'all' or 'target' (got {hide!r})")
     tmask = _check_target(log)
     ts = _order_key(log)
     published = log.fold is not None and bool((log.fold[tmask] == FOLD_TEST).any())
@@ -285,12 +293,13 @@ def leave_one_out(log: InteractionLog, *, seed: int = 0, n_negatives: int = 99) 
         # a published validation pair that is also a test pair would leak: drop it
         prow = prow[~PairSet(test_u, test_i, log.n_items).contains(log.user[prow], log.item[prow])]
         valid_u, valid_i = log.user[prow], log.item[prow]
-    held = _pair_rows_mask(log, tmask, np.r_[valid_u, test_u], np.r_[valid_i, test_i])
+    scope = np.ones(len(log), dtype=bool) if hide == "all" else tmask
+    held = _pair_rows_mask(log, scope, np.r_[valid_u, test_u], np.r_[valid_i, test_i])
     train_mask = ~held
     if log.fold is not None:
         train_mask &= log.fold == FOLD_TRAIN
     users_with_target = np.unique(log.user[tmask]).size
-    params = {"published_test": published, "n_negatives": n_negatives}
+    params = {"published_test": published, "n_negatives": n_negatives, "hide": hide}
     return _finish(
         log,
         "leave-one-out",
@@ -447,6 +456,7 @@ def time_slots(
     seconds_per_unit: float = 1.0,
     seed: int = 0,
     n_negatives: int = 99,
+    hide: str = "all",
 ) -> Split:
     """Leave-one-out plus a time-slot index for every training interaction (EGCM).
 
@@ -458,7 +468,7 @@ def time_slots(
         raise DataError(f"dataset {log.name!r} has no timestamp column; time slots need one")
     if slot_days <= 0:
         raise DataError(f"slot_days must be positive (got {slot_days})")
-    base = leave_one_out(log, seed=seed, n_negatives=n_negatives)
+    base = leave_one_out(log, seed=seed, n_negatives=n_negatives, hide=hide)
     ts = log.timestamp * seconds_per_unit
     t0 = ts[base.train_rows].min()
     slot_all = np.floor((ts - t0) / (slot_days * 86400.0)).clip(min=0).astype(np.int64)
