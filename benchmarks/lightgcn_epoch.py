@@ -14,7 +14,6 @@ that alone changed per-epoch time a lot (see the printed numbers).
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import platform
 import statistics
@@ -26,6 +25,7 @@ import torch
 
 from polyrec.data.log import IdMap, InteractionLog
 from polyrec.models import LightGCN, TrainData, build_model
+from polyrec.runtime import tune_allocator
 
 # fused: one SymmetricPolynomial node; layerwise: SymmetricSpMM per layer; autograd: sparse.mm
 MODES = ("fused", "layerwise", "autograd")
@@ -57,10 +57,7 @@ def synthetic_retailrocket(seed: int = 0, n_users: int = 2174, n_items: int = 30
 
 
 def set_mallopt() -> bool:
-    libc = ctypes.CDLL("libc.so.6")
-    ok = libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD: 32 MiB (glibc's maximum)
-    ok &= libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: keep up to 1 GiB of freed heap
-    return bool(ok)
+    return tune_allocator()
 
 
 def epoch(model: LightGCN, data: TrainData, opts: list[torch.optim.Optimizer],
@@ -79,6 +76,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=2048)
     ap.add_argument("--mallopt", action="store_true")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--behaviors", choices=["target", "all", "both"], default="both")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     malloc_tuned = set_mallopt() if args.mallopt else False
@@ -87,7 +85,7 @@ def main() -> None:
     print(f"threads={torch.get_num_threads()} mallopt={malloc_tuned} "
           f"target pairs={data.csr('buy').nnz} all pairs={data.csr(None).nnz}")
     results = []
-    for behaviors in ("target", "all"):
+    for behaviors in ("target", "all") if args.behaviors == "both" else (args.behaviors,):
         models = {}
         for mode in MODES:
             torch.manual_seed(0)

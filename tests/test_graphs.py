@@ -8,11 +8,13 @@ import scipy.sparse as sp
 import torch
 
 from polyrec.data.graphs import (
+    SymmetricPolynomial,
     SymmetricSpMM,
     bipartite_adjacency,
     is_symmetric,
     normalize,
     normalized_bipartite_adjacency,
+    propagate,
     spmm,
     to_torch_csr,
 )
@@ -120,3 +122,30 @@ def test_spmm_without_grad_is_plain_product() -> None:
     adj = normalized_bipartite_adjacency(R)
     x = torch.randn(7, 2)
     torch.testing.assert_close(spmm(adj, x, symmetric=True), adj.to_dense() @ x)
+
+
+def test_symmetric_polynomial_gradcheck_and_dense_reference() -> None:
+    adj = normalized_bipartite_adjacency(R, dtype=torch.float64)
+    dense = adj.to_dense()
+    weights = (0.25, 0.25, 0.25, 0.25)  # LightGCN, K = 3
+    x = torch.randn(7, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: SymmetricPolynomial.apply(adj, t, weights), (x,))
+    expected = sum(w * torch.linalg.matrix_power(dense, k) @ x for k, w in enumerate(weights))
+    torch.testing.assert_close(propagate(adj, x, weights, symmetric=True), expected)
+    with torch.no_grad():
+        torch.testing.assert_close(propagate(adj, x, weights), expected)
+
+
+def test_propagate_modes_have_equal_gradients() -> None:
+    adj = normalized_bipartite_adjacency(R, dtype=torch.float64)
+    x = torch.randn(7, 4, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(7, 4, dtype=torch.float64)
+    grads = []
+    for symmetric in (True, False):
+        x.grad = None
+        (propagate(adj, x, [0.5, 0.3, 0.2], symmetric=symmetric) * w).sum().backward()
+        grads.append(x.grad.clone())
+    torch.testing.assert_close(grads[0], grads[1])
+    assert propagate(adj, x, [2.0]).equal(2.0 * x)
+    with pytest.raises(ValueError):
+        propagate(adj, x, [])

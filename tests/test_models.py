@@ -168,17 +168,21 @@ def test_lightgcn_propagation_matches_dense_reference() -> None:
     np.testing.assert_allclose(s.numpy(), final[:3] @ final[3:].T, rtol=1e-5, atol=1e-6)
 
 
-def test_lightgcn_custom_spmm_gradients_equal_autograd(data: TrainData) -> None:
+def test_lightgcn_propagation_modes_agree(data: TrainData) -> None:
     model = build_model("lightgcn", {"dim": 8}, data)
     assert isinstance(model, LightGCN)
     batch = next(iter(model.batches(data, 32, torch.Generator().manual_seed(0))))
-    grads = []
-    for symmetric in (True, False):
-        model.symmetric_spmm = symmetric
+    results = []
+    for mode in ("fused", "layerwise", "autograd"):
+        model.propagation = mode  # type: ignore[assignment]
         model.zero_grad()
-        sum(model.loss(batch).values()).backward()  # type: ignore[union-attr]
-        grads.append(model.user_emb.weight.grad.clone())  # type: ignore[union-attr]
-    torch.testing.assert_close(grads[0], grads[1])
+        terms = model.loss(batch)
+        sum(terms.values()).backward()  # type: ignore[union-attr]
+        grads = (model.user_emb.weight.grad.clone(), model.item_emb.weight.grad.clone())  # type: ignore[union-attr]
+        results.append((terms["bpr"].detach(), *grads))
+    for other in results[1:]:
+        for a, b in zip(results[0], other, strict=True):
+            torch.testing.assert_close(a, b)
 
 
 def test_lightgcn_state_holds_only_embeddings(data: TrainData) -> None:

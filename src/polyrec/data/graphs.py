@@ -13,17 +13,23 @@ keep it as a torch sparse CSR tensor; propagation is then ``spmm(adj, X)``.
   (valid because :math:`\hat A^\top = \hat A`): autograd through ``torch.sparse.mm`` computes
   :math:`\hat A^\top G`, which for CSR means a transpose per backward and is the bottleneck of
   LightGCN-style training on CPU.
+* :class:`SymmetricPolynomial` / :func:`propagate` — the whole multi-layer propagation
+  :math:`Y = \sum_k w_k \hat A^k X` as one autograd node: a polynomial in a symmetric
+  :math:`\hat A` is symmetric, so the backward is the same propagation of the gradient; no
+  layer output is kept for backward and the products write into two reused buffers.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 Normalization = Literal["sym", "left", "right"]
 _INT32_MAX = int(np.iinfo(np.int32).max)
@@ -165,13 +171,77 @@ def spmm(adj: Tensor, x: Tensor, *, symmetric: bool = False) -> Tensor:
     return torch.sparse.mm(adj, x)
 
 
+def _polynomial(adj: Tensor, x: Tensor, weights: Sequence[float]) -> Tensor:
+    """``Σ_k weights[k] · adj^k @ x`` without autograd: 2 scratch buffers, in-place sums."""
+    out = torch.mul(x, weights[0])
+    if len(weights) == 1:
+        return out
+    bufs = [torch.empty_like(out) for _ in range(min(2, len(weights) - 1))]
+    h = x
+    for k, w in enumerate(weights[1:]):
+        nxt = bufs[k % len(bufs)]
+        torch.mm(adj, h, out=nxt)
+        out.add_(nxt, alpha=w)
+        h = nxt
+    return out
+
+
+class SymmetricPolynomial(torch.autograd.Function):
+    r""":math:`Y = \sum_{k=0}^{K} w_k \hat A^k X` for a **symmetric** sparse ``Â``, one node.
+
+    :math:`P = \sum_k w_k \hat A^k` is symmetric when ``Â`` is, so
+    :math:`\partial L / \partial X = P^\top G = P G`: the backward runs the same propagation
+    on the gradient, and nothing but ``Â`` is saved for it (no per-layer activations).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, adj: Tensor, x: Tensor, weights: tuple[float, ...]) -> Tensor:
+        ctx.adj = adj
+        ctx.weights = weights
+        return _polynomial(adj, x, weights)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[None, Tensor | None, None]:
+        if not ctx.needs_input_grad[1]:
+            return None, None, None
+        return None, _polynomial(ctx.adj, grad.contiguous(), ctx.weights), None
+
+
+def propagate(
+    adj: Tensor, x: Tensor, weights: Sequence[float], *, symmetric: bool = False
+) -> Tensor:
+    """``Σ_k weights[k] · adj^k @ x`` (e.g. LightGCN's layer mean: ``weights = [1/(K+1)] * (K+1)``).
+
+    With ``symmetric=True`` (the caller vouches that ``adj`` is symmetric) the whole sum is one
+    :class:`SymmetricPolynomial` node; otherwise each layer goes through ``torch.sparse.mm``
+    with plain autograd. Without a gradient both use the buffer-reusing product.
+    """
+    w = tuple(float(v) for v in weights)
+    if not w:
+        raise ValueError("propagate needs at least one weight (the weight of layer 0)")
+    if not (x.requires_grad and torch.is_grad_enabled()):
+        return _polynomial(adj, x, w)
+    if symmetric and not adj.requires_grad and x.dim() == 2:
+        out: Tensor = SymmetricPolynomial.apply(adj, x, w)
+        return out
+    total = x * w[0]
+    h = x
+    for wk in w[1:]:
+        h = torch.sparse.mm(adj, h)
+        total = total + wk * h
+    return total
+
+
 __all__ = [
     "Normalization",
+    "SymmetricPolynomial",
     "SymmetricSpMM",
     "bipartite_adjacency",
     "is_symmetric",
     "normalize",
     "normalized_bipartite_adjacency",
+    "propagate",
     "spmm",
     "to_torch_csr",
 ]

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field
 from torch import Tensor, nn
 
 from polyrec import losses
-from polyrec.data.graphs import normalized_bipartite_adjacency, spmm
+from polyrec.data.graphs import normalized_bipartite_adjacency, propagate, spmm
 from polyrec.models._common import (
     Behaviors,
     Init,
@@ -82,9 +82,12 @@ class LightGCN(Scorer):
     The normalised adjacency is built once and kept as a non-persistent sparse CSR buffer
     (``state_dict`` holds only the two embedding tables); ``.to(device)`` moves it. Training
     propagates the full graph once per batch and gathers the batch's rows. Because Â is
-    symmetric, propagation uses :class:`~polyrec.data.graphs.SymmetricSpMM`, whose backward
-    is again Â @ G (set ``symmetric_spmm = False`` on an instance to use plain autograd through
-    ``torch.sparse.mm``, e.g. to compare).
+    symmetric, so is the whole propagation ``P = Σ_k α_k Â^k``: it runs as one autograd node
+    (:class:`~polyrec.data.graphs.SymmetricPolynomial`) whose backward is ``P @ G`` and which
+    keeps no per-layer activations. The instance attribute ``propagation`` selects the
+    implementation (for comparisons): ``"fused"`` (default), ``"layerwise"`` (one
+    :class:`~polyrec.data.graphs.SymmetricSpMM` per layer) or ``"autograd"`` (plain autograd
+    through ``torch.sparse.mm``); all give the same values and gradients.
     """
 
     name: ClassVar[str] = "lightgcn"
@@ -109,20 +112,25 @@ class LightGCN(Scorer):
         self.register_buffer("adj", adj, persistent=False)
         # DDP must not broadcast the (replicated, sparse) graph buffer.
         self._ddp_params_and_buffers_to_ignore = ["adj"]
-        self.symmetric_spmm = True
+        self.propagation: Literal["fused", "layerwise", "autograd"] = "fused"
         self._final: tuple[Tensor, Tensor] | None = None
         self.register_load_state_dict_post_hook(_drop_cache)
 
     # ------------------------------------------------------------------ propagation
     def propagate(self) -> tuple[Tensor, Tensor]:
         """Final user and item embeddings ``E = Σ_k α_k E⁽ᵏ⁾`` (Eq. 8), α_k = 1/(K+1)."""
+        n_layers = self.config.n_layers
         ego = torch.cat([self.user_emb.weight, self.item_emb.weight], dim=0)  # E⁽⁰⁾
-        layer = ego
-        total = ego
-        for _ in range(self.config.n_layers):
-            layer = spmm(self.adj, layer, symmetric=self.symmetric_spmm)  # Eq. 3 / Eq. 7
-            total = total + layer
-        final = total / (self.config.n_layers + 1)  # Eq. 4 with α_k = 1/(K+1)
+        if self.propagation == "fused":
+            # E = Σ_k α_k Â^k E⁽⁰⁾ (Eq. 3/7 applied K times, combined by Eq. 4/8) in one node
+            final = propagate(self.adj, ego, [1.0 / (n_layers + 1)] * (n_layers + 1), symmetric=True)
+        else:
+            layer = ego
+            total = ego
+            for _ in range(n_layers):
+                layer = spmm(self.adj, layer, symmetric=self.propagation == "layerwise")  # Eq. 7
+                total = total + layer
+            final = total / (n_layers + 1)  # Eq. 4 with α_k = 1/(K+1)
         users, items = torch.split(final, [self.n_users, self.n_items], dim=0)
         return users, items
 

@@ -38,6 +38,7 @@ from polyrec.eval.audit import audit_split
 from polyrec.eval.evaluator import evaluate
 from polyrec.models.base import Model, TrainData
 from polyrec.models.registry import build_model
+from polyrec.runtime import tune_allocator
 from polyrec.training.checkpoint import (
     atomic_write_text,
     load_checkpoint,
@@ -105,6 +106,7 @@ class Prepared:
 
 def prepare(cfg: RunConfig, run_dir: Path | None = None, *, reuse_split: bool = False) -> Prepared:
     """Load the dataset, make (or reload) the split, audit it and build the model."""
+    tune_allocator()
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     device = resolve_device(cfg.train.device)
