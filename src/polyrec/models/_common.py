@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import copy
+from abc import abstractmethod
 from typing import Any, Literal, TypeVar
 
 import torch
 from torch import Tensor, nn
 
-from polyrec.models.base import TrainData
+from polyrec.models.base import Scorer, TrainData
 
 Behaviors = Literal["target", "all"]
 Init = Literal["normal", "xavier"]
@@ -45,3 +46,56 @@ def deepcopy_sharing_sparse(module: M, memo: dict[int, Any]) -> M:
     memo[id(module)] = new
     new.__setstate__(copy.deepcopy(module.__dict__, memo))
     return new
+
+
+def _drop_cache(module: nn.Module, incompatible_keys: Any) -> None:
+    """load_state_dict post-hook: loaded weights make cached propagations stale."""
+    if isinstance(module, GraphScorer):
+        module.invalidate()
+
+
+class GraphScorer(Scorer):
+    """A scorer whose scores are ``e_u · e_i`` of embeddings propagated over a graph.
+
+    Subclasses implement :meth:`final_embeddings` (differentiable, used by their losses). This
+    class caches the propagation for scoring (:meth:`prepare_scoring`), drops the cache after
+    every training step, ``load_state_dict`` and ``.to()``, and lets copies share the sparse
+    graph buffers (sparse tensors cannot be deep-copied).
+    """
+
+    def __init__(self, config: Any, data: TrainData) -> None:
+        super().__init__(config, data)
+        self._final: tuple[Tensor, Tensor] | None = None
+        self.register_load_state_dict_post_hook(_drop_cache)
+
+    @abstractmethod
+    def final_embeddings(self) -> tuple[Tensor, Tensor]:
+        """Final user ``[n_users, d]`` and item ``[n_items, d]`` embeddings."""
+
+    def prepare_scoring(self) -> None:
+        with torch.no_grad():
+            users, items = self.final_embeddings()
+        self._final = (users.detach(), items.detach())
+
+    def invalidate(self) -> None:
+        self._final = None
+
+    def _apply(self, fn: Any, recurse: bool = True) -> Any:
+        # .to(device) / .float(): a cached propagation would be on the old device/dtype
+        self.invalidate()
+        return super()._apply(fn, recurse)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> GraphScorer:
+        return deepcopy_sharing_sparse(self, memo)
+
+    def user_item_embeddings(self) -> tuple[Tensor, Tensor]:
+        if self._final is not None:
+            return self._final
+        with torch.no_grad():
+            users, items = self.final_embeddings()
+        return users.detach(), items.detach()
+
+    def scores(self, users: Tensor) -> Tensor:
+        """``E_u[users] @ E_iᵀ``; a cheap matmul after :meth:`prepare_scoring`."""
+        u_all, i_all = self.user_item_embeddings()
+        return u_all[users.to(u_all.device)] @ i_all.T

@@ -16,8 +16,8 @@ from torch import Tensor, nn
 from polyrec import losses
 from polyrec.data.graphs import bipartite_adjacency, normalized_bipartite_adjacency, to_torch_csr
 from polyrec.data.sampling import sample_negatives_t
-from polyrec.models._common import Init, deepcopy_sharing_sparse, init_embedding
-from polyrec.models.base import ModelConfig, Scorer, TrainData
+from polyrec.models._common import GraphScorer, Init, init_embedding
+from polyrec.models.base import ModelConfig, TrainData
 
 
 class CMLConfig(ModelConfig):
@@ -262,12 +262,7 @@ class _Term:
     scale: float = 1.0
 
 
-def _drop_cache(module: nn.Module, incompatible_keys: Any) -> None:
-    if isinstance(module, CML):
-        module.invalidate()
-
-
-class CML(Scorer):
+class CML(GraphScorer):
     """CML (Wei et al., "Contrastive Meta Learning with Behavior Multiplicity for
     Recommendation", WSDM 2022).
 
@@ -361,9 +356,7 @@ class CML(Scorer):
             self.register_buffer(name, adj, persistent=False)
             self._adj_names.append(name)
         self._ddp_params_and_buffers_to_ignore = list(self._adj_names)
-        self._final: tuple[Tensor, Tensor] | None = None
         self._inner_lr = config.inner_lr or 1e-3
-        self.register_load_state_dict_post_hook(_drop_cache)
 
     # ------------------------------------------------------------------ parameters
     def _theta(self) -> dict[str, Tensor]:
@@ -682,40 +675,9 @@ class CML(Scorer):
         return out
 
     # ------------------------------------------------------------------ scoring
-    def _propagate(self) -> tuple[Tensor, Tensor]:
+    def final_embeddings(self) -> tuple[Tensor, Tensor]:
         users, items, _ = self._encode(self._theta())
         return users, items
-
-    def prepare_scoring(self) -> None:
-        with torch.no_grad():
-            users, items = self._propagate()
-        self._final = (users.detach(), items.detach())
-
-    def invalidate(self) -> None:
-        self._final = None
-
-    def _apply(self, fn: Any, recurse: bool = True) -> Any:
-        self.invalidate()
-        return super()._apply(fn, recurse)
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> CML:
-        return deepcopy_sharing_sparse(self, memo)
-
-    def user_item_embeddings(self) -> tuple[Tensor, Tensor]:
-        if self._final is not None:
-            return self._final
-        with torch.no_grad():
-            users, items = self._propagate()
-        return users.detach(), items.detach()
-
-    def scores(self, users: Tensor) -> Tensor:
-        """``e_u[users] @ e_iᵀ`` with the aggregated embeddings."""
-        if self._final is not None:
-            u_all, i_all = self._final
-        else:
-            with torch.no_grad():
-                u_all, i_all = self._propagate()
-        return u_all[users.to(u_all.device)] @ i_all.T
 
 
 __all__ = ["CML", "CMLBatch", "CMLConfig"]

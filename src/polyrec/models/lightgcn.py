@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -13,12 +13,12 @@ from polyrec import losses
 from polyrec.data.graphs import normalized_bipartite_adjacency, propagate, spmm
 from polyrec.models._common import (
     Behaviors,
+    GraphScorer,
     Init,
-    deepcopy_sharing_sparse,
     init_embedding,
     train_behavior,
 )
-from polyrec.models.base import BPRBatch, ModelConfig, Scorer, TrainData, bpr_batches
+from polyrec.models.base import BPRBatch, ModelConfig, TrainData, bpr_batches
 
 
 class LightGCNConfig(ModelConfig):
@@ -62,13 +62,7 @@ class LightGCNConfig(ModelConfig):
     )
 
 
-def _drop_cache(module: nn.Module, incompatible_keys: Any) -> None:
-    """load_state_dict post-hook: loaded weights make cached propagations stale."""
-    if isinstance(module, LightGCN):
-        module.invalidate()
-
-
-class LightGCN(Scorer):
+class LightGCN(GraphScorer):
     """LightGCN (He et al., "LightGCN: Simplifying and Powering Graph Convolution Network for
     Recommendation", SIGIR 2020).
 
@@ -113,8 +107,6 @@ class LightGCN(Scorer):
         # DDP must not broadcast the (replicated, sparse) graph buffer.
         self._ddp_params_and_buffers_to_ignore = ["adj"]
         self.propagation: Literal["fused", "layerwise", "autograd"] = "fused"
-        self._final: tuple[Tensor, Tensor] | None = None
-        self.register_load_state_dict_post_hook(_drop_cache)
 
     # ------------------------------------------------------------------ propagation
     def propagate(self) -> tuple[Tensor, Tensor]:
@@ -123,7 +115,9 @@ class LightGCN(Scorer):
         ego = torch.cat([self.user_emb.weight, self.item_emb.weight], dim=0)  # E⁽⁰⁾
         if self.propagation == "fused":
             # E = Σ_k α_k Â^k E⁽⁰⁾ (Eq. 3/7 applied K times, combined by Eq. 4/8) in one node
-            final = propagate(self.adj, ego, [1.0 / (n_layers + 1)] * (n_layers + 1), symmetric=True)
+            final = propagate(
+                self.adj, ego, [1.0 / (n_layers + 1)] * (n_layers + 1), symmetric=True
+            )
         else:
             layer = ego
             total = ego
@@ -155,37 +149,8 @@ class LightGCN(Scorer):
         return {"bpr": losses.bpr(pos, neg), "reg": self.config.reg * reg}
 
     # ------------------------------------------------------------------ scoring
-    def prepare_scoring(self) -> None:
-        with torch.no_grad():
-            users, items = self.propagate()
-        self._final = (users.detach(), items.detach())
-
-    def invalidate(self) -> None:
-        self._final = None
-
-    def _apply(self, fn: Any, recurse: bool = True) -> Any:
-        # .to(device) / .float() etc.: a cached propagation would be on the old device/dtype.
-        self.invalidate()
-        return super()._apply(fn, recurse)
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> LightGCN:
-        # copies share the (immutable) sparse graph: sparse tensors cannot be deep-copied
-        return deepcopy_sharing_sparse(self, memo)
-
-    def user_item_embeddings(self) -> tuple[Tensor, Tensor]:
-        if self._final is not None:
-            return self._final
-        with torch.no_grad():
-            users, items = self.propagate()
-        return users.detach(), items.detach()
-
-    def scores(self, users: Tensor) -> Tensor:
-        """``E_u[users] @ E_iᵀ`` (Eq. 5); a cheap matmul after :meth:`prepare_scoring`."""
-        if self._final is not None:
-            u_all, i_all = self._final
-        else:
-            u_all, i_all = self.propagate()
-        return u_all[users.to(u_all.device)] @ i_all.T
+    def final_embeddings(self) -> tuple[Tensor, Tensor]:
+        return self.propagate()
 
 
 __all__ = ["LightGCN", "LightGCNConfig"]
