@@ -25,6 +25,7 @@ from polyrec.eval.protocols import (
     holdout,
     mask_keys,
     pair_keys,
+    result_header,
     sampled_ranks,
 )
 from polyrec.models.base import InterestModel, Model, Scorer
@@ -154,19 +155,7 @@ def evaluate(
         notes.append(f"{part}: the split holds no {part} pairs; nothing evaluated")
         protos = []
 
-    result: dict[str, Any] = {
-        "part": part,
-        "dataset": train.name,
-        "protocol": split.name,
-        "seed": split.seed,
-        "split": _jsonable(split.describe()),
-        "ks": kk,
-        "mask": mask,
-        "metrics": {},
-        "n_evaluated": {},
-        "n_negatives": n_neg,
-        "notes": notes,
-    }
+    result = result_header(split, part, kk, mask, n_neg, notes)
     if not protos:
         return result
 
@@ -248,18 +237,6 @@ def _accumulate(acc: dict[str, Tensor], values: dict[str, Tensor]) -> None:
     for k, v in values.items():
         s = v.sum()
         acc[k] = acc[k] + s if k in acc else s
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    return x
 
 
 def metric_value(result: dict[str, Any], name: str = "ndcg@10", protocol: str = "full") -> float:

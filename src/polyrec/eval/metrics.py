@@ -65,8 +65,10 @@ def discounts(k: int, device: torch.device | str | None = None) -> Tensor:
 def _ideal(count: Tensor, k: int) -> Tensor:
     """``sum_{p < count} 1/log2(p+2)`` per row (``count`` clipped to ``0..k``)."""
     cum = torch.cat(
-        [torch.zeros(1, dtype=torch.float64, device=count.device),
-         torch.cumsum(discounts(k, count.device), 0)]
+        [
+            torch.zeros(1, dtype=torch.float64, device=count.device),
+            torch.cumsum(discounts(k, count.device), 0),
+        ]
     )
     return cum[count.long().clamp(0, k)]
 

@@ -22,6 +22,8 @@ not change any metric.)
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -212,3 +214,35 @@ __all__ = [
     "pair_keys",
     "sampled_ranks",
 ]
+
+
+def jsonable(x: Any) -> Any:
+    """Numpy scalars/arrays inside dicts and lists → plain Python (for JSON)."""
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [jsonable(v) for v in x]
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    return x
+
+
+def result_header(
+    split: Split, part: str, ks: list[int], mask: str, n_negatives: int | None, notes: list[str]
+) -> dict[str, Any]:
+    """The common head of every evaluation result: what was evaluated under which protocol."""
+    return {
+        "part": part,
+        "dataset": split.train.name,
+        "protocol": split.name,
+        "seed": split.seed,
+        "split": jsonable(split.describe()),
+        "ks": ks,
+        "mask": mask,
+        "metrics": {},
+        "n_evaluated": {},
+        "n_negatives": n_negatives,
+        "notes": notes,
+    }

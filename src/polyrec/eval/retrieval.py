@@ -38,7 +38,7 @@ from polyrec.data.sequences import SequenceSet
 from polyrec.data.splits import Split
 from polyrec.errors import ConfigError
 from polyrec.eval import metrics as M
-from polyrec.eval.protocols import PairIndex, holdout, pair_keys
+from polyrec.eval.protocols import PairIndex, holdout, pair_keys, result_header
 from polyrec.models.base import InterestModel
 
 NdcgMode = Literal["standard", "comirec", "both"]
@@ -194,7 +194,6 @@ def evaluate_retrieval(
     (and, for callers that asked for another protocol name, the same dict under each name in
     ``also_as``, with a note).
     """
-    from polyrec.eval.evaluator import _jsonable
 
     if part not in ("valid", "test"):
         raise ConfigError(f"evaluation part must be 'valid' or 'test' (got {part!r})")
@@ -231,18 +230,8 @@ def evaluate_retrieval(
             "ndcg_comirec@k is ComiRec's NDCG variant (IDCG over the positives recalled in the "
             "top k), not the standard NDCG"
         )
-    result: dict[str, Any] = {
-        "part": part,
-        "dataset": train.name,
-        "protocol": split.name,
-        "seed": split.seed,
-        "split": _jsonable(split.describe()),
-        "ks": kk,
-        "mask": "history" if exclude_history else "none",
-        "metrics": {},
-        "n_evaluated": {},
-        "n_negatives": None,
-        "notes": notes,
+    result = result_header(split, part, kk, "history" if exclude_history else "none", None, notes)
+    result |= {
         "retrieval": {
             "history": source,
             "max_len": max_len,
