@@ -22,12 +22,25 @@ def sorted_unique(keys: np.ndarray) -> np.ndarray:
     return s[keep]
 
 
+def pair_keys(users: np.ndarray, items: np.ndarray, n_items: int) -> np.ndarray:
+    """Sorted distinct ``user * n_items + item`` keys."""
+    return sorted_unique(np.asarray(users, np.int64) * int(n_items) + np.asarray(items, np.int64))
+
+
+def sorted_member_t(keys: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+    """``query`` values present in the sorted 1-d ``keys`` (same shape as ``query``, bool)."""
+    if keys.numel() == 0:
+        return torch.zeros(query.shape, dtype=torch.bool, device=query.device)
+    pos = torch.searchsorted(keys, query).clamp_(max=keys.numel() - 1)
+    return keys[pos] == query
+
+
 class PairSet:
     """A set of (user, item) pairs with vectorised membership tests (numpy or torch)."""
 
     def __init__(self, users: np.ndarray, items: np.ndarray, n_items: int) -> None:
         self.n_items = int(n_items)
-        keys = sorted_unique(users.astype(np.int64) * self.n_items + items.astype(np.int64))
+        keys = pair_keys(users, items, self.n_items)
         self.keys = keys
         self._tkeys = torch.from_numpy(keys)
 
@@ -43,11 +56,7 @@ class PairSet:
         return self.keys[pos] == q
 
     def contains_t(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        q = users.long() * self.n_items + items.long()
-        if len(self.keys) == 0:
-            return torch.zeros(q.shape, dtype=torch.bool)
-        pos = torch.searchsorted(self._tkeys, q).clamp_(max=len(self.keys) - 1)
-        return self._tkeys[pos] == q
+        return sorted_member_t(self._tkeys, users.long() * self.n_items + items.long())
 
 
 def sample_negatives_t(

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from polyrec.data.log import FOLD_TEST, FOLD_TRAIN, FOLD_VALID, InteractionLog
-from polyrec.data.sampling import PairSet, sample_eval_negatives
+from polyrec.data.sampling import PairSet, pair_keys, sample_eval_negatives
 from polyrec.errors import DataError
 
 PROTOCOLS = ("leave-one-out", "random-ratio", "user-split", "time-slots")
@@ -314,7 +314,7 @@ def leave_one_out(
 
 
 def _distinct_items_per_user(log: InteractionLog, rows: np.ndarray) -> np.ndarray:
-    keys = np.unique(log.user[rows] * log.n_items + log.item[rows])
+    keys = pair_keys(log.user[rows], log.item[rows], log.n_items)
     return np.bincount(keys // log.n_items, minlength=log.n_users)
 
 
@@ -341,12 +341,12 @@ def random_ratio(
     if published:
         assert log.fold is not None
         tr = tmask & (log.fold == FOLD_TEST)
-        tkeys = np.unique(log.user[tr] * log.n_items + log.item[tr])
+        tkeys = pair_keys(log.user[tr], log.item[tr], log.n_items)
         avail = tmask & (log.fold == FOLD_TRAIN)
-        keys = np.unique(log.user[avail] * log.n_items + log.item[avail])
+        keys = pair_keys(log.user[avail], log.item[avail], log.n_items)
         keys = np.setdiff1d(keys, tkeys)
     else:
-        keys = np.unique(log.user[tmask] * log.n_items + log.item[tmask])
+        keys = pair_keys(log.user[tmask], log.item[tmask], log.n_items)
         perm = rng.permutation(len(keys))
         n_test = round(len(keys) * (1 - ratio))
         tkeys = np.sort(keys[perm[:n_test]])

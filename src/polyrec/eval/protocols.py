@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from polyrec.data.sampling import sorted_unique
+from polyrec.data.sampling import pair_keys, sorted_member_t, sorted_unique
 from polyrec.data.splits import Holdout, Split
 
 MASK_MODES: tuple[str, ...] = ("target", "all")
@@ -92,16 +92,7 @@ class PairIndex:
 
     def contains(self, users: Tensor, items: Tensor) -> Tensor:
         """Membership of (users[b], items[b, j]) (``users`` [B], ``items`` [B, J]) → bool [B, J]."""
-        if len(self) == 0:
-            return torch.zeros(items.shape, dtype=torch.bool, device=items.device)
-        q = users.long().unsqueeze(1) * self.n_items + items.long()
-        pos = torch.searchsorted(self.keys, q).clamp_(max=len(self) - 1)
-        return self.keys[pos] == q
-
-
-def pair_keys(users: np.ndarray, items: np.ndarray, n_items: int) -> np.ndarray:
-    """Sorted distinct ``user * n_items + item`` keys."""
-    return sorted_unique(np.asarray(users, np.int64) * int(n_items) + np.asarray(items, np.int64))
+        return sorted_member_t(self.keys, users.long().unsqueeze(1) * self.n_items + items.long())
 
 
 def holdout(split: Split, part: str) -> Holdout:
