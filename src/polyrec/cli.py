@@ -102,9 +102,6 @@ class RichReporter(Reporter):
             self.progress.stop()
             self.progress = None
 
-    def eval_progress(self) -> Any:
-        return None
-
 
 def _fail(e: PolyrecError) -> None:
     err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
