@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from datetime import datetime
@@ -26,7 +25,6 @@ from polyrec.errors import DataError
 from polyrec.eval.protocols import PairIndex, masked_topk
 from polyrec.models.base import Scorer
 from polyrec.models.registry import list_models
-from polyrec.training.checkpoint import atomic_write_text
 from polyrec.training.trainer import Reporter, final_metrics, load_run, train_run
 
 PathLike = str | os.PathLike[str]
@@ -214,7 +212,3 @@ def models() -> list[dict[str, Any]]:
     """Every registered model with its paper."""
     return list_models()
 
-
-def write_json(path: Path, obj: Any) -> None:
-    _check_out_parent(path, "output file")
-    atomic_write_text(path, json.dumps(obj, indent=2))
