@@ -31,9 +31,14 @@ from polyrec.runtime import tune_allocator
 MODES = ("fused", "layerwise", "autograd")
 
 
-def synthetic_retailrocket(seed: int = 0, n_users: int = 2174, n_items: int = 30113,
-                           n_pairs: int = 97_000, n_buy: int = 9_500,
-                           n_cart: int = 3_000) -> InteractionLog:
+def synthetic_retailrocket(
+    seed: int = 0,
+    n_users: int = 2174,
+    n_items: int = 30113,
+    n_pairs: int = 97_000,
+    n_buy: int = 9_500,
+    n_cart: int = 3_000,
+) -> InteractionLog:
     """Distinct (user, item) pairs with skewed user activity and item popularity."""
     rng = np.random.default_rng(seed)
     user_w = rng.lognormal(0.0, 1.0, n_users)
@@ -50,9 +55,14 @@ def synthetic_retailrocket(seed: int = 0, n_users: int = 2174, n_items: int = 30
     beh[:n_cart] = 1
     beh[n_cart : n_cart + n_buy] = 2
     return InteractionLog(
-        user=keys // n_items, item=keys % n_items, behavior=beh,
-        behaviors=("view", "cart", "buy"), target="buy",
-        user_map=IdMap.range(n_users), item_map=IdMap.range(n_items), name="synthetic-rr",
+        user=keys // n_items,
+        item=keys % n_items,
+        behavior=beh,
+        behaviors=("view", "cart", "buy"),
+        target="buy",
+        user_map=IdMap.range(n_users),
+        item_map=IdMap.range(n_items),
+        name="synthetic-rr",
     )
 
 
@@ -60,8 +70,13 @@ def set_mallopt() -> bool:
     return tune_allocator()
 
 
-def epoch(model: LightGCN, data: TrainData, opts: list[torch.optim.Optimizer],
-          gen: torch.Generator, batch_size: int) -> tuple[float, int]:
+def epoch(
+    model: LightGCN,
+    data: TrainData,
+    opts: list[torch.optim.Optimizer],
+    gen: torch.Generator,
+    batch_size: int,
+) -> tuple[float, int]:
     t = time.perf_counter()
     n = 0
     for batch in model.batches(data, batch_size, gen):
@@ -82,8 +97,10 @@ def main() -> None:
     malloc_tuned = set_mallopt() if args.mallopt else False
 
     data = TrainData(synthetic_retailrocket())
-    print(f"threads={torch.get_num_threads()} mallopt={malloc_tuned} "
-          f"target pairs={data.csr('buy').nnz} all pairs={data.csr(None).nnz}")
+    print(
+        f"threads={torch.get_num_threads()} mallopt={malloc_tuned} "
+        f"target pairs={data.csr('buy').nnz} all pairs={data.csr(None).nnz}"
+    )
     results = []
     for behaviors in ("target", "all") if args.behaviors == "both" else (args.behaviors,):
         models = {}
@@ -92,8 +109,11 @@ def main() -> None:
             m = build_model("lightgcn", {"behaviors": behaviors}, data)
             assert isinstance(m, LightGCN)
             m.propagation = mode
-            models[mode] = (m, m.make_optimisers(1e-3, 0.0, "adam"),
-                            torch.Generator().manual_seed(0))
+            models[mode] = (
+                m,
+                m.make_optimisers(1e-3, 0.0, "adam"),
+                torch.Generator().manual_seed(0),
+            )
         times: dict[str, list[float]] = {mode: [] for mode in MODES}
         n_batches = 0
         for rep in range(args.epochs + 1):  # first epoch is warm-up; modes interleaved
@@ -104,15 +124,19 @@ def main() -> None:
         nnz = models["fused"][0].adj._nnz()
         for mode in MODES:
             row = {
-                "behaviors": behaviors, "propagation": mode,
-                "graph_nnz": nnz, "batches": n_batches,
+                "behaviors": behaviors,
+                "propagation": mode,
+                "graph_nnz": nnz,
+                "batches": n_batches,
                 "s_per_epoch_median": statistics.median(times[mode]),
                 "s_per_epoch_all": times[mode],
             }
             results.append(row)
-            print(f"{behaviors:6s} {mode:9s} nnz={nnz:7d} batches={n_batches:3d} "
-                  f"s/epoch median={row['s_per_epoch_median']:.3f} "
-                  f"({', '.join(f'{t:.3f}' for t in times[mode])})")
+            print(
+                f"{behaviors:6s} {mode:9s} nnz={nnz:7d} batches={n_batches:3d} "
+                f"s/epoch median={row['s_per_epoch_median']:.3f} "
+                f"({', '.join(f'{t:.3f}' for t in times[mode])})"
+            )
 
     profile_lines = ""
     if args.profile:
@@ -129,12 +153,23 @@ def main() -> None:
         print(profile_lines)
 
     if args.out:
-        args.out.write_text(json.dumps({
-            "benchmark": "lightgcn_epoch", "machine": platform.processor() or platform.machine(),
-            "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "mallopt": malloc_tuned, "d": 64, "layers": 3, "batch_size": args.batch_size,
-            "results": results, "profile_top": profile_lines,
-        }, indent=2))
+        args.out.write_text(
+            json.dumps(
+                {
+                    "benchmark": "lightgcn_epoch",
+                    "machine": platform.processor() or platform.machine(),
+                    "threads": torch.get_num_threads(),
+                    "torch": torch.__version__,
+                    "mallopt": malloc_tuned,
+                    "d": 64,
+                    "layers": 3,
+                    "batch_size": args.batch_size,
+                    "results": results,
+                    "profile_top": profile_lines,
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -23,16 +23,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import _bench
 
 HERE = Path(__file__).resolve().parent
 RUNNER = HERE / "_recbole_runner.py"
@@ -47,42 +46,6 @@ DIM, LAYERS, BATCH, LR, REG, PATIENCE, SEED = 64, 3, 2048, 1e-3, 1e-5, 10, 2024
 
 
 # --------------------------------------------------------------------------------------- helpers
-def _peak_rss_mib() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _machine() -> dict[str, Any]:
-    import torch
-
-    return {
-        "platform": platform.platform(),
-        "cpu_model": _cpu_model(),
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-    }
-
-
-def _median(xs: list[float]) -> float | None:
-    return statistics.median(xs) if xs else None
-
-
-def _mean(xs: list[float]) -> float | None:
-    return statistics.fmean(xs) if xs else None
-
-
 # ------------------------------------------------------------------------------- polyrec (child)
 def _ours_config(epochs: int, threads: int, seed: int = SEED) -> Any:
     from polyrec.config import load_config
@@ -218,7 +181,7 @@ def run_ours(args: argparse.Namespace) -> None:
             batch_size=cfg.eval.batch_size,
         )
         valid_seconds.append(time.perf_counter() - t)
-    peak = _peak_rss_mib()  # before profiling (the profiler's own buffers would count)
+    peak = _bench.peak_rss_mib()  # before profiling (the profiler's own buffers would count)
     full_check = _full_check(prepared)
 
     history = state["history"]
@@ -226,7 +189,7 @@ def run_ours(args: argparse.Namespace) -> None:
     in_fit_eval = [float(r["eval_seconds"]) for r in history if "eval_seconds" in r]
     profile: dict[str, Any] = {}
     if args.profile:
-        quiet = wait_idle(args.wait_idle) if args.wait_idle else None
+        quiet = _bench.wait_idle(args.wait_idle, tag="speed") if args.wait_idle else None
         profile = _profile_epoch(trainer, prepared, len(history) + 1)
         profile["machine_before"] = quiet
 
@@ -250,16 +213,16 @@ def run_ours(args: argparse.Namespace) -> None:
         "stopped": state["stopped"],
         "best_epoch": state["best_epoch"],
         "epoch_seconds": epoch_seconds,
-        "epoch_seconds_median": _median(epoch_seconds),
-        "epoch_seconds_mean": _mean(epoch_seconds),
+        "epoch_seconds_median": _bench.median(epoch_seconds),
+        "epoch_seconds_mean": _bench.mean(epoch_seconds),
         "epoch_cpu_seconds": epoch_cpu,
-        "epoch_cpu_seconds_median": _median(epoch_cpu),
+        "epoch_cpu_seconds_median": _bench.median(epoch_cpu),
         "fit_other_seconds": fit_seconds - sum(epoch_seconds) - sum(in_fit_eval),
         "valid_eval_seconds_in_fit": in_fit_eval,
-        "valid_eval_seconds_median": _median(valid_seconds),
+        "valid_eval_seconds_median": _bench.median(valid_seconds),
         "valid_eval_seconds": valid_seconds,
         "test_eval_seconds": test_seconds,
-        "test_eval_seconds_median": _median(test_seconds),
+        "test_eval_seconds_median": _bench.median(test_seconds),
         "peak_rss_mib": peak,
         "best_valid_score": state["best_value"],
         "valid": metrics["valid"]["metrics"],
@@ -366,111 +329,12 @@ def _find_recbole_python(explicit: str | None) -> tuple[str | None, str]:
     )
 
 
-def _child_env(threads: int) -> dict[str, str]:
-    env = dict(os.environ)
-    env["OMP_NUM_THREADS"] = str(threads)
-    env["MKL_NUM_THREADS"] = str(threads)
-    env["PYTHONWARNINGS"] = "ignore"
-    return env
-
-
-def _cpu_jiffies() -> tuple[int, int]:
-    """(busy, total) jiffies over all CPUs from /proc/stat (0, 0 where unavailable)."""
-    try:
-        f = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    except (OSError, ValueError, IndexError):
-        return 0, 0
-    idle = f[3] + (f[4] if len(f) > 4 else 0)  # idle + iowait
-    total = sum(f[:8])  # user nice system idle iowait irq softirq steal
-    return total - idle, total
-
-
-def _children_cpu() -> float:
-    import resource
-
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
-
-
-def wait_idle(max_wait: float, busy_below: float = 0.15, window: float = 3.0) -> dict[str, Any]:
-    """Wait (up to ``max_wait`` s) until the machine's CPUs are at most ``busy_below`` busy."""
-    t0 = time.perf_counter()
-    busy = None
-    while True:
-        b0, t_0 = _cpu_jiffies()
-        time.sleep(window)
-        b1, t_1 = _cpu_jiffies()
-        busy = (b1 - b0) / (t_1 - t_0) if t_1 > t_0 else 0.0
-        waited = time.perf_counter() - t0
-        if busy <= busy_below or waited >= max_wait:
-            return {
-                "busy_fraction": round(busy, 3),
-                "waited_seconds": round(waited, 1),
-                "idle": busy <= busy_below,
-            }
-        print(
-            f"[speed] machine {busy:.0%} busy; waiting for it to quiet down "
-            f"({waited:.0f}/{max_wait:.0f} s)",
-            flush=True,
-        )
-
-
-def _run_child(
-    cmd: list[str], env: dict[str, str], log: Path, label: str
-) -> tuple[int, float, dict[str, Any]]:
-    """Run one side; returns exit code, wall seconds and how busy the rest of the machine was."""
-    print(f"[speed] {label}: {' '.join(cmd)}", flush=True)
-    b0, t_0 = _cpu_jiffies()
-    c0 = _children_cpu()
-    t0 = time.perf_counter()
-    with open(log, "w") as fh:
-        rc = subprocess.run(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT).returncode
-    wall = time.perf_counter() - t0
-    b1, t_1 = _cpu_jiffies()
-    child_cpu = _children_cpu() - c0
-    hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-    busy_cpu = (b1 - b0) / hz
-    ncpu = os.cpu_count() or 1
-    contention = {
-        "child_cpu_seconds": round(child_cpu, 2),
-        # CPU-seconds per second used by everything else on the machine during this side's run
-        "other_cpu_load": round(max(0.0, busy_cpu - child_cpu) / wall, 2) if wall else None,
-        "machine_busy_fraction": round((b1 - b0) / (t_1 - t_0), 3) if t_1 > t_0 else None,
-        "cores": ncpu,
-    }
-    print(
-        f"[speed] {label}: exit {rc} after {wall:.1f} s (log {log}); other processes used "
-        f"{contention['other_cpu_load']} CPUs meanwhile",
-        flush=True,
-    )
-    return rc, wall, contention
-
-
-def _last_json_line(path: Path) -> dict[str, Any] | None:
-    for line in reversed(path.read_text(errors="replace").splitlines()):
-        line = line.strip()
-        if line.startswith("{") and line.endswith("}"):
-            try:
-                return json.loads(line)
-            except json.JSONDecodeError:
-                continue
-    return None
-
-
-def _tail(path: Path, n: int = 25) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-
-
 METRIC_KEYS = [
     (part, proto, metric)
     for part in ("valid", "test")
     for proto in ("full", "sampled", "check")
     for metric in ("hr@10", "ndcg@10")
 ]
-
-
-def _sd(xs: list[float]) -> float | None:
-    return statistics.stdev(xs) if len(xs) > 1 else None
 
 
 def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -481,21 +345,21 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {
         "runs": len(runs),
         "seeds": [r.get("seed") for r in runs],
-        "epoch_seconds_median": _median(epochs),
-        "epoch_seconds_mean": _mean(epochs),
+        "epoch_seconds_median": _bench.median(epochs),
+        "epoch_seconds_mean": _bench.mean(epochs),
         "epoch_seconds_min": min(epochs) if epochs else None,
         "epoch_seconds_median_per_run": [r.get("epoch_seconds_median") for r in runs],
-        "epoch_cpu_seconds_median": _median(cpu),
-        "test_eval_seconds_median": _median(test_eval),
-        "valid_eval_seconds_median": _median(valid_eval),
+        "epoch_cpu_seconds_median": _bench.median(cpu),
+        "test_eval_seconds_median": _bench.median(test_eval),
+        "valid_eval_seconds_median": _bench.median(valid_eval),
         "peak_rss_mib": max(r["peak_rss_mib"] for r in runs),
         "epochs_run": [r["epochs_run"] for r in runs],
         "best_epoch": [r["best_epoch"] for r in runs],
         "epoch_cap_hit": any(r.get("epoch_cap_hit") for r in runs),
         "batches_per_epoch": runs[0].get("batches_per_epoch"),
-        "fit_seconds_mean": _mean([r["fit_seconds"] for r in runs]),
-        "fit_other_seconds_mean": _mean([r["fit_other_seconds"] for r in runs]),
-        "setup_seconds_mean": _mean([r["setup_seconds"] for r in runs]),
+        "fit_seconds_mean": _bench.mean([r["fit_seconds"] for r in runs]),
+        "fit_other_seconds_mean": _bench.mean([r["fit_other_seconds"] for r in runs]),
+        "setup_seconds_mean": _bench.mean([r["setup_seconds"] for r in runs]),
         "other_cpu_load": [r.get("contention", {}).get("other_cpu_load") for r in runs],
         "metrics": {},
     }
@@ -506,8 +370,8 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
         vals = [r[part][proto][metric] for r in runs if metric in r.get(part, {}).get(proto, {})]
         if vals:
             out["metrics"][f"{part}/{proto}/{metric}"] = {
-                "mean": _mean(vals),
-                "sd": _sd(vals),
+                "mean": _bench.mean(vals),
+                "sd": _bench.sd(vals),
                 "per_seed": vals,
             }
     return out
@@ -747,7 +611,7 @@ def _run_seed(
     wd = work / f"seed{seed}"
     wd.mkdir(parents=True, exist_ok=True)
     if args.wait_idle:
-        wait_idle(args.wait_idle)
+        _bench.wait_idle(args.wait_idle, tag="speed")
     cmd = [
         sys.executable, str(Path(__file__).resolve()), "--worker", "ours",
         "--work-dir", str(wd), "--threads", str(args.threads), "--epochs", str(epochs),
@@ -757,15 +621,21 @@ def _run_seed(
         cmd.append("--write-atomic")
     if first and not args.no_profile:
         cmd.append("--profile")
-    rc, wall, cont = _run_child(cmd, env, wd / "ours.log", f"polyrec seed {seed}")
+    rc, wall, cont = _bench.run_child(
+        cmd, env, wd / "ours.log", f"polyrec seed {seed}", tag="speed"
+    )
     if rc != 0 or not (wd / "ours.json").exists():
-        return None, None, f"polyrec seed {seed} failed (exit {rc}):\n{_tail(wd / 'ours.log')}"
+        return (
+            None,
+            None,
+            f"polyrec seed {seed} failed (exit {rc}):\n{_bench.tail(wd / 'ours.log')}",
+        )
     ours = json.loads((wd / "ours.json").read_text())
     ours["wall_seconds"], ours["contention"] = wall, cont
     if not rb_python:
         return ours, None, None
     if args.wait_idle:
-        wait_idle(args.wait_idle)
+        _bench.wait_idle(args.wait_idle, tag="speed")
     cmd = [
         rb_python, str(RUNNER), "--data-dir", str(wd / "atomic"), "--dataset", RB_NAME,
         "--threads", str(args.threads), "--epochs", str(rb_epochs), "--seed", str(seed),
@@ -775,10 +645,16 @@ def _run_seed(
     ]  # fmt: skip
     if args.recbole_require_pow:
         cmd.append("--require-pow")
-    rc, wall, cont = _run_child(cmd, env, wd / "recbole.log", f"recbole seed {seed}")
-    rb = _last_json_line(wd / "recbole.log") if rc == 0 else None
+    rc, wall, cont = _bench.run_child(
+        cmd, env, wd / "recbole.log", f"recbole seed {seed}", tag="speed"
+    )
+    rb = _bench.last_json_line(wd / "recbole.log") if rc == 0 else None
     if rb is None:
-        return ours, None, f"RecBole seed {seed} failed (exit {rc}):\n{_tail(wd / 'recbole.log')}"
+        return (
+            ours,
+            None,
+            f"RecBole seed {seed} failed (exit {rc}):\n{_bench.tail(wd / 'recbole.log')}",
+        )
     rb["seed"], rb["wall_seconds"], rb["contention"] = seed, wall, cont
     return ours, rb, None
 
@@ -836,7 +712,7 @@ def main(argv: list[str] | None = None) -> int:
     rb_epochs = args.recbole_epochs if args.recbole_epochs is not None else epochs
     seeds = [SEED + k for k in range(max(1, n_seeds))]
     work = Path(tempfile.mkdtemp(prefix="polyrec-speed-"))
-    env = _child_env(args.threads)
+    env = _bench.child_env(args.threads)
     load_start = os.getloadavg()
     notes: list[str] = []
     ours_runs: list[dict[str, Any]] = []
@@ -904,7 +780,7 @@ def main(argv: list[str] | None = None) -> int:
             "benchmark": NAME,
             "date": date,
             "argv": list(argv if argv is not None else sys.argv[1:]),
-            "machine": _machine(),
+            "machine": _bench.machine(),
             "threads": args.threads,
             "seeds": seeds,
             "loadavg_start": [round(x, 2) for x in load_start],

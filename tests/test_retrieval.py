@@ -185,3 +185,35 @@ def test_evaluator_dispatches_interest_models() -> None:
     res = evaluate(model, split, "valid", protocols=("full",), ks=(2,))
     assert res["metrics"]["retrieval"]["recall@2"] == pytest.approx(0.5)
     assert res["metrics"]["full"] == res["metrics"]["retrieval"]
+
+
+def test_evaluator_passes_retrieval_options() -> None:
+    split = hand_split()
+    model = Fixed(TrainData(split.train))
+    opts = {"ndcg": "both", "exclude_history": True, "search": "torch"}
+    res = evaluate(model, split, "valid", protocols=("retrieval",), ks=(2,), retrieval=opts)
+    assert set(res["metrics"]) == {"retrieval"}
+    assert "ndcg_comirec@2" in res["metrics"]["retrieval"]
+    assert res["mask"] == "history"
+
+
+def test_scorer_refuses_retrieval_protocol() -> None:
+    from polyrec.errors import ConfigError
+    from polyrec.models.pop import Pop
+
+    split = hand_split()
+    pop = Pop(Pop.Config(), TrainData(split.train))
+    with pytest.raises(ConfigError, match="retrieval"):
+        evaluate(pop, split, "valid", protocols=("retrieval",), ks=(2,))
+
+
+def test_run_config_retrieval_options() -> None:
+    from polyrec.config import load_config
+
+    cfg = load_config(overrides=["eval.ndcg=both", "train.select_protocol=retrieval"])
+    assert cfg.eval.retrieval_options() == {
+        "ndcg": "both",
+        "exclude_history": False,
+        "search": "auto",
+    }
+    assert cfg.train.select_protocol == "retrieval"

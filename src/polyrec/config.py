@@ -78,8 +78,10 @@ class TrainConfig(_Section):
     weight_decay: float = Field(0.0, ge=0)
     optimizer: Literal["adam", "adamw", "sgd", "adagrad"] = "adam"
     metric: str = Field("ndcg@10", description="validation metric for early stopping")
-    select_protocol: Literal["full", "sampled"] = Field(
-        "full", description="protocol of the validation metric used for model selection"
+    select_protocol: Literal["full", "sampled", "retrieval"] = Field(
+        "full",
+        description="protocol of the validation metric used for model selection ('retrieval' "
+        "for interest models; they also answer 'full' with their retrieval figures)",
     )
     patience: int = Field(10, ge=1, description="epochs without validation improvement to stop")
     eval_every: int = Field(1, ge=1, description="validate every N epochs")
@@ -90,11 +92,30 @@ class TrainConfig(_Section):
 
 class EvalConfig(_Section):
     ks: list[int] = Field([10, 20], description="cut-offs for every metric")
-    protocols: list[Literal["full", "sampled"]] = ["full", "sampled"]
+    protocols: list[Literal["full", "sampled", "retrieval"]] = Field(
+        ["full", "sampled"],
+        description="scorers: 'full' and/or 'sampled'; interest models are always evaluated by "
+        "'retrieval' (ComiRec protocol)",
+    )
     mask: Literal["target", "all"] = Field(
         "target", description="full ranking masks the user's training items of this behavior set"
     )
     batch_size: int = Field(1024, ge=1, description="users per scoring batch")
+    ndcg: Literal["standard", "comirec", "both"] = Field(
+        "standard",
+        description="retrieval NDCG: the standard one, ComiRec's variant (IDCG over recalled "
+        "positives, reported as ndcg_comirec@k) or both",
+    )
+    exclude_history: bool = Field(
+        False, description="retrieval: drop a user's history items from the ranking (ComiRec: no)"
+    )
+    search: Literal["auto", "torch", "faiss"] = Field(
+        "auto", description="retrieval search: exact torch, faiss IndexFlatIP, or faiss if installed"
+    )
+
+    def retrieval_options(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`polyrec.eval.retrieval.evaluate_retrieval`."""
+        return {"ndcg": self.ndcg, "exclude_history": self.exclude_history, "search": self.search}
 
 
 class RunConfig(_Section):

@@ -8,7 +8,7 @@ Full-ranking metrics are averaged over users, sampled metrics over held-out pair
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -72,6 +72,7 @@ def evaluate(
     mask: str = "target",
     batch_size: int = 1024,
     progress: Progress | None = None,
+    retrieval: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on ``split``'s ``part`` ("valid" or "test") pairs.
 
@@ -85,6 +86,8 @@ def evaluate(
             masked too; the evaluated positives never are.
         batch_size: users scored at once (one ``[batch_size, n_items]`` block in memory).
         progress: called as ``progress(done_users, total_users)`` after each batch.
+        retrieval: options for interest models (``ndcg``, ``exclude_history``, ``search``; see
+            :func:`polyrec.eval.retrieval.evaluate_retrieval`).
 
     Returns a JSON-serialisable dict::
 
@@ -105,6 +108,7 @@ def evaluate(
     An InterestModel is evaluated by :func:`polyrec.eval.retrieval.evaluate_retrieval` (ComiRec
     retrieval; ``mask`` does not apply, history items are not excluded): its figures are under
     ``metrics["retrieval"]``, and also under ``metrics["full"]`` when "full" was asked for.
+    Asking a Scorer for "retrieval" is a :class:`ConfigError`.
         FloatingPointError: the model returned NaN scores.
         ValueError: the model's item count or score shape does not match the split.
     """
@@ -123,6 +127,13 @@ def evaluate(
             batch_size=batch_size,
             progress=progress,
             also_as=[p for p in wanted if p == "full"],
+            **dict(retrieval or {}),
+        )
+    wanted_protos = (protocols,) if isinstance(protocols, str) else tuple(protocols)
+    if "retrieval" in wanted_protos:
+        raise ConfigError(
+            f"protocol 'retrieval' is for multi-interest/sequential models; "
+            f"{type(model).__name__} is a scorer: use 'full' or 'sampled'"
         )
     protos, kk = _check_args(part, protocols, ks, mask, batch_size)
     if kind != "scorer" or not isinstance(model, Scorer):

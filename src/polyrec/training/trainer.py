@@ -146,6 +146,7 @@ class Trainer:
             ks=tuple(self.ks),
             mask=cfg.eval.mask,
             batch_size=cfg.eval.batch_size,
+            retrieval=cfg.eval.retrieval_options(),
         )
 
     def fit(self, *, resume: bool = False) -> dict[str, Any]:
@@ -204,6 +205,10 @@ class Trainer:
                         save_weights(best, model)
                     else:
                         state["bad_epochs"] += 1
+                    # a model with training phases (MBA's pre-training) may restart the patience
+                    on_validation = getattr(model, "on_validation", None)
+                    if callable(on_validation) and on_validation(value):
+                        state["bad_epochs"] = 0
                     self._log_scalars(epoch, record)
                 state["epoch"] = epoch
                 state["history"].append(record)
@@ -299,6 +304,7 @@ def final_metrics(prepared: Prepared, reporter: Reporter | None = None) -> dict[
             mask=cfg.eval.mask,
             batch_size=cfg.eval.batch_size,
             progress=reporter.eval_progress(),
+            retrieval=cfg.eval.retrieval_options(),
         )
     return out
 
