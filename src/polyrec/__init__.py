@@ -5,6 +5,7 @@ The verbs of the command line are available from Python::
     import polyrec
     result = polyrec.train(model="lightgcn", overrides=["train.epochs=20"])
     recs = polyrec.recommend(result["run_dir"], ["42", "7"], k=10)
+    polyrec.export(result["run_dir"], "exports/lgn")      # then: polyrec serve exports/lgn
 
 Names are imported lazily, so ``import polyrec.data.log`` stays light.
 """
@@ -20,6 +21,7 @@ _LAZY = {
     "train": "polyrec.api",
     "evaluate": "polyrec.api",
     "recommend": "polyrec.api",
+    "export": "polyrec.api",
     "import_data": "polyrec.api",
     "data_info": "polyrec.api",
     "models": "polyrec.api",

@@ -20,10 +20,10 @@ import torch
 from polyrec.config import RunConfig, load_config
 from polyrec.data.datasets import load_dataset
 from polyrec.data.importers import import_path
-from polyrec.data.log import InteractionLog
-from polyrec.errors import DataError
+from polyrec.data.log import IdMap, InteractionLog
+from polyrec.errors import ConfigError, DataError
 from polyrec.eval.protocols import PairIndex, masked_topk
-from polyrec.models.base import Scorer
+from polyrec.models.base import InterestModel, Scorer
 from polyrec.models.registry import list_models
 from polyrec.training.trainer import Reporter, final_metrics, load_run, train_run
 
@@ -117,6 +117,47 @@ def _read_users(path: Path) -> list[str]:
     return values
 
 
+def _known_users(user_map: IdMap, ext: list[Any]) -> np.ndarray:
+    dense = user_map.to_dense(ext, what="user", strict=False)
+    unknown = [u for u, d in zip(ext, dense, strict=True) if d < 0]
+    if unknown:
+        raise DataError(
+            f"{len(unknown)} of {len(ext)} users are not in the dataset (first: {unknown[0]!r})"
+        )
+    return dense
+
+
+def _write_frame(frame: pl.DataFrame, out_path: Path | None) -> pl.DataFrame:
+    if out_path is not None:
+        tmp = out_path.with_name(f".{out_path.name}.tmp")
+        if out_path.suffix == ".csv":
+            frame.write_csv(tmp)
+        else:
+            frame.write_parquet(tmp)
+        os.replace(tmp, out_path)
+    return frame
+
+
+def _recommend_bundle(
+    bundle: Any, ext: list[Any], k: int, exclude_seen: bool, batch_size: int, search: str
+) -> pl.DataFrame:
+    """Top-k of known users from an export (or a run's in-memory export)."""
+    from polyrec.exporting import Recommender
+
+    dense = _known_users(bundle.user_map, ext)
+    rec = Recommender(bundle, max_k=max(k, 1), search=search)  # type: ignore[arg-type]
+    items, scores, _ = rec.topk_users(dense, k, exclude_seen=exclude_seen, batch_size=batch_size)
+    keep = items >= 0
+    return pl.DataFrame(
+        {
+            "user": bundle.user_map.to_external(np.repeat(dense, keep.sum(axis=1))).tolist(),
+            "rank": np.broadcast_to(np.arange(1, items.shape[1] + 1), items.shape)[keep],
+            "item": bundle.item_map.to_external(items[keep]).tolist(),
+            "score": scores[keep],
+        }
+    )
+
+
 def recommend(
     run_dir: PathLike,
     users: Sequence[Any] | PathLike,
@@ -125,29 +166,39 @@ def recommend(
     exclude_seen: bool = True,
     out: PathLike | None = None,
     batch_size: int = 1024,
+    search: str = "auto",
 ) -> pl.DataFrame:
     """Top-``k`` items per user (external ids) as a DataFrame ``user, rank, item, score``.
 
-    ``users`` is a list of external user ids or a file (one id per line, or CSV/Parquet with a
-    ``user`` column). Seen items (removed unless ``exclude_seen=False``) are every item the user
-    has in the target behavior anywhere in the dataset.
+    ``run_dir`` is a run directory (``polyrec train``) or an export directory (``polyrec
+    export``); both give the same lists. ``users`` is a list of external user ids or a file (one
+    id per line, or CSV/Parquet with a ``user`` column). Seen items (removed unless
+    ``exclude_seen=False``) are every item the user has in the target behavior anywhere in the
+    dataset. Interest models embed each user's latest history (every split); a user without
+    any history item gets the most popular items. ``search`` (exports only): ``"auto"`` uses the
+    export's faiss index when faiss is installed, ``"torch"`` exact torch search.
     """
     if k <= 0:
         raise DataError(f"k must be positive (got {k})")
     out_path = Path(out) if out is not None else None
     if out_path is not None:
         _check_out_parent(out_path, "output file")
+    from polyrec.exporting import bundle_from_run, is_export_dir, load_export
+
+    ext = _read_users(Path(users)) if isinstance(users, str | os.PathLike) else list(users)
+    if is_export_dir(run_dir):
+        bundle = load_export(run_dir)
+        frame = _recommend_bundle(bundle, ext, k, exclude_seen, batch_size, search)
+        return _write_frame(frame, out_path)
     prepared = load_run(Path(run_dir))
     log, model = prepared.log, prepared.model
+    if isinstance(model, InterestModel):
+        bundle = bundle_from_run(run_dir, prepared)
+        frame = _recommend_bundle(bundle, ext, k, exclude_seen, batch_size, "torch")
+        return _write_frame(frame, out_path)
     if not isinstance(model, Scorer):
         raise DataError(f"model {prepared.cfg.model!r} does not score users (not a Scorer)")
-    ext = _read_users(Path(users)) if isinstance(users, str | os.PathLike) else list(users)
-    dense = log.user_map.to_dense(ext, what="user", strict=False)
-    unknown = [u for u, d in zip(ext, dense, strict=True) if d < 0]
-    if unknown:
-        raise DataError(
-            f"{len(unknown)} of {len(ext)} users are not in the dataset (first: {unknown[0]!r})"
-        )
+    dense = _known_users(log.user_map, ext)
     k = min(k, log.n_items)
     # seen = every target-behavior pair of the user in the whole log (train, valid and test)
     t = log.behavior == log.target_code
@@ -178,14 +229,39 @@ def recommend(
             "score": np.concatenate(rows_s),
         }
     )
-    if out_path is not None:
-        tmp = out_path.with_name(f".{out_path.name}.tmp")
-        if out_path.suffix == ".csv":
-            frame.write_csv(tmp)
-        else:
-            frame.write_parquet(tmp)
-        os.replace(tmp, out_path)
-    return frame
+    return _write_frame(frame, out_path)
+
+
+def export(
+    run_dir: PathLike,
+    out: PathLike,
+    *,
+    index: str = "flat",
+    force: bool = False,
+    **index_options: Any,
+) -> dict[str, Any]:
+    """Export a run's best weights for serving to ``out`` (atomically); returns the manifest.
+
+    ``index``: ``"flat"`` (exact inner product; faiss IndexFlatIP, or torch search when faiss
+    is absent), ``"ivf"`` or ``"hnsw"`` (approximate faiss indexes for large catalogues; their
+    recall@K against exact search is measured and stored in the manifest). ``index_options``
+    are :class:`polyrec.exporting.IndexConfig` fields (``nprobe=32``, ``ef_search=256``, …).
+    ``force`` replaces an existing export at ``out``.
+    """
+    from pydantic import ValidationError
+
+    from polyrec.exporting import IndexConfig, export_run
+
+    out_path = Path(out)
+    _check_out_parent(out_path, "export directory")
+    try:
+        cfg = IndexConfig(type=index, **index_options)
+    except ValidationError as e:
+        first = e.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        msg = "unknown option" if first["type"] == "extra_forbidden" else first["msg"]
+        raise ConfigError(f"export index option {key!r}: {msg}") from None
+    return export_run(run_dir, out_path, index=cfg, force=force)
 
 
 def import_data(
@@ -211,4 +287,3 @@ def data_info(spec: PathLike) -> dict[str, Any]:
 def models() -> list[dict[str, Any]]:
     """Every registered model with its paper."""
     return list_models()
-

@@ -1,4 +1,5 @@
-"""Command line: ``polyrec train | evaluate | recommend | models | data import | data info``.
+"""Command line: ``polyrec train | evaluate | recommend | export | serve | models | data import |
+data info``.
 
 User mistakes (``PolyrecError``) print one line and exit with status 2; bugs raise normally.
 """
@@ -86,9 +87,11 @@ class RichReporter(Reporter):
             self.progress.update(self.epoch_task, completed=epoch)
         loss = record.get("train", {}).get("loss", float("nan"))
         line = f"epoch {epoch:>3}  loss {loss:.4f}  {record['seconds']:.2f}s"
-        if "valid" in record:
+        if record.get("valid"):
+            # every metric at the smallest cut-off (@10 for scorers, @20 for retrieval)
+            cuts = sorted({k.partition("@")[2] for k in record["valid"]}, key=_cut_key)
             parts = "  ".join(
-                f"{k} {v:.4f}" for k, v in record["valid"].items() if k.endswith("@10")
+                f"{k} {v:.4f}" for k, v in record["valid"].items() if k.partition("@")[2] == cuts[0]
             )
             line += f"  valid {parts}"
         console.print(line, highlight=False)
@@ -101,6 +104,10 @@ class RichReporter(Reporter):
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
+
+
+def _cut_key(cut: str) -> int:
+    return int(cut) if cut.isdigit() else 1 << 30
 
 
 def _fail(e: PolyrecError) -> None:
@@ -116,7 +123,9 @@ def _metrics_table(title: str, results: dict[str, Any]) -> Table:
     for part in ("valid", "test"):
         res = results[part]
         for proto in res["metrics"]:
-            label = "full" if proto == "full" else f"1+{res.get('n_negatives', 99)}"
+            if proto != "retrieval" and "retrieval" in res["metrics"]:
+                continue  # interest models: "full"/"sampled" only mirror retrieval for selection
+            label = proto if proto in ("full", "retrieval") else f"1+{res.get('n_negatives', 99)}"
             table.add_column(f"{part}\n{label}", justify="right")
             cols.append((part, proto))
     keys: list[str] = []
@@ -211,7 +220,9 @@ def evaluate(
 
 @app.command()
 def recommend(
-    run_dir: Path = typer.Argument(..., help="a run directory from 'polyrec train'"),
+    run_dir: Path = typer.Argument(
+        ..., help="a run directory from 'polyrec train' or an export from 'polyrec export'"
+    ),
     users: Path = typer.Option(
         ...,
         "--users",
@@ -233,6 +244,88 @@ def recommend(
     console.print(
         f"wrote {frame.height} recommendations for {frame['user'].n_unique()} users to {out}"
     )
+
+
+@app.command("export")
+def export_cmd(
+    run_dir: Path = typer.Argument(..., help="a run directory from 'polyrec train'"),
+    out: Path = typer.Option(..., "--out", "-o", help="export directory to write"),
+    index: str = typer.Option(
+        "flat", "--index", help="flat (exact inner product) | ivf | hnsw (approximate, faiss)"
+    ),
+    nprobe: int = typer.Option(None, "--nprobe", help="IVF lists visited per query"),
+    nlist: int = typer.Option(None, "--nlist", help="IVF lists (default 4·√items)"),
+    ef_search: int = typer.Option(None, "--ef-search", help="HNSW efSearch"),
+    recall_k: int = typer.Option(None, "--recall-k", help="K of the measured recall@K"),
+    force: bool = typer.Option(False, "--force", help="replace an existing export at --out"),
+    as_json: bool = typer.Option(False, "--json", help="print the manifest as JSON"),
+) -> None:
+    """Export a run's best weights, embeddings, id maps and item index for serving."""
+    options = {
+        k: v
+        for k, v in {
+            "nprobe": nprobe,
+            "nlist": nlist,
+            "ef_search": ef_search,
+            "recall_k": recall_k,
+        }.items()
+        if v is not None
+    }
+    try:
+        manifest = api.export(run_dir, out, index=index, force=force, **options)
+    except PolyrecError as e:
+        _fail(e)
+        return
+    if as_json:
+        print(json.dumps(manifest, indent=2))
+        return
+    idx = manifest["index"]
+    recall = idx.get("recall")
+    line = f"exported {manifest['model']['name']} ({manifest['kind']}) to {out}; index {idx['type']} ({idx['backend']})"
+    if recall:
+        line += f", recall@{recall['k']} {recall['value']:.4f} against exact search"
+    console.print(line, highlight=False)
+
+
+@app.command("serve")
+def serve_cmd(
+    export_dir: Path = typer.Argument(..., help="an export directory from 'polyrec export'"),
+    host: str = typer.Option("127.0.0.1", "--host", help="address to listen on"),
+    port: int = typer.Option(8000, "--port", help="port to listen on"),
+    max_k: int = typer.Option(100, "--max-k", help="largest k a request may ask for"),
+    max_batch: int = typer.Option(256, "--max-batch", help="most requests per batch call"),
+    search: str = typer.Option(
+        "auto", "--search", help="auto (faiss index when installed) | faiss | torch"
+    ),
+    threads: int = typer.Option(1, "--threads", help="torch/faiss CPU threads"),
+    access_log: bool = typer.Option(False, "--access-log", help="log every request"),
+) -> None:
+    """Serve an export over HTTP (FastAPI + uvicorn); OpenAPI docs at /docs."""
+    from polyrec.serve import serve
+
+    def ready(app: Any) -> None:
+        rec = app.state.recommender
+        console.print(
+            f"serving {rec.bundle.model_name} from {export_dir} on http://{host}:{port} "
+            f"(search {rec.backend}; docs at /docs)",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+    try:
+        serve(
+            export_dir,
+            host=host,
+            port=port,
+            threads=threads,
+            access_log=access_log,
+            on_ready=ready,
+            max_k=max_k,
+            max_batch=max_batch,
+            search=search,
+        )
+    except PolyrecError as e:
+        _fail(e)
 
 
 @app.command("models")

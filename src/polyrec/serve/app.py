@@ -1,0 +1,224 @@
+"""The FastAPI app over an export directory (``polyrec serve EXPORT_DIR``).
+
+Endpoints: ``GET /health``, ``GET /model``, ``POST /recommend``, ``POST /recommend/batch``,
+``POST /similar-items``; OpenAPI docs at ``/docs``. Every bad request gets a 4xx JSON body
+``{"error": "<one line naming the problem>"}``: malformed JSON (400), a body over
+``max_body_bytes`` (413), unknown fields, wrong types, ``k <= 0`` or above ``max_k``, unknown
+item ids, a batch over ``max_batch`` (422). The export is loaded and checked before the app
+exists, so a corrupt or mismatched export never starts a server.
+
+Handlers are ``async`` and answer on the event loop: one request takes well under a millisecond
+of torch/faiss work, less than a thread hand-off would cost.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from polyrec.errors import ConfigError, PolyrecError
+from polyrec.exporting import Bundle, Query, Recommender, load_export
+from polyrec.exporting.engine import Answer, Search
+from polyrec.serve.schemas import (
+    BatchRequest,
+    BatchResponse,
+    ErrorBody,
+    Health,
+    ModelInfo,
+    RecommendRequest,
+    RecommendResponse,
+    SimilarItemsRequest,
+    SimilarItemsResponse,
+)
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "malformed JSON"},
+    413: {"model": ErrorBody, "description": "request body too large"},
+    422: {"model": ErrorBody, "description": "invalid request (the message names the field)"},
+}
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[int, str]:
+    # an unknown field first: it is often the misspelling behind a missing one
+    errors = sorted(exc.errors(), key=lambda e: e.get("type") != "extra_forbidden")
+    if not errors:
+        return 422, "invalid request"
+    first = errors[0]
+    if first.get("type") == "json_invalid":
+        reason = (first.get("ctx") or {}).get("error", "")
+        return 400, f"malformed JSON body{': ' + str(reason) if reason else ''}"
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    kind = first.get("type", "")
+    if loc and loc[-1] in ("int", "str"):  # an id (int | str union): one message, not two
+        loc = loc[:-1]
+        kind = "id"
+    where = ".".join(loc) or "body"
+    if kind == "id":
+        msg = f"{where}: expected an id (a JSON integer or string)"
+        return 422, msg
+    if kind == "extra_forbidden":
+        msg = f"{where}: unknown field"
+    elif kind == "missing":
+        msg = f"{where}: required field missing" if loc else "request body missing"
+    elif kind == "model_attributes_type":
+        msg = f"{where}: expected a JSON object"
+        if isinstance(first.get("input"), bytes | str) and not loc:
+            msg += " (is the Content-Type application/json?)"
+    else:
+        msg = f"{where}: {first.get('msg', 'invalid value')}"
+    more = len(errors) - 1
+    return 422, msg + (f" ({more} more problem{'s' if more > 1 else ''})" if more else "")
+
+
+class BodyLimit:
+    """Refuse bodies whose Content-Length exceeds ``limit`` bytes (413) before reading them."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for name, value in scope.get("headers", ()):
+                if name == b"content-length":
+                    try:
+                        size = int(value)
+                    except ValueError:
+                        size = -1
+                    if size > self.limit or size < 0:
+                        msg = (
+                            f"request body of {size} bytes is over the limit of {self.limit}"
+                            if size > self.limit
+                            else "invalid Content-Length header"
+                        )
+                        await _error(413 if size > self.limit else 400, msg)(scope, receive, send)
+                        return
+        await self.app(scope, receive, send)
+
+
+def _result(user: Any, a: Answer) -> dict[str, Any]:
+    return {"user": user, "items": a.items, "scores": a.scores, "fallback": a.fallback}
+
+
+def _query(r: RecommendRequest) -> Query:
+    return Query(r.user, r.history, r.k, r.exclude_seen, r.allow, r.deny)
+
+
+def create_app(
+    export: str | os.PathLike[str] | Bundle,
+    *,
+    max_k: int = 100,
+    max_batch: int = 256,
+    search: Search = "auto",
+    max_body_bytes: int = 4 << 20,
+) -> FastAPI:
+    """The app serving ``export`` (a directory, loaded and verified here, or a loaded Bundle).
+
+    Raises :class:`~polyrec.errors.CheckpointError` for a corrupt export and
+    :class:`~polyrec.errors.ConfigError` for bad limits, before any request is served.
+    """
+    if max_batch < 1:
+        raise ConfigError(f"max_batch must be >= 1 (got {max_batch})")
+    bundle = export if isinstance(export, Bundle) else load_export(export)
+    rec = Recommender(bundle, max_k=max_k, search=search)
+    manifest = bundle.manifest
+    info = manifest["model"]
+    # warm-up: the first request should not pay for lazy initialisation
+    rec.recommend([Query(user=bundle.user_map.ids[0] if bundle.n_users else None, k=1)])
+
+    app = FastAPI(
+        title=f"polyrec: {info['name']} on {manifest['dataset'].get('name', '')}",
+        version=str(manifest.get("software", {}).get("polyrec", "")),
+        description=(
+            "Recommendations from an exported polyrec model. Ids are the dataset's external ids "
+            '(JSON integers or strings). Every error is a 4xx JSON body `{"error": ...}`.'
+        ),
+    )
+    app.state.recommender = rec
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        status, msg = _validation_message(exc)
+        return _error(status, msg)
+
+    @app.exception_handler(PolyrecError)
+    async def _user_error(request: Request, exc: PolyrecError) -> JSONResponse:
+        return _error(422, str(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail))
+
+    metrics = bundle.metrics
+    model_info = ModelInfo(
+        name=info["name"],
+        kind=bundle.kind,
+        paper=info.get("paper", ""),
+        scoring=info.get("scoring", ""),
+        interests=int(info.get("interests", 1)),
+        dim=int(info.get("dim", bundle.item_emb.shape[1])),
+        max_len=info.get("max_len"),
+        dataset=manifest.get("dataset", {}),
+        protocol=manifest.get("protocol", {}),
+        metrics={
+            part: {"metrics": metrics[part].get("metrics", {}), "ks": metrics[part].get("ks")}
+            for part in ("valid", "test")
+            if isinstance(metrics.get(part), dict)
+        },
+        index=manifest.get("index", {}),
+        search=rec.backend,
+        limits={"max_k": max_k, "max_batch": max_batch},
+        exported=manifest.get("created"),
+    )
+    health = Health(status="ok", model=info["name"], items=bundle.n_items, users=bundle.n_users)
+
+    @app.get("/health", response_model=Health)
+    async def get_health() -> Health:
+        """Liveness: the model is loaded and answers."""
+        return health
+
+    @app.get("/model", response_model=ModelInfo)
+    async def get_model() -> ModelInfo:
+        """The model, its dataset, its validation/test metrics with their protocol, the index."""
+        return model_info
+
+    # The handlers return JSONResponse directly: the bodies are built from plain lists, so
+    # validating them again against the response models (kept for the docs) would only cost.
+    @app.post("/recommend", response_model=RecommendResponse, responses=ERRORS)
+    async def post_recommend(body: RecommendRequest) -> JSONResponse:
+        """Top-k items for ``user`` (or ``history``), seen items and ``deny`` removed."""
+        return JSONResponse(_result(body.user, rec.recommend([_query(body)])[0]))
+
+    @app.post("/recommend/batch", response_model=BatchResponse, responses=ERRORS)
+    async def post_batch(body: BatchRequest) -> JSONResponse:
+        """Several requests in one call (at most ``max_batch``), answered in order."""
+        if len(body.requests) > max_batch:
+            return _error(
+                422,
+                f"requests: {len(body.requests)} requests in one batch; the maximum is {max_batch}",
+            )
+        answers = rec.recommend([_query(r) for r in body.requests], field="requests")
+        results = [_result(r.user, a) for r, a in zip(body.requests, answers, strict=True)]
+        return JSONResponse({"results": results})
+
+    @app.post("/similar-items", response_model=SimilarItemsResponse, responses=ERRORS)
+    async def post_similar(body: SimilarItemsRequest) -> JSONResponse:
+        """Items nearest to ``item`` by inner product of the exported item embeddings."""
+        a = rec.similar_items(body.item, body.k, allow=body.allow, deny=body.deny)
+        return JSONResponse({"item": body.item, "items": a.items, "scores": a.scores})
+
+    app.add_middleware(BodyLimit, limit=max_body_bytes)
+    return app
+
+
+__all__ = ["create_app"]
