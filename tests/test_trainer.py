@@ -24,12 +24,21 @@ class Killer(Reporter):
             raise KeyboardInterrupt
 
 
-@pytest.mark.parametrize("model", ["mf", "lightgcn"])
-def test_resume_reaches_identical_metrics(tmp_path, dataset_dir, model):
-    args = [*FAST, "train.epochs=6", "train.patience=50", "train.lr=0.01"]
+@pytest.mark.parametrize(
+    ("model", "schedule"),
+    [
+        ("mf", []),
+        ("lightgcn", []),
+        ("mf", ['train.lr_schedule="cyclic"', "train.max_lr=0.05", "train.cycle_up=3"]),
+    ],
+)
+def test_resume_reaches_identical_metrics(tmp_path, dataset_dir, model, schedule):
+    args = [*FAST, "train.epochs=6", "train.patience=50", "train.lr=0.01", *schedule]
     full = polyrec.train(model, dataset_dir, overrides=args, out=tmp_path / "full")
     with pytest.raises(KeyboardInterrupt):
-        polyrec.train(model, dataset_dir, overrides=args, out=tmp_path / "killed", reporter=Killer(4))
+        polyrec.train(
+            model, dataset_dir, overrides=args, out=tmp_path / "killed", reporter=Killer(4)
+        )
     assert (tmp_path / "killed" / "last.safetensors").exists()
     assert not (tmp_path / "killed" / "metrics.json").exists()
     resumed = polyrec.train(resume=tmp_path / "killed")
@@ -44,7 +53,8 @@ def test_resume_reaches_identical_metrics(tmp_path, dataset_dir, model):
 
 def test_selection_uses_validation_and_early_stops(tmp_path, dataset_dir):
     res = polyrec.train(
-        "mf", dataset_dir,
+        "mf",
+        dataset_dir,
         overrides=[*FAST, "train.epochs=200", "train.patience=2", "train.lr=0.05"],
         out=tmp_path / "run",
     )
@@ -62,7 +72,9 @@ def test_selection_uses_validation_and_early_stops(tmp_path, dataset_dir):
 def test_trained_model_beats_pop_on_validation(tmp_path, dataset_dir):
     pop = polyrec.train("pop", dataset_dir, overrides=FAST[:-1], out=tmp_path / "pop")
     lgn = polyrec.train(
-        "lightgcn", dataset_dir, overrides=[*FAST, "train.epochs=20", "train.lr=0.01", "params.behaviors=all"],
+        "lightgcn",
+        dataset_dir,
+        overrides=[*FAST, "train.epochs=20", "train.lr=0.01", "params.behaviors=all"],
         out=tmp_path / "lgn",
     )
     key = "ndcg@10"
@@ -102,3 +114,31 @@ def test_recommend_excludes_seen_and_uses_external_ids(tmp_path, dataset_dir, sm
     seen = set(zip(split.train.user[t].tolist(), split.train.item[t].tolist(), strict=True))
     for u, i in zip(frame["user"].to_list(), frame["item"].to_list(), strict=True):
         assert (int(u), int(i)) not in seen
+
+
+def test_cyclic_factor_is_triangular():
+    from polyrec.training.schedule import cyclic_factor
+
+    lrs = [cyclic_factor(t, 1e-3, 5e-3, up=2, down=4) * 1e-3 for t in range(8)]
+    expected = [1e-3, 3e-3, 5e-3, 4e-3, 3e-3, 2e-3, 1e-3, 3e-3]
+    assert lrs == pytest.approx(expected)
+    with pytest.raises(ValueError):
+        cyclic_factor(0, 1e-3, 1e-4, up=2, down=4)
+
+
+def test_cyclic_schedule_changes_lr_and_needs_max_lr(tmp_path, dataset_dir):
+    from polyrec.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="max_lr"):
+        polyrec.train(
+            "mf", dataset_dir, overrides=[*FAST, 'train.lr_schedule="cyclic"'], out=tmp_path / "bad"
+        )
+    base = [*FAST, "train.epochs=2", "train.lr=0.01"]
+    plain = polyrec.train("mf", dataset_dir, overrides=base, out=tmp_path / "plain")
+    cyc = polyrec.train(
+        "mf",
+        dataset_dir,
+        overrides=[*base, 'train.lr_schedule="cyclic"', "train.max_lr=0.1"],
+        out=tmp_path / "cyc",
+    )
+    assert cyc["history"][-1]["train"] != plain["history"][-1]["train"]

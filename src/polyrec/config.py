@@ -83,6 +83,14 @@ class TrainConfig(_Section):
         description="protocol of the validation metric used for model selection ('retrieval' "
         "for interest models; they also answer 'full' with their retrieval figures)",
     )
+    lr_schedule: Literal["constant", "cyclic"] = Field(
+        "constant",
+        description="'cyclic': triangular cyclical lr from train.lr up to train.max_lr and back, "
+        "per optimisation step (CML §4.1.3 trains with CyclicLR)",
+    )
+    max_lr: float | None = Field(None, gt=0, description="cyclic schedule: the peak lr")
+    cycle_up: int = Field(5, ge=1, description="cyclic schedule: steps from train.lr to max_lr")
+    cycle_down: int = Field(10, ge=1, description="cyclic schedule: steps from max_lr back down")
     patience: int = Field(10, ge=1, description="epochs without validation improvement to stop")
     eval_every: int = Field(1, ge=1, description="validate every N epochs")
     device: str = Field("auto", description="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1'")
@@ -110,7 +118,8 @@ class EvalConfig(_Section):
         False, description="retrieval: drop a user's history items from the ranking (ComiRec: no)"
     )
     search: Literal["auto", "torch", "faiss"] = Field(
-        "auto", description="retrieval search: exact torch, faiss IndexFlatIP, or faiss if installed"
+        "auto",
+        description="retrieval search: exact torch, faiss IndexFlatIP, or faiss if installed",
     )
 
     def retrieval_options(self) -> dict[str, Any]:

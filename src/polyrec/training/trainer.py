@@ -15,6 +15,7 @@ A run directory holds::
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import platform
@@ -46,6 +47,7 @@ from polyrec.training.checkpoint import (
     save_checkpoint,
     save_weights,
 )
+from polyrec.training.schedule import cyclic_factor, scale_lr
 
 LAST = "last.safetensors"
 BEST = "best.safetensors"
@@ -135,6 +137,19 @@ class Trainer:
         self.metric_key = f"{self.metric_name}@{self.metric_k}"
         self.ks = sorted(set(cfg.eval.ks) | {self.metric_k})
         self.tb = _tensorboard(run_dir)
+        self.step = 0  # optimisation steps so far (drives the lr schedule; saved in checkpoints)
+        self.schedule: Callable[[int], float] | None = None
+        t = self.p.cfg.train
+        if t.lr_schedule == "cyclic":
+            if t.max_lr is None or t.max_lr < t.lr:
+                raise ConfigError(
+                    f"train.lr_schedule='cyclic' needs train.max_lr >= train.lr (got max_lr="
+                    f"{t.max_lr}, lr={t.lr})"
+                )
+            peak = t.max_lr
+            self.schedule = functools.partial(
+                cyclic_factor, base=t.lr, peak=peak, up=t.cycle_up, down=t.cycle_down
+            )
 
     def _validate(self) -> dict[str, Any]:
         cfg = self.p.cfg
@@ -166,6 +181,7 @@ class Trainer:
             "history": [],
             "stopped": None,
             "train_seconds": 0.0,
+            "step": 0,
         }
         last, best = self.run_dir / LAST, self.run_dir / BEST
         if resume:
@@ -183,8 +199,10 @@ class Trainer:
         self.reporter.start(cfg.train.epochs, state["epoch"] + 1)
         t_start = time.perf_counter()
         try:
+            self.step = int(state.get("step", 0))
             for epoch in range(state["epoch"] + 1, cfg.train.epochs + 1):
                 record = self._epoch(epoch, generator, optimisers)
+                state["step"] = self.step
                 state["train_seconds"] += record["seconds"]
                 if epoch % cfg.train.eval_every == 0 or epoch == cfg.train.epochs:
                     t0 = time.perf_counter()
@@ -248,7 +266,10 @@ class Trainer:
         for batch in model.batches(self.p.data, cfg.train.batch_size, generator):
             if hasattr(batch, "to"):
                 batch = batch.to(device)
+            if self.schedule is not None:
+                scale_lr(optimisers, self.schedule(self.step))
             stats = model.train_step(batch, optimisers)
+            self.step += 1
             for k, v in stats.items():
                 if not math.isfinite(v):
                     raise FloatingPointError(
