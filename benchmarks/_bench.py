@@ -11,6 +11,7 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -184,3 +185,132 @@ def fmt_mean_sd_from(mean: float | None, sd: float | None, nd: int = 4) -> str:
     if mean is None:
         return "–"
     return f"{mean:.{nd}f} ± {sd:.{nd}f}" if sd is not None else f"{mean:.{nd}f}"
+
+
+# ------------------------------------------------------------------ one training run (child)
+def train_worker(spec: dict[str, Any]) -> dict[str, Any]:
+    """Train one polyrec run in this process and measure it (the child side of :func:`run_jobs`).
+
+    ``spec``: ``config`` (TOML path), ``overrides`` (``key=value`` list), ``run_dir``,
+    ``threads``, ``eval_reps`` (timed test evaluations with the best weights), ``eval_protocols``
+    (what those timed evaluations run). Returns timings, peak memory, the best epoch, the
+    validation curve and the final validation/test metrics of every configured protocol.
+    """
+    import torch
+
+    from polyrec.config import load_config
+    from polyrec.eval.evaluator import evaluate
+    from polyrec.training.trainer import Reporter, Trainer, final_metrics, prepare
+
+    torch.set_num_threads(int(spec["threads"]))
+    cfg = load_config(spec["config"], [*spec["overrides"], f"train.threads={spec['threads']}"])
+    run_dir = Path(spec["run_dir"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    prepared = prepare(cfg, run_dir)
+    setup = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    summary = Trainer(prepared, run_dir, Reporter()).fit()
+    fit_wall = time.perf_counter() - t0
+    result = final_metrics(prepared)
+    eval_times = []
+    for _ in range(int(spec.get("eval_reps", 1))):
+        t0 = time.perf_counter()
+        evaluate(
+            prepared.model,
+            prepared.split,
+            "test",
+            protocols=tuple(spec.get("eval_protocols") or cfg.eval.protocols),
+            ks=tuple(cfg.eval.ks),
+            mask=cfg.eval.mask,
+            batch_size=cfg.eval.batch_size,
+            retrieval=cfg.eval.retrieval_options(),
+        )
+        eval_times.append(time.perf_counter() - t0)
+    hist = summary["history"]
+    batches = sum(int(h.get("batches") or 0) for h in hist)
+    train_s = sum(float(h["seconds"]) for h in hist)
+    best = int(summary["best_epoch"])
+    to_best = sum(
+        float(h["seconds"]) + float(h.get("eval_seconds") or 0) for h in hist if h["epoch"] <= best
+    )
+    metric = cfg.train.metric
+    return {
+        "best_epoch": best,
+        "epochs_run": summary["epoch"],
+        "stopped": summary["stopped"],
+        "selection": f"validation {cfg.train.select_protocol} {metric}",
+        "iterations": batches,
+        "iterations_per_second": batches / train_s if train_s else None,
+        "epoch_seconds": [float(h["seconds"]) for h in hist],
+        "train_seconds": train_s,
+        "fit_wall_seconds": fit_wall,
+        "seconds_to_best": to_best,
+        "setup_seconds": setup,
+        "valid_eval_seconds": [float(h.get("eval_seconds") or 0) for h in hist],
+        "test_eval_seconds": eval_times,
+        "n_users": prepared.split.train.n_users,
+        "n_items": prepared.split.train.n_items,
+        "split": result["test"]["split"],
+        "peak_rss_mib": peak_rss_mib(),
+        "valid": result["valid"]["metrics"],
+        "test": result["test"]["metrics"],
+        "notes": sorted(set(result["valid"].get("notes", []) + result["test"].get("notes", []))),
+        "curve": [(h["epoch"], (h.get("valid") or {}).get(metric)) for h in hist],
+    }
+
+
+def worker_main(argv: list[str]) -> int | None:
+    """``script.py --worker SPEC.json``: run :func:`train_worker` and write its JSON atomically.
+    Returns None when ``argv`` is not a worker call."""
+    if len(argv) != 2 or argv[0] != "--worker":
+        return None
+    spec = json.loads(Path(argv[1]).read_text())
+    out = train_worker(spec)
+    tmp = Path(spec["out"] + ".tmp")
+    tmp.write_text(json.dumps(out))
+    tmp.replace(spec["out"])
+    return 0
+
+
+def run_jobs(
+    specs: list[dict[str, Any]],
+    script: Path,
+    work: Path,
+    *,
+    threads: int,
+    parallel: int = 1,
+    resume: bool = False,
+    tag: str = "bench",
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Run every spec (each needs a unique ``name``) as ``script --worker`` child processes,
+    ``parallel`` at a time; returns (finished runs with their spec fields, failure messages).
+    With ``resume``, a run whose output JSON exists in ``work`` is reused."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    work.mkdir(parents=True, exist_ok=True)
+    env = child_env(threads)
+
+    def one(spec: dict[str, Any]) -> dict[str, Any] | str:
+        name = spec["name"]
+        spec = {**spec, "threads": threads, "out": str(work / f"{name}.json")}
+        spec.setdefault("run_dir", str(work / name))
+        if resume and Path(spec["out"]).exists():
+            print(f"[{tag}] {name}: reusing {spec['out']}", flush=True)
+            return {**spec, **json.loads(Path(spec["out"]).read_text())}
+        spec_path = work / f"{name}.spec.json"
+        spec_path.write_text(json.dumps(spec))
+        cmd = [sys.executable, str(script), "--worker", str(spec_path)]
+        rc, wall, cont = run_child(cmd, env, work / f"{name}.log", name, tag=tag)
+        if rc != 0 or not Path(spec["out"]).exists():
+            return f"{name} failed (exit {rc}):\n{tail(work / f'{name}.log')}"
+        out = json.loads(Path(spec["out"]).read_text())
+        return {**spec, **out, "wall_seconds": wall, "contention": cont}
+
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        done = list(pool.map(one, specs))
+    runs = [r for r in done if isinstance(r, dict)]
+    failures = [r for r in done if isinstance(r, str)]
+    for f in failures:
+        print(f, file=sys.stderr)
+    return runs, failures

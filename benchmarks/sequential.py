@@ -27,7 +27,6 @@ import argparse
 import json
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -48,83 +47,44 @@ VARIANT = ["ndcg_comirec@20", "ndcg_comirec@50"]
 
 
 # --------------------------------------------------------------------------------- child (one run)
-def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
-    import torch
-
-    from polyrec.config import load_config
-    from polyrec.eval.evaluator import evaluate
-    from polyrec.training.trainer import Reporter, Trainer, final_metrics, prepare
-
-    torch.set_num_threads(spec["threads"])
-    cfg = load_config(
-        ROOT / "configs" / f"{spec['model']}-beauty.toml",
-        [
-            f"data.path={json.dumps(spec['data'])}",
-            f"seed={spec['seed']}",
-            f"train.epochs={spec['epochs']}",
-            f"train.patience={spec['patience']}",
-            f"train.threads={spec['threads']}",
+def spec_for(d: str, m: str, seed: int, data: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The child's job: the model's shipped config with the benchmark's overrides."""
+    return {
+        "name": f"{d}-{m}-{seed}",
+        "dataset": d,
+        "model": m,
+        "seed": seed,
+        "config": str(ROOT / "configs" / f"{m}-beauty.toml"),
+        "overrides": [
+            f"data.path={json.dumps(str(data))}",
+            f"seed={seed}",
+            f"train.epochs={args.max_epochs}",
+            f"train.patience={args.patience}",
             'train.device="cpu"',
-            f"params.batches_per_epoch={spec['batches']}",
+            f"params.batches_per_epoch={args.batches_per_epoch}",
             'eval.ndcg="both"',
             'eval.search="torch"',
         ],
-    )
-    run_dir = Path(spec["run_dir"])
-    run_dir.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    prepared = prepare(cfg, run_dir)
-    setup = time.perf_counter() - t0
-    trainer = Trainer(prepared, run_dir, Reporter())
-    t0 = time.perf_counter()
-    summary = trainer.fit()
-    fit_wall = time.perf_counter() - t0
-    result = final_metrics(prepared)
-    # evaluation time for all test users, best weights, repeated (median)
-    eval_times = []
-    for _ in range(spec["eval_reps"]):
-        t0 = time.perf_counter()
-        evaluate(
-            prepared.model,
-            prepared.split,
-            "test",
-            protocols=("retrieval",),
-            ks=(20, 50),
-            batch_size=cfg.eval.batch_size,
-            retrieval={"search": "torch"},
-        )
-        eval_times.append(time.perf_counter() - t0)
-    hist = summary["history"]
-    batches = sum(int(h.get("batches") or 0) for h in hist)
-    train_s = sum(float(h["seconds"]) for h in hist)
-    best = summary["best_epoch"]
-    to_best = sum(
-        float(h["seconds"]) + float(h.get("eval_seconds") or 0) for h in hist if h["epoch"] <= best
-    )
-    split = result["test"]["split"]
-    return {
-        "model": spec["model"],
-        "dataset": spec["dataset"],
-        "seed": spec["seed"],
-        "best_epoch": best,
-        "epochs_run": summary["epoch"],
-        "stopped": summary["stopped"],
-        "iterations": batches,
-        "iterations_per_second": batches / train_s if train_s else None,
-        "train_seconds": train_s,
-        "fit_wall_seconds": fit_wall,
-        "seconds_to_best": to_best,
-        "setup_seconds": setup,
-        "valid_eval_seconds": [float(h.get("eval_seconds") or 0) for h in hist],
-        "test_eval_seconds": eval_times,
-        "test_users": split["test_users"],
-        "n_items": prepared.split.train.n_items,
-        "split": split,
-        "peak_rss_mib": _bench.peak_rss_mib(),
-        "valid": result["valid"]["metrics"]["retrieval"],
-        "test": result["test"]["metrics"]["retrieval"],
-        "curve": [(h["epoch"], (h.get("valid") or {}).get("recall@50")) for h in hist],
+        "eval_reps": args.eval_reps,
+        "eval_protocols": ["retrieval"],
     }
+
+
+def _legacy_worker_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """Specs written by an older version of this script (one run still in flight)."""
+    ns = argparse.Namespace(
+        max_epochs=spec["epochs"],
+        patience=spec["patience"],
+        batches_per_epoch=spec["batches"],
+        eval_reps=spec["eval_reps"],
+    )
+    new = spec_for(spec["dataset"], spec["model"], spec["seed"], Path(spec["data"]), ns)
+    return {**new, "threads": spec["threads"], "run_dir": spec["run_dir"], "out": spec["out"]}
+
+
+def _retrieval(metrics: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = metrics.get("retrieval", metrics)
+    return out
 
 
 # ------------------------------------------------------------------------------------------- parent
@@ -146,7 +106,7 @@ def ensure_dataset(name: str, shared: Path, root: Path) -> Path:
 
 def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
     def vals(part: str, key: str) -> list[float]:
-        return [float(r[part][key]) for r in runs if key in r[part]]
+        return [float(_retrieval(r[part])[key]) for r in runs if key in _retrieval(r[part])]
 
     agg: dict[str, Any] = {"seeds": [r["seed"] for r in runs]}
     for part in ("valid", "test"):
@@ -244,11 +204,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.worker:
         spec = json.loads(Path(args.worker).read_text())
-        out = run_worker(spec)
-        tmp = Path(spec["out"] + ".tmp")
-        tmp.write_text(json.dumps(out))
-        tmp.replace(spec["out"])
-        return 0
+        if "config" not in spec:
+            spec = _legacy_worker_spec(spec)
+            Path(args.worker).write_text(json.dumps(spec))
+        return _bench.worker_main(["--worker", args.worker]) or 0
 
     if args.quick:
         args.seeds, args.max_epochs, args.batches_per_epoch, args.eval_reps = 1, 2, 200, 1
@@ -261,49 +220,29 @@ def main(argv: list[str] | None = None) -> int:
         if m not in MODELS:
             ap.error(f"unknown model {m!r}; choose from {', '.join(MODELS)}")
     paths = {d: ensure_dataset(d, Path(args.shared), Path(args.data_root)) for d in datasets}
-    work = Path(args.work_dir)
-    work.mkdir(parents=True, exist_ok=True)
-    env = _bench.child_env(args.threads)
     seeds = [2024 + i for i in range(args.seeds)]
-    jobs = [(d, m, s) for d in datasets for s in seeds for m in models]
-
-    def one(job: tuple[str, str, int]) -> tuple[tuple[str, str, int], dict[str, Any] | str]:
-        d, m, s = job
-        tag = f"{d}-{m}-{s}"
-        spec = {
-            "model": m, "dataset": d, "data": str(paths[d]), "seed": s,
-            "epochs": args.max_epochs, "patience": args.patience,
-            "batches": args.batches_per_epoch, "threads": args.threads,
-            "eval_reps": args.eval_reps, "run_dir": str(work / tag),
-            "out": str(work / f"{tag}.json"),
-        }  # fmt: skip
-        if args.resume and Path(spec["out"]).exists():
-            print(f"[sequential] {tag}: reusing {spec['out']}", flush=True)
-            return job, json.loads(Path(spec["out"]).read_text())
-        spec_path = work / f"{tag}.spec.json"
-        spec_path.write_text(json.dumps(spec))
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", str(spec_path)]
-        rc, wall, cont = _bench.run_child(cmd, env, work / f"{tag}.log", tag, tag="sequential")
-        if rc != 0:
-            return job, f"{tag} failed (exit {rc}):\n{_bench.tail(work / f'{tag}.log')}"
-        out = json.loads(Path(spec["out"]).read_text())
-        out["wall_seconds"], out["contention"] = wall, cont
-        return job, out
-
+    specs = [
+        spec_for(d, m, seed, paths[d], args) for d in datasets for seed in seeds for m in models
+    ]
     t0 = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        done = list(pool.map(one, jobs))
-    runs = [r for _, r in done if isinstance(r, dict)]
-    failures = [r for _, r in done if isinstance(r, str)]
-    for f in failures:
-        print(f, file=sys.stderr)
+    runs, failures = _bench.run_jobs(
+        specs,
+        Path(__file__).resolve(),
+        Path(args.work_dir),
+        threads=args.threads,
+        parallel=args.jobs,
+        resume=args.resume,
+        tag="sequential",
+    )
     results: dict[str, dict[str, Any]] = {}
     for d in datasets:
         for m in models:
             cell = [r for r in runs if r["dataset"] == d and r["model"] == m]
             if cell:
                 agg = aggregate(cell)
-                agg |= {"n_items": cell[0]["n_items"], "test_users": cell[0]["test_users"]}
+                c0 = cell[0]
+                users = c0.get("test_users") or c0["split"]["test_users"]
+                agg |= {"n_items": c0["n_items"], "test_users": users}
                 results.setdefault(d, {})[m] = agg
     res = {
         "name": NAME,

@@ -62,14 +62,26 @@ def test_info_nce_rows_rejects_bad_input() -> None:
 def test_graph_buffers_are_not_saved_and_batches_are_consistent() -> None:
     model, data = make()
     assert not any(k.startswith("adj_") for k in model.state_dict())
-    batch = first_batch(model, data)
     n_beh = len(model.behaviors)
-    assert batch.pos.shape == batch.neg.shape == batch.valid.shape == (n_beh, len(batch.user))
-    for k, beh in enumerate(model.behaviors):
-        ok = batch.valid[k]
-        pos_set, u = data.pair_set(beh), batch.user[ok]
-        assert pos_set.contains_t(u, batch.pos[k][ok]).all()  # positives are real pairs
-        assert not pos_set.contains_t(batch.user, batch.neg[k]).any()  # negatives are not
+    for s in (1, 3):
+        model.config.pairs_per_user = s
+        batch = first_batch(model, data)
+        b = len(batch.user)
+        assert batch.pos.shape == batch.neg.shape == (n_beh, b, s)
+        assert batch.valid.shape == (n_beh, b)
+        for k, beh in enumerate(model.behaviors):
+            ok = batch.valid[k]
+            pos_set, u = data.pair_set(beh), batch.user[ok][:, None].expand(-1, s)
+            assert pos_set.contains_t(u, batch.pos[k][ok]).all()  # positives are real pairs
+            uu = batch.user[:, None].expand(-1, s)
+            assert not pos_set.contains_t(uu, batch.neg[k]).any()  # negatives are not
+        # the target row's first positive is the batch's own target pair
+        assert (
+            data.pair_set(model.target)
+            .contains_t(batch.user, batch.pos[model.target_index, :, 0])
+            .all()
+        )
+    model.config.pairs_per_user = 1
     assert len(batch.meta_user) == model.config.meta_batch_size or len(batch.meta_user) > 0
     users, items, beh_users = model._encode(model._theta())
     assert users.shape == (model.n_users, 8) and items.shape == (model.n_items, 8)
@@ -140,7 +152,8 @@ def test_without_meta_network_uses_unit_weights_and_a_plain_step() -> None:
     users, items, _ = model._encode(model._theta())
     eu = users[batch.user]
     k = model.target_index
-    plain = losses.bpr((eu * items[batch.pos[k]]).sum(-1), (eu * items[batch.neg[k]]).sum(-1))
+    pos, neg = batch.pos[k][:, 0], batch.neg[k][:, 0]
+    plain = losses.bpr((eu * items[pos]).sum(-1), (eu * items[neg]).sum(-1))
     torch.testing.assert_close(terms["bpr_buy"], plain)
     stats = model.train_step(batch, opts)
     assert "meta_bpr" not in stats
@@ -171,11 +184,12 @@ def test_short_training_run_beats_pop_on_validation(tmp_path, dataset_dir) -> No
         dataset_dir,
         overrides=[
             *FAST,
-            "train.epochs=6",
+            "train.epochs=8",
             "train.lr=0.05",
-            "train.patience=6",
+            "train.patience=8",
             "params.dim=16",
             "params.meta_batch_size=64",
+            "params.pairs_per_user=4",
         ],
         out=tmp_path / "cml",
     )

@@ -142,3 +142,120 @@ def info_nce_rows(
 
 
 __all__.append("info_nce_rows")
+
+
+def info_nce_candidates_rows(
+    anchor: Tensor, candidates: Tensor, positive: Tensor, temperature: float
+) -> Tensor:
+    r"""Per-row InfoNCE of ``anchor[B, d]`` against a whole candidate table ``candidates[N, d]``
+    (SGL SIGIR 2021 Eq. 10 as printed: every other node of the view is a negative).
+
+    Row ``b``'s positive is ``candidates[positive[b]]``; with cosine similarity (both sides
+    L2-normalised) and temperature τ the entry ``b`` of the returned ``[B]`` tensor is
+
+    .. math::
+        -\ln \frac{\exp(z^a_b \cdot z^c_{p_b} / τ)}{\sum_{n=1}^{N} \exp(z^a_b \cdot z^c_n / τ)}
+
+    With ``candidates = positive_rows`` and ``positive = arange(B)`` this is
+    :func:`info_nce_rows` (in-batch negatives).
+    """
+    if anchor.dim() != 2 or candidates.dim() != 2 or anchor.shape[1] != candidates.shape[1]:
+        raise ValueError(
+            f"info_nce_candidates_rows needs anchor [B, d] and candidates [N, d], got "
+            f"{tuple(anchor.shape)} and {tuple(candidates.shape)}"
+        )
+    if positive.shape != (anchor.shape[0],):
+        raise ValueError(
+            f"positive must hold one index per anchor row, got {tuple(positive.shape)}"
+        )
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    za = F.normalize(anchor, dim=1)
+    zc = F.normalize(candidates, dim=1)
+    logits = za @ zc.T / temperature
+    pos = logits.gather(1, positive.long().unsqueeze(1)).squeeze(1)
+    return torch.logsumexp(logits, dim=1) - pos
+
+
+__all__.append("info_nce_candidates_rows")
+
+
+def kl_bernoulli(p_logits: Tensor, q_logits: Tensor, reduction: str = "mean") -> Tensor:
+    r"""KL divergence between Bernoulli distributions given by logits (MBA SIGIR 2023 Eq. 5–6).
+
+    With :math:`p = \sigma(a)` (``p_logits``) and :math:`q = \sigma(b)` (``q_logits``), per
+    element:
+
+    .. math::
+        \mathrm{KL}[\mathrm{Bern}(p) \,\|\, \mathrm{Bern}(q)]
+            = p \ln\frac{p}{q} + (1 - p) \ln\frac{1 - p}{1 - q}
+
+    computed from ``ln σ(x)`` / ``ln σ(−x)`` (``logsigmoid``), exact and finite for any finite
+    logits (no ``+ε`` inside the logarithms). ``reduction``: ``"mean"`` (default), ``"sum"`` or
+    ``"none"`` (the element-wise tensor, broadcast shape of the inputs).
+    """
+    p = torch.sigmoid(p_logits)
+    kl = p * (F.logsigmoid(p_logits) - F.logsigmoid(q_logits)) + (1.0 - p) * (
+        F.logsigmoid(-p_logits) - F.logsigmoid(-q_logits)
+    )
+    if reduction == "mean":
+        return kl.mean()
+    if reduction == "sum":
+        return kl.sum()
+    if reduction == "none":
+        return kl
+    raise ValueError(f"unknown reduction {reduction!r}; use 'mean', 'sum' or 'none'")
+
+
+def bernoulli_channel_loglik(
+    t_logits: Tensor,
+    observed: Tensor,
+    h1_logits: Tensor | None = None,
+    h0_logits: Tensor | None = None,
+    *,
+    c1: float = 1000.0,
+    c2: float = 1000.0,
+) -> Tensor:
+    r"""Element-wise :math:`E_{r^t \sim \mathrm{Bern}(t)}[\ln P(r \mid r^t)]` of MBA's noisy
+    channel (SIGIR 2023 Eq. 2, expanded in Eq. 13–14; the approximations of Eq. 15–18).
+
+    ``t_logits``: the latent true preference :math:`t = \sigma(\cdot)` of each (user, item) pair;
+    ``observed``: the observed behavior :math:`r \in \{0, 1\}` (bool or 0/1);
+    ``h1_logits``: :math:`h_1 = P(r = 1 \mid r^t = 1)`; ``h0_logits``: :math:`h_0 = P(r = 1 \mid
+    r^t = 0)`. Then
+
+    .. math::
+        E = t \ln P(r \mid r^t = 1) + (1 - t) \ln P(r \mid r^t = 0)
+
+    with :math:`\ln P(1 \mid 1) = \ln h_1`, :math:`\ln P(0 \mid 1) = \ln(1 - h_1)`,
+    :math:`\ln P(1 \mid 0) = \ln h_0`, :math:`\ln P(0 \mid 0) = \ln(1 - h_0)` (Eq. 13–14 when
+    both h are given). A missing h takes the approximation of one alternating step (§3.3.2):
+
+    * ``h0_logits=None`` — first step, :math:`h_0 \approx 0`: :math:`\ln h_0` is replaced by
+      :math:`-C_1` and :math:`\ln(1 - h_0)` by 0, giving :math:`L_{CP}/L_{PP}` for ``r = 1``
+      (:math:`t \ln h_1 - C_1 (1 - t)`) and :math:`L_{CN}/L_{PN}` for ``r = 0``
+      (:math:`t \ln(1 - h_1)`) of Eq. 15–16;
+    * ``h1_logits=None`` — second step, :math:`h_1 \approx 1`: :math:`\ln h_1 \to 0` and
+      :math:`\ln(1 - h_1) \to -C_2`, giving :math:`L'_{CP}/L'_{PP} = (1 - t)\ln h_0` and
+      :math:`L'_{CN}/L'_{PN} = -C_2 t + (1 - t)\ln(1 - h_0)` of Eq. 17–18. The paper prints
+      ``+C_2 t``; since :math:`C_2` replaces :math:`-\ln(1 - h_1)` the sign is minus (as in the
+      authors' code).
+
+    Returns the element-wise log-likelihood (to be maximised; the loss is its negative).
+    """
+    if h1_logits is None and h0_logits is None:
+        raise ValueError("bernoulli_channel_loglik needs h1_logits, h0_logits or both")
+    t = torch.sigmoid(t_logits)
+    obs = observed.bool()
+    if h1_logits is None:  # h1 ≈ 1: ln P(1|1) = 0, ln P(0|1) = −C2
+        given_true = torch.where(obs, torch.zeros_like(t), torch.full_like(t, -c2))
+    else:
+        given_true = torch.where(obs, F.logsigmoid(h1_logits), F.logsigmoid(-h1_logits))
+    if h0_logits is None:  # h0 ≈ 0: ln P(1|0) = −C1, ln P(0|0) = 0
+        given_false = torch.where(obs, torch.full_like(t, -c1), torch.zeros_like(t))
+    else:
+        given_false = torch.where(obs, F.logsigmoid(h0_logits), F.logsigmoid(-h0_logits))
+    return t * given_true + (1.0 - t) * given_false
+
+
+__all__ += ["bernoulli_channel_loglik", "kl_bernoulli"]

@@ -245,3 +245,205 @@ __all__ = [
     "spmm",
     "to_torch_csr",
 ]
+
+
+# --------------------------------------------------------------------------- paired products
+# (MBGCN, SGL) a sparse matrix kept together with its transpose, so that autograd never
+# transposes a CSR tensor; bipartite graphs built from edge lists in torch (augmented views).
+def _csr_quiet(
+    crow: Tensor, col: Tensor, val: Tensor, size: tuple[int, int], *, check: bool = True
+) -> Tensor:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return torch.sparse_csr_tensor(
+            crow, col, val, size=size, dtype=val.dtype, check_invariants=check
+        )
+
+
+def to_torch_csr_pair(
+    mat: sp.spmatrix | sp.sparray, dtype: torch.dtype = torch.float32
+) -> tuple[Tensor, Tensor, Tensor]:
+    r"""``(M, Mᵀ, perm)``: a scipy matrix and its transpose as torch sparse CSR tensors, and the
+    int64 permutation with ``Mᵀ.values() == M.values()[perm]``.
+
+    ``perm`` lets a caller give both matrices new values consistently (e.g. a dropout mask over
+    the edges of ``M``: :func:`with_values`), vectorised, without re-sorting anything. Built with
+    one ``np.lexsort`` over the non-zeros (by column, then row).
+    """
+    m = sp.csr_matrix(mat)
+    m.sum_duplicates()
+    m.sort_indices()
+    n_rows, n_cols = m.shape
+    rows = np.repeat(np.arange(n_rows, dtype=np.int64), np.diff(m.indptr))
+    cols = np.asarray(m.indices, dtype=np.int64)
+    perm = np.lexsort((rows, cols))  # transposed CSR order: by column, ties by row
+    t_indptr = np.zeros(n_cols + 1, dtype=np.int64)
+    np.cumsum(np.bincount(cols, minlength=n_cols), out=t_indptr[1:])
+    val = torch.from_numpy(np.asarray(m.data)).to(dtype)
+    perm_t = torch.from_numpy(perm)
+    fwd = _csr_quiet(
+        torch.from_numpy(np.asarray(m.indptr, dtype=np.int64)),
+        torch.from_numpy(cols),
+        val,
+        (n_rows, n_cols),
+    )
+    bwd = _csr_quiet(
+        torch.from_numpy(t_indptr), torch.from_numpy(rows[perm]), val[perm_t], (n_cols, n_rows)
+    )
+    return fwd, bwd, perm_t
+
+
+def with_values(adj: Tensor, values: Tensor) -> Tensor:
+    """A sparse CSR tensor with ``adj``'s sparsity pattern and new ``values`` (same order as
+    ``adj.values()``); indices are shared, not copied."""
+    if values.shape != adj.values().shape:
+        raise ValueError(
+            f"with_values needs {tuple(adj.values().shape)} values, got {tuple(values.shape)}"
+        )
+    size = (int(adj.shape[0]), int(adj.shape[1]))
+    # the indices are adj's own (already valid): skip the O(nnz) invariant check
+    return _csr_quiet(adj.crow_indices(), adj.col_indices(), values, size, check=False)
+
+
+class PairedSpMM(torch.autograd.Function):
+    r"""``M @ X`` for a sparse ``M`` given together with ``Mᵀ`` (no gradient for either).
+
+    Backward: :math:`\partial L / \partial X = M^\top G`, computed with the stored ``Mᵀ`` (a
+    plain product) instead of autograd's transpose of a CSR tensor on every backward.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, adj: Tensor, adj_t: Tensor, x: Tensor) -> Tensor:
+        ctx.adj_t = adj_t
+        return torch.sparse.mm(adj, x)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[None, None, Tensor | None]:
+        if not ctx.needs_input_grad[2]:
+            return None, None, None
+        return None, None, torch.sparse.mm(ctx.adj_t, grad.contiguous())
+
+
+def spmm_pair(adj: Tensor, adj_t: Tensor, x: Tensor) -> Tensor:
+    """``adj @ x`` whose backward is ``adj_t @ grad`` (the caller vouches ``adj_t == adj.T``,
+    e.g. both came from :func:`to_torch_csr_pair`). Without a gradient: ``torch.sparse.mm``."""
+    if x.requires_grad and torch.is_grad_enabled() and x.dim() == 2:
+        out: Tensor = PairedSpMM.apply(adj, adj_t, x)
+        return out
+    return torch.sparse.mm(adj, x)
+
+
+def co_interaction_spmm(
+    adj: Tensor,
+    adj_t: Tensor,
+    x: Tensor,
+    self_weight: Tensor | None = None,
+    *,
+    outer: tuple[Tensor, Tensor] | None = None,
+) -> Tensor:
+    r""":math:`(A^\top A - \mathrm{diag}(s))\,X` computed as :math:`A^\top (A X) - s \odot X`.
+
+    ``adj`` is a users × items matrix ``A`` and ``adj_t`` its transpose; :math:`A^\top A` is the
+    item–item co-interaction graph (entry ``(i, j)``: the summed ``A_ui·A_uj`` over users, i.e.
+    the number of users who interacted with both for a binary ``A``). It is never materialised
+    (it can be far denser than ``A``): two sparse products of ``nnz(A)·d`` each. ``self_weight``
+    (``s``, length n_items; typically :func:`co_interaction_diagonal`) removes the self-loops
+    :math:`(A^\top A)_{ii}`. Differentiable in ``X`` through :class:`PairedSpMM`.
+
+    ``outer``: a pair ``(B, Bᵀ)`` replacing ``(Aᵀ, A)`` in the outer product, e.g.
+    ``(D⁻¹Aᵀ, A D⁻¹)`` for the row-normalised (mean) graph :math:`D^{-1} A^\top A`; then
+    ``self_weight`` must carry the same scaling (:math:`D^{-1}` times the diagonal).
+    """
+    left, left_t = (adj_t, adj) if outer is None else outer
+    out = spmm_pair(left, left_t, spmm_pair(adj, adj_t, x))
+    if self_weight is not None:
+        out = torch.addcmul(out, x, self_weight.unsqueeze(1), value=-1.0)
+    return out
+
+
+def co_interaction_degree(adj: Tensor, adj_t: Tensor, *, self_loops: bool) -> Tensor:
+    r"""Row sums of :math:`A^\top A` (``self_loops=True``) or of :math:`A^\top A - \mathrm{diag}`
+    (``False``), as :math:`A^\top (A \mathbf 1)` without a materialised item × item matrix.
+
+    ``adj`` is ``A`` (users × items) and ``adj_t`` its transpose; returns a length-n_items vector.
+    """
+    ones = torch.ones(adj.shape[1], 1, dtype=adj.dtype, device=adj.device)
+    deg = torch.sparse.mm(adj_t, torch.sparse.mm(adj, ones)).squeeze(1)
+    if not self_loops:
+        deg = deg - co_interaction_diagonal(adj_t)
+    return deg
+
+
+def co_interaction_diagonal(adj_t: Tensor) -> Tensor:
+    r"""The diagonal of :math:`A^\top A`, :math:`\sum_u A_{ui}^2`, from ``adj_t`` = :math:`A^\top`
+    (for a binary ``A``: each item's number of users)."""
+    squared = with_values(adj_t, adj_t.values().pow(2))
+    ones = torch.ones(adj_t.shape[1], 1, dtype=adj_t.dtype, device=adj_t.device)
+    return torch.sparse.mm(squared, ones).squeeze(1)
+
+
+def normalized_bipartite_from_pairs(
+    users: Tensor, items: Tensor, n_users: int, n_items: int, dtype: torch.dtype = torch.float32
+) -> Tensor:
+    r""":math:`\hat A = D^{-1/2} A D^{-1/2}` of the bipartite graph whose edges are the
+    **distinct** pairs ``(users[k], items[k])``, built in torch on the pairs' device.
+
+    Same layout and values as :func:`normalized_bipartite_adjacency` of the binary matrix of
+    those pairs (users first, then items; zero-degree nodes get empty rows), but vectorised over
+    an edge list: degrees by ``bincount``, values :math:`1/\sqrt{d_u d_i}`, one COO coalesce →
+    CSR. Meant for graphs rebuilt often (SGL's augmented views from a mask over the edges).
+    """
+    if users.shape != items.shape or users.dim() != 1:
+        raise ValueError(
+            "normalized_bipartite_from_pairs needs two 1-d index tensors of equal length"
+        )
+    users = users.long()
+    items = items.long()
+    du = torch.bincount(users, minlength=n_users).to(dtype)
+    di = torch.bincount(items, minlength=n_items).to(dtype)
+    w = (du[users] * di[items]).rsqrt()
+    n = n_users + n_items
+    shifted = items + n_users
+    index = torch.stack([torch.cat([users, shifted]), torch.cat([shifted, users])])
+    coo = torch.sparse_coo_tensor(
+        index,
+        torch.cat([w, w]),
+        (n, n),
+        check_invariants=False,  # in range by construction
+    ).coalesce()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return coo.to_sparse_csr()
+
+
+def propagate_layerwise(
+    adjs: Sequence[Tensor], x: Tensor, weights: Sequence[float], *, symmetric: bool = False
+) -> Tensor:
+    """``Σ_k weights[k] · X⁽ᵏ⁾`` with ``X⁽⁰⁾ = x`` and ``X⁽ᵏ⁾ = adjs[k-1] @ X⁽ᵏ⁻¹⁾``: like
+    :func:`propagate`, but with a different adjacency per layer (SGL's random-walk views).
+
+    ``len(weights)`` must be ``len(adjs) + 1``. ``symmetric=True`` (every ``adjs[k]`` symmetric)
+    routes each product through :class:`SymmetricSpMM`.
+    """
+    if len(weights) != len(adjs) + 1:
+        raise ValueError(f"propagate_layerwise needs {len(adjs) + 1} weights, got {len(weights)}")
+    total = x * float(weights[0])
+    h = x
+    for adj, wk in zip(adjs, weights[1:], strict=True):
+        h = spmm(adj, h, symmetric=symmetric)
+        total = total + float(wk) * h
+    return total
+
+
+__all__ += [
+    "PairedSpMM",
+    "co_interaction_degree",
+    "co_interaction_diagonal",
+    "co_interaction_spmm",
+    "normalized_bipartite_from_pairs",
+    "propagate_layerwise",
+    "spmm_pair",
+    "to_torch_csr_pair",
+    "with_values",
+]

@@ -160,6 +160,15 @@ class CMLConfig(ModelConfig):
             "2·σ(g) per loss term, shared by every user, still trained by the meta schedule."
         ),
     )
+    pairs_per_user: int = Field(
+        1,
+        ge=1,
+        description=(
+            "BPR (positive, negative) pairs drawn per batch user and behavior (paper silent; "
+            "the official code samples several per user). A user's BPR value fed to the meta "
+            "network is the mean over its pairs."
+        ),
+    )
     aux_bpr: bool = Field(
         True,
         description=(
@@ -173,9 +182,10 @@ class CMLConfig(ModelConfig):
 class CMLBatch:
     """Training triples for every behavior plus a held-out meta batch of target triples.
 
-    ``pos``/``neg``/``valid`` are ``[K, B]``: row ``k`` holds, for each batch user, a positive
-    item of behavior ``k`` (drawn uniformly from the user's behavior-``k`` items), a negative
-    with no behavior-``k`` pair, and whether the user has any behavior-``k`` item.
+    ``pos``/``neg`` are ``[K, B, S]`` and ``valid`` is ``[K, B]``: row ``k`` holds, for each
+    batch user, S positive items of behavior ``k`` (drawn uniformly with replacement from the
+    user's behavior-``k`` items; for the target behavior the first is the batch pair's item), S
+    negatives with no behavior-``k`` pair, and whether the user has any behavior-``k`` item.
     """
 
     user: Tensor
@@ -307,10 +317,11 @@ class CML(GraphScorer):
     first epoch; ``weight_squash="none"`` gives the printed form); meta
     knowledge (loss values and embeddings) enters the meta network detached, and the weights
     are constants for the encoder update (step iii); BPR of every behavior uses the aggregated
-    embeddings; every behavior's BPR rows come from the target-behavior batch's users (one
-    positive of behavior k drawn per user, users without behavior k skipped); meta loss = the
-    target BPR; α = η = the training lr; meta dropout 0.1 on Z; meta batch 512. The paper's
-    CyclicLR schedule is not applied (the trainer has no scheduler hook).
+    embeddings; every behavior's BPR rows come from the target-behavior batch's users
+    (``pairs_per_user`` positives of behavior k drawn per user, users without behavior k
+    skipped; a user's BPR value for the meta network is the mean over its pairs); meta loss =
+    the target BPR; α = η = the training lr; meta dropout 0.1 on Z; meta batch 512. The paper's
+    CyclicLR is the trainer's ``train.lr_schedule = "cyclic"`` (set in the shipped configs).
     """
 
     name: ClassVar[str] = "cml"
@@ -443,27 +454,29 @@ class CML(GraphScorer):
         n = len(users)
         perm = torch.randperm(n, generator=generator)
         excludes = [data.pair_set(b) for b in self.behaviors]
+        s = self.config.pairs_per_user
         for start in range(0, n, batch_size):
             idx = perm[start : start + batch_size]
             u = users[idx]
             pos, neg, valid = [], [], []
             for k, (indptr, indices) in enumerate(views["csr"]):
+                lo = indptr[u][:, None]
+                deg = indptr[u + 1][:, None] - lo
+                off = (torch.rand(len(u), s, generator=generator) * deg).long()
+                at = (lo + torch.minimum(off, (deg - 1).clamp(min=0))).clamp(
+                    max=max(len(indices) - 1, 0)
+                )
+                ok = deg[:, 0] > 0
+                p = indices[at] if len(indices) else torch.zeros(len(u), s, dtype=torch.long)
+                p = torch.where(ok[:, None], p, torch.zeros_like(p))
                 if k == self.target_index:
-                    p = items[idx]
+                    p[:, 0] = items[idx]
                     ok = torch.ones(len(u), dtype=torch.bool)
-                else:
-                    lo = indptr[u]
-                    deg = indptr[u + 1] - lo
-                    off = (torch.rand(len(u), generator=generator) * deg).long()
-                    ok = deg > 0
-                    at = (lo + torch.minimum(off, (deg - 1).clamp(min=0))).clamp(
-                        max=max(len(indices) - 1, 0)
-                    )
-                    p = indices[at] if len(indices) else torch.zeros_like(u)
-                    p = torch.where(ok, p, torch.zeros_like(p))
                 pos.append(p)
                 valid.append(ok)
-                neg.append(sample_negatives_t(u, self.n_items, excludes[k], generator))
+                neg.append(
+                    sample_negatives_t(u, self.n_items, excludes[k], generator, n=s).view(len(u), s)
+                )
             # held-out meta batch: target triples outside this train batch (when there are any)
             rest = n - len(idx)
             m = min(self.config.meta_batch_size, max(rest, 1))
@@ -496,9 +509,10 @@ class CML(GraphScorer):
                 continue
             ok = batch.valid[k]
             u, p, n = batch.user[ok], batch.pos[k][ok], batch.neg[k][ok]
-            eu = users[u]
+            eu = users[u][:, None]
             x = (eu * items[p]).sum(-1) - (eu * items[n]).sum(-1)
-            rows = F.softplus(-x)  # Eq. 7: −ln σ(x̂_{u,i+} − x̂_{u,i−}) per row
+            # Eq. 7: −ln σ(x̂_{u,i+} − x̂_{u,i−}), a user's value = the mean over its S pairs
+            rows = F.softplus(-x).mean(-1)
             terms.append(_Term(f"bpr_{beh}", "bpr", rows, beh_users[k][u].detach(), eu_all[u]))
         if cfg.contrastive and self.aux_index:
             uniq = torch.unique(batch.user)
@@ -555,7 +569,7 @@ class CML(GraphScorer):
         return out
 
     def _reg(self, p: dict[str, Tensor], batch: CMLBatch) -> Tensor:
-        items = torch.cat([batch.pos[batch.valid], batch.neg[batch.valid]])
+        items = torch.cat([batch.pos[batch.valid].flatten(), batch.neg[batch.valid].flatten()])
         return self.config.reg * losses.l2_reg(
             p["user_emb"][batch.user], p["item_emb"][items], batch_size=len(batch.user)
         )

@@ -16,16 +16,20 @@ from polyrec.models.cml import CML
 from polyrec.models.comirec import ComiRecDR, ComiRecSA
 from polyrec.models.gru4rec import GRU4Rec
 from polyrec.models.lightgcn import LightGCN
+from polyrec.models.mbgcn import MBGCN
 from polyrec.models.mf import MF
 from polyrec.models.mind import MIND
 from polyrec.models.pop import Pop
 from polyrec.models.sasrec import SASRec
+from polyrec.models.sgl import SGL
 from polyrec.models.youtube_dnn import YouTubeDNN
 
 REGISTRY: dict[str, type[Model]] = {
     "pop": Pop,
     "mf": MF,
     "lightgcn": LightGCN,
+    "sgl": SGL,
+    "mbgcn": MBGCN,
     "cml": CML,
     "youtube-dnn": YouTubeDNN,
     "sasrec": SASRec,
