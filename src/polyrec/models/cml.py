@@ -17,7 +17,7 @@ from polyrec import losses
 from polyrec.data.graphs import bipartite_adjacency, normalized_bipartite_adjacency, to_torch_csr
 from polyrec.data.sampling import sample_negatives_t
 from polyrec.models._common import GraphScorer, Init, init_embedding
-from polyrec.models.base import ModelConfig, TrainData
+from polyrec.models.base import ModelConfig, TrainData, make_optimizer
 
 
 class CMLConfig(ModelConfig):
@@ -599,20 +599,11 @@ class CML(GraphScorer):
     ) -> list[torch.optim.Optimizer]:
         """[encoder optimiser] or, with the meta network, [encoder, meta network]."""
         self._inner_lr = self.config.inner_lr or lr
-        make = {
-            "adam": torch.optim.Adam,
-            "adamw": torch.optim.AdamW,
-            "sgd": torch.optim.SGD,
-            "adagrad": torch.optim.Adagrad,
-        }
-        if optimizer not in make:
-            raise ValueError(f"unknown optimizer {optimizer!r}")
-        cls: Any = make[optimizer]
-        opts: list[torch.optim.Optimizer] = [
-            cls(list(self._theta().values()), lr=lr, weight_decay=weight_decay)
-        ]
+        opts = [make_optimizer(list(self._theta().values()), optimizer, lr, weight_decay)]
         if self._meta_schedule:
-            opts.append(cls(self._phi(), lr=self.config.meta_lr or lr, weight_decay=weight_decay))
+            opts.append(
+                make_optimizer(self._phi(), optimizer, self.config.meta_lr or lr, weight_decay)
+            )
         return opts
 
     def train_step(
