@@ -105,6 +105,7 @@ def spec_for(
             'eval.protocols=["full", "sampled"]',
             *([f"train.epochs={args.max_epochs}"] if args.max_epochs else []),
             f"train.patience={args.patience}",
+            f"train.min_epochs={args.min_epochs}",
         ],
         "eval_reps": args.eval_reps,
         "eval_protocols": ["sampled"],
@@ -231,6 +232,13 @@ def main(argv: list[str] | None = None) -> int:
         default=25,
         help="epochs without validation gain (the same for every model: the sampled validation "
         "metric is noisy and the baselines learn slowly at their papers' learning rates)",
+    )
+    ap.add_argument(
+        "--min-epochs",
+        type=int,
+        default=40,
+        help="no early stop before this epoch (MF-BPR at lr 1e-3 shows no validation signal "
+        "for ~30 epochs from its Xavier init)",
     )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--jobs", type=int, default=1)

@@ -142,3 +142,12 @@ def test_cyclic_schedule_changes_lr_and_needs_max_lr(tmp_path, dataset_dir):
         out=tmp_path / "cyc",
     )
     assert cyc["history"][-1]["train"] != plain["history"][-1]["train"]
+
+
+def test_min_epochs_delays_early_stopping(tmp_path, dataset_dir):
+    args = [*FAST, "train.epochs=6", "train.patience=1", "train.lr=1e-6"]
+    early = polyrec.train("mf", dataset_dir, overrides=args, out=tmp_path / "a")
+    late = polyrec.train(
+        "mf", dataset_dir, overrides=[*args, "train.min_epochs=5"], out=tmp_path / "b"
+    )
+    assert early["epochs_run"] < 5 <= late["epochs_run"]

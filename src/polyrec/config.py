@@ -92,6 +92,12 @@ class TrainConfig(_Section):
     cycle_up: int = Field(5, ge=1, description="cyclic schedule: steps from train.lr to max_lr")
     cycle_down: int = Field(10, ge=1, description="cyclic schedule: steps from max_lr back down")
     patience: int = Field(10, ge=1, description="epochs without validation improvement to stop")
+    min_epochs: int = Field(
+        0,
+        ge=0,
+        description="never stop early before this epoch (models that start from a tiny init "
+        "show no validation signal for their first epochs)",
+    )
     eval_every: int = Field(1, ge=1, description="validate every N epochs")
     device: str = Field("auto", description="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1'")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's)")

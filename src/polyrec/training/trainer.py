@@ -231,7 +231,7 @@ class Trainer:
                 state["epoch"] = epoch
                 state["history"].append(record)
                 self.reporter.epoch_end(epoch, record)
-                if state["bad_epochs"] >= cfg.train.patience:
+                if state["bad_epochs"] >= cfg.train.patience and epoch >= cfg.train.min_epochs:
                     state["stopped"] = (
                         f"early stop: no validation gain for {cfg.train.patience} evaluations"
                     )
