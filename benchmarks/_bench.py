@@ -281,11 +281,13 @@ def run_jobs(
     threads: int,
     parallel: int = 1,
     resume: bool = False,
+    report_only: bool = False,
     tag: str = "bench",
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Run every spec (each needs a unique ``name``) as ``script --worker`` child processes,
     ``parallel`` at a time; returns (finished runs with their spec fields, failure messages).
-    With ``resume``, a run whose output JSON exists in ``work`` is reused."""
+    With ``resume``, a run whose output JSON exists in ``work`` is reused; ``report_only`` reuses
+    finished runs and skips (reports as missing) the others."""
     from concurrent.futures import ThreadPoolExecutor
 
     work.mkdir(parents=True, exist_ok=True)
@@ -295,9 +297,11 @@ def run_jobs(
         name = spec["name"]
         spec = {**spec, "threads": threads, "out": str(work / f"{name}.json")}
         spec.setdefault("run_dir", str(work / name))
-        if resume and Path(spec["out"]).exists():
+        if (resume or report_only) and Path(spec["out"]).exists():
             print(f"[{tag}] {name}: reusing {spec['out']}", flush=True)
             return {**spec, **json.loads(Path(spec["out"]).read_text())}
+        if report_only:
+            return f"{name}: not run yet (--report-only)"
         spec_path = work / f"{name}.spec.json"
         spec_path.write_text(json.dumps(spec))
         cmd = [sys.executable, str(script), "--worker", str(spec_path)]

@@ -244,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--eval-reps", type=int, default=3)
     ap.add_argument("--resume", action="store_true", help="reuse finished runs in --work-dir")
+    ap.add_argument("--report-only", action="store_true", help="tables from the finished runs only")
     ap.add_argument("--shared", default=str(ROOT.parent / "shared" / "data"))
     ap.add_argument("--data-root", default=str(ROOT / "data"))
     ap.add_argument("--work-dir", default=str(ROOT / "runs" / "bench-multibehavior"))
@@ -275,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         threads=args.threads,
         parallel=args.jobs,
         resume=args.resume,
+        report_only=args.report_only,
         tag="multibehavior",
     )
     results: dict[str, dict[str, dict[str, Any]]] = {}

@@ -200,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out-dir", default=str(HERE / "results"))
     ap.add_argument("--quick", action="store_true", help="1 seed, 2 checks of 200 iterations")
     ap.add_argument("--resume", action="store_true", help="reuse finished runs found in --work-dir")
+    ap.add_argument("--report-only", action="store_true", help="tables from the finished runs only")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
@@ -232,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         threads=args.threads,
         parallel=args.jobs,
         resume=args.resume,
+        report_only=args.report_only,
         tag="sequential",
     )
     results: dict[str, dict[str, Any]] = {}
