@@ -282,20 +282,24 @@ def run_jobs(
     parallel: int = 1,
     resume: bool = False,
     report_only: bool = False,
+    keep: Path | None = None,
     tag: str = "bench",
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Run every spec (each needs a unique ``name``) as ``script --worker`` child processes,
     ``parallel`` at a time; returns (finished runs with their spec fields, failure messages).
     With ``resume``, a run whose output JSON exists in ``work`` is reused; ``report_only`` reuses
-    finished runs and skips (reports as missing) the others."""
+    finished runs and skips (reports as missing) the others. ``keep``: where each run's result
+    JSON goes (default ``work``) — a folder to commit, so that a later session can resume."""
     from concurrent.futures import ThreadPoolExecutor
 
     work.mkdir(parents=True, exist_ok=True)
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
     env = child_env(threads)
 
     def one(spec: dict[str, Any]) -> dict[str, Any] | str:
         name = spec["name"]
-        spec = {**spec, "threads": threads, "out": str(work / f"{name}.json")}
+        spec = {**spec, "threads": threads, "out": str((keep or work) / f"{name}.json")}
         spec.setdefault("run_dir", str(work / name))
         if (resume or report_only) and Path(spec["out"]).exists():
             print(f"[{tag}] {name}: reusing {spec['out']}", flush=True)

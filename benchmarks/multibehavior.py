@@ -245,6 +245,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-reps", type=int, default=3)
     ap.add_argument("--resume", action="store_true", help="reuse finished runs in --work-dir")
     ap.add_argument("--report-only", action="store_true", help="tables from the finished runs only")
+    ap.add_argument(
+        "--keep",
+        default=str(HERE / "results" / "multibehavior-runs"),
+        help="folder for each run's result JSON (committed, so later sessions can --resume); "
+        "'' keeps them in --work-dir",
+    )
     ap.add_argument("--shared", default=str(ROOT.parent / "shared" / "data"))
     ap.add_argument("--data-root", default=str(ROOT / "data"))
     ap.add_argument("--work-dir", default=str(ROOT / "runs" / "bench-multibehavior"))
@@ -277,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         parallel=args.jobs,
         resume=args.resume,
         report_only=args.report_only,
+        keep=Path(args.keep) if args.keep else None,
         tag="multibehavior",
     )
     results: dict[str, dict[str, dict[str, Any]]] = {}

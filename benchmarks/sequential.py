@@ -201,6 +201,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="1 seed, 2 checks of 200 iterations")
     ap.add_argument("--resume", action="store_true", help="reuse finished runs found in --work-dir")
     ap.add_argument("--report-only", action="store_true", help="tables from the finished runs only")
+    ap.add_argument(
+        "--keep",
+        default=str(HERE / "results" / "sequential-runs"),
+        help="folder for each run's result JSON (committed, so later sessions can --resume); "
+        "'' keeps them in --work-dir",
+    )
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
@@ -234,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         parallel=args.jobs,
         resume=args.resume,
         report_only=args.report_only,
+        keep=Path(args.keep) if args.keep else None,
         tag="sequential",
     )
     results: dict[str, dict[str, Any]] = {}
