@@ -16,6 +16,7 @@ from polyrec.models.cml import CML
 from polyrec.models.comirec import ComiRecDR, ComiRecSA
 from polyrec.models.gru4rec import GRU4Rec
 from polyrec.models.lightgcn import LightGCN
+from polyrec.models.mba import MBA
 from polyrec.models.mbgcn import MBGCN
 from polyrec.models.mf import MF
 from polyrec.models.mind import MIND
@@ -31,6 +32,7 @@ REGISTRY: dict[str, type[Model]] = {
     "sgl": SGL,
     "mbgcn": MBGCN,
     "cml": CML,
+    "mba": MBA,
     "youtube-dnn": YouTubeDNN,
     "sasrec": SASRec,
     "comirec-sa": ComiRecSA,
