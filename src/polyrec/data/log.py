@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 
 from polyrec.errors import DataError
+from polyrec.fsutil import replace_dir
 
 FOLD_TRAIN = 0
 FOLD_VALID = 1
@@ -457,15 +458,7 @@ class InteractionLog:
                 "fingerprint": self.fingerprint(),
             }
             (tmp / "dataset.json").write_text(json.dumps(meta, indent=2))
-            if target.exists():
-                old = parent / f".{target.name}.old"
-                if old.exists():
-                    shutil.rmtree(old)
-                target.rename(old)
-                tmp.rename(target)
-                shutil.rmtree(old)
-            else:
-                tmp.rename(target)
+            replace_dir(tmp, target)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -68,6 +68,7 @@ from polyrec.exporting.index import (
     read_index,
     write_index,
 )
+from polyrec.fsutil import replace_dir
 from polyrec.models.base import InterestModel, Model, Scorer, TrainData
 
 FORMAT = "polyrec-export"
@@ -386,15 +387,7 @@ def write_export(
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
         load_export(tmp)  # round trip: checksums, tables, and the rebuilt network
-        if out.exists():
-            old = out.parent / f".{out.name}.old"
-            if old.exists():
-                shutil.rmtree(old)
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
