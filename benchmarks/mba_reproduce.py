@@ -717,6 +717,12 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="1 seed, few epochs, no result files")
     ap.add_argument("--threads", type=int, default=2, help="torch threads per run (default 2)")
     ap.add_argument("--seeds", type=int, default=3, help="seeds per model (default 3)")
+    ap.add_argument("--jobs", type=int, default=1, help="runs at a time (default 1)")
+    ap.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse the per-run results kept in OUT_DIR/mba-runs/ (each run is kept when it ends)",
+    )
     ap.add_argument("--first-seed", type=int, default=2020)
     ap.add_argument("--datasets", default="retailrocket,tmall,beibei")
     ap.add_argument("--data-dir", default=str(ROOT / "data"), help="where imported data goes")
@@ -758,41 +764,65 @@ def main() -> None:
     quick = ["train.epochs=3", "params.pretrain_epochs=1"]
     results: dict[str, dict[str, list[dict[str, Any]]]] = {}
     started = datetime.now(UTC).isoformat(timespec="seconds")
+    keep = Path(args.out_dir) / "mba-runs"
+    jobs: list[tuple[str, str, int, dict[str, Any]]] = []
+    for ds in names:
+        results[ds] = {}
+        runs = list(RUNS[ds])
+        if ds == "beibei":  # MBA needs page views: record the error it raises
+            runs.append(("MBA-MF", "mba-retailrocket.toml", []))
+        for label, config, extra in runs:
+            results[ds][label] = []
+            for seed in seeds:
+                overrides = list(extra)
+                if args.quick:
+                    overrides += [
+                        o for o in quick if "params." not in o or config.startswith("mba")
+                    ]
+                spec = {
+                    "label": label,
+                    "config": str(CONFIGS / config),
+                    "data": folders[ds],
+                    "seed": seed,
+                    "threads": args.threads,
+                    "overrides": overrides,
+                }
+                jobs.append((ds, label, seed, spec))
     with tempfile.TemporaryDirectory(prefix="mba-bench-") as tmp:
         work = Path(tmp)
-        for ds in names:
-            results[ds] = {}
-            runs = list(RUNS[ds])
-            if ds == "beibei":  # MBA needs page views: record the error it raises
-                runs.append(("MBA-MF", "mba-retailrocket.toml", []))
-            for label, config, extra in runs:
-                results[ds][label] = []
-                for seed in seeds:
-                    overrides = list(extra)
-                    if args.quick:
-                        overrides += [
-                            o for o in quick if "params." not in o or config.startswith("mba")
-                        ]
-                    spec = {
-                        "label": label,
-                        "config": str(CONFIGS / config),
-                        "data": folders[ds],
-                        "seed": seed,
-                        "threads": args.threads,
-                        "overrides": overrides,
-                    }
-                    t0 = time.time()
-                    r = spawn(spec, work)
+
+        def one(job: tuple[str, str, int, dict[str, Any]]) -> dict[str, Any]:
+            ds, label, seed, spec = job
+            slug = "".join(c if c.isalnum() else "-" for c in label.lower()).strip("-")
+            cached = keep / f"{ds}-{slug}-{seed}.json"
+            if args.resume and not args.quick and cached.exists():
+                print(f"[{ds}] {label} seed {seed}: reusing {cached}", flush=True)
+                result: dict[str, Any] = json.loads(cached.read_text())
+                return result
+            t0 = time.time()
+            r = spawn(spec, work)
+            if not args.quick:  # kept per run, so that --resume can continue a stopped run
+                keep.mkdir(parents=True, exist_ok=True)
+                part = cached.with_suffix(".json.tmp")
+                part.write_text(json.dumps(r, indent=1))
+                part.replace(cached)
+            if "error" in r:
+                print(f"[{ds}] {label}: cannot run: {r['error']}", flush=True)
+            else:
+                print(
+                    f"[{ds}] {label} seed {seed}: test R@20 {r['test']['recall@20']:.4f} "
+                    f"N@20 {r['test']['ndcg@20']:.4f} (valid R@20 {r['valid']['recall@20']:.4f}; "
+                    f"best epoch {r['best_epoch']}/{r['epochs_run']}; {time.time() - t0:.0f} s)",
+                    flush=True,
+                )
+            return r
+
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            for (ds, label, _seed, _spec), r in zip(jobs, pool.map(one, jobs), strict=True):
+                if not any("error" in x for x in results[ds][label]):  # one error is enough
                     results[ds][label].append(r)
-                    if "error" in r:
-                        print(f"[{ds}] {label}: cannot run: {r['error']}", flush=True)
-                        break
-                    print(
-                        f"[{ds}] {label} seed {seed}: test R@20 {r['test']['recall@20']:.4f} "
-                        f"N@20 {r['test']['ndcg@20']:.4f} (valid R@20 {r['valid']['recall@20']:.4f}; "
-                        f"best epoch {r['best_epoch']}/{r['epochs_run']}; {time.time() - t0:.0f} s)",
-                        flush=True,
-                    )
         side = None
         if args.official and "retailrocket" in folders:
             if args.quick:
