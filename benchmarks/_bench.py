@@ -255,6 +255,8 @@ def train_worker(spec: dict[str, Any]) -> dict[str, Any]:
         "peak_rss_mib": peak_rss_mib(),
         "valid": result["valid"]["metrics"],
         "test": result["test"]["metrics"],
+        # mean pairwise cosine between a user's K interests (retrieval evaluation, test users)
+        "interest_cosine": (result["test"].get("retrieval") or {}).get("interest_cosine"),
         "notes": sorted(set(result["valid"].get("notes", []) + result["test"].get("notes", []))),
         "curve": [(h["epoch"], (h.get("valid") or {}).get(metric)) for h in hist],
     }

@@ -17,12 +17,16 @@ SMALL_PARAMS: dict[str, dict[str, Any]] = {
     "comirec-sa": {"n_interests": 3},
     "comirec-dr": {"n_interests": 3},
     "mind": {"n_interests": 3},
+    "re4-sa": {"n_interests": 3},
+    "re4-dr": {"n_interests": 3},
 }
 
 
 @pytest.fixture(params=sorted(n for n, cls in REGISTRY.items() if cls.kind == "interest"))
 def spec(request: pytest.FixtureRequest) -> ModelSpec:
-    return ModelSpec(request.param, {**COMMON, **SMALL_PARAMS.get(request.param, {})}, epochs=4, lr=0.03)
+    return ModelSpec(
+        request.param, {**COMMON, **SMALL_PARAMS.get(request.param, {})}, epochs=4, lr=0.03
+    )
 
 
 class TestInterestModels(InterestContract):

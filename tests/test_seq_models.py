@@ -16,7 +16,7 @@ from polyrec.models import REGISTRY, InterestModel, TrainData, build_model
 from polyrec.models.comirec import squash
 
 SEQ_MODELS = sorted(n for n, cls in REGISTRY.items() if cls.kind == "interest")
-MULTI = {"comirec-sa": 4, "comirec-dr": 4, "mind": 4}
+MULTI = {"comirec-sa": 4, "comirec-dr": 4, "mind": 4, "re4-sa": 8, "re4-dr": 8}
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +24,9 @@ def split() -> Split:
     return user_split(sequence_log(seed=5, n_users=400), seed=0)
 
 
-def test_all_six_models_are_registered() -> None:
-    assert set(SEQ_MODELS) == {"youtube-dnn", "gru4rec", "sasrec", "mind", "comirec-sa", "comirec-dr"}
+def test_all_sequential_models_are_registered() -> None:
+    six = {"youtube-dnn", "gru4rec", "sasrec", "mind", "comirec-sa", "comirec-dr"}
+    assert set(SEQ_MODELS) == six | {"re4-sa", "re4-dr"}
 
 
 @pytest.mark.parametrize("name", SEQ_MODELS)
@@ -74,7 +75,10 @@ def pop_recall(split: Split, k: int) -> float:
     top = torch.from_numpy(np.argsort(-counts, kind="stable")[:k])
     users = split.valid.users
     hits = torch.stack(
-        [torch.from_numpy(np.isin(top.numpy(), split.valid.item[split.valid.user == u])) for u in users]
+        [
+            torch.from_numpy(np.isin(top.numpy(), split.valid.item[split.valid.user == u]))
+            for u in users
+        ]
     )
     n_pos = torch.tensor([int((split.valid.user == u).sum()) for u in users])
     return float(M.recall(hits, n_pos, k).mean())

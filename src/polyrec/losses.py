@@ -259,3 +259,92 @@ def bernoulli_channel_loglik(
 
 
 __all__ += ["bernoulli_channel_loglik", "kl_bernoulli"]
+
+
+def re_contrast(
+    interests: Tensor,
+    items: Tensor,
+    sampled: Tensor,
+    positive: Tensor,
+    valid: Tensor,
+    temperature: float,
+) -> Tensor:
+    r"""Re4's Re-contrast InfoNCE (Re4 WWW 2022 §2.2.1, Eq. 3–6), mean over the positives.
+
+    ``interests[B, K, d]`` the anchors z_k; ``items[B, T, d]`` the history's item embeddings;
+    ``sampled[B, S, d]`` items drawn beyond the history; ``positive[B, K, T]`` the mask of
+    P_k (Eq. 3: attention above γ_c); ``valid[B, T]`` False at padding. Negatives of interest k
+    (Eq. 5): the history items outside P_k (Ñ_k, Eq. 4), the user's other interests, and the
+    sampled items. Every vector is L2-normalised; for each positive x⁺ of z_k the term is
+
+    .. math::
+        -\ln \frac{\exp(\bar z_k \cdot \bar x^+ / τ)}
+                  {\exp(\bar z_k \cdot \bar x^+ / τ) + \sum_{x^-} \exp(\bar z_k \cdot \bar x^- / τ)}
+
+    Eq. 6 sums the terms; this returns their mean over all (user, interest, positive) triples so
+    that the weight λ_CL does not depend on the batch size or the history length. 0 when there is
+    no positive.
+    """
+    if interests.dim() != 3 or items.dim() != 3 or sampled.dim() != 3:
+        raise ValueError(
+            f"re_contrast needs interests [B, K, d], items [B, T, d] and sampled [B, S, d], got "
+            f"{tuple(interests.shape)}, {tuple(items.shape)}, {tuple(sampled.shape)}"
+        )
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    k = interests.shape[1]
+    z = F.normalize(interests, dim=-1)
+    s_items = torch.einsum("bkd,btd->bkt", z, F.normalize(items, dim=-1)) / temperature
+    s_inter = torch.einsum("bkd,bld->bkl", z, z) / temperature
+    s_smp = torch.einsum("bkd,bsd->bks", z, F.normalize(sampled, dim=-1)) / temperature
+    ok = valid.unsqueeze(1)  # [B, 1, T]
+    pos = positive & ok
+    eye = torch.eye(k, dtype=torch.bool, device=interests.device)
+    neg = torch.cat(
+        [
+            s_items.masked_fill(pos | ~ok, float("-inf")),
+            s_inter.masked_fill(eye, float("-inf")),
+            s_smp,
+        ],
+        dim=2,
+    )
+    neg_lse = torch.logsumexp(neg, dim=2, keepdim=True)  # [B, K, 1]
+    per = torch.logaddexp(s_items, neg_lse) - s_items  # −log of each positive's share
+    n = pos.sum()
+    return (per * pos).sum() / n.clamp_min(1)
+
+
+def re_attend(
+    attention: Tensor, interests: Tensor, items: Tensor, valid: Tensor, detach_target: bool = False
+) -> Tensor:
+    r"""Re4's Re-attend loss (Re4 WWW 2022 §2.2.2, Eq. 7–8), mean over (user, interest).
+
+    ``attention[B, K, T]`` the forward flow's weights a_{k,i} (a distribution over the valid
+    history positions); ``ã_{k,i} = z_k · x_i`` (Eq. 7, dot product, the recommendation
+    criterion). Eq. 8's cross-entropy is read as the forward attention predicting the
+    distribution the criterion gives over the same history items:
+    ``−Σ_i softmax_i(ã_k)_i · ln a_{k,i}``. The paper puts no stop-gradient, so both sides
+    learn; ``detach_target`` stops the gradient into ``softmax(ã)`` (pure supervision of the
+    attention).
+    """
+    ok = valid.unsqueeze(1)
+    sim = torch.einsum("bkd,btd->bkt", interests, items).masked_fill(~ok, float("-inf"))
+    target = torch.softmax(sim, dim=2)
+    if detach_target:
+        target = target.detach()
+    log_a = torch.log(attention.clamp_min(1e-12)).masked_fill(~ok, 0.0)
+    return -(target * log_a).sum(dim=2).mean()
+
+
+def re_construct(reconstructed: Tensor, items: Tensor, positive: Tensor) -> Tensor:
+    r"""Re4's Re-construct error (Re4 WWW 2022 §2.2.3, Eq. 12), mean over the positives.
+
+    ``reconstructed[B, K, T, d]`` the decoder's x̂_{k,j}; ``items[B, T, d]`` the history items
+    x_j; ``positive[B, K, T]`` the mask 1(x_j ∈ P_k). Each positive contributes
+    ‖x̂_{k,j} − x_j‖²; Eq. 12 sums them, this returns their mean (0 without positives).
+    """
+    err = (reconstructed - items.unsqueeze(1)).pow(2).sum(-1)  # [B, K, T]
+    return (err * positive).sum() / positive.sum().clamp_min(1)
+
+
+__all__ += ["re_attend", "re_construct", "re_contrast"]

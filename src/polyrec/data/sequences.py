@@ -138,9 +138,7 @@ class SequenceSet:
 class CutSampler:
     """Vectorised (history prefix → next item) training cuts of a :class:`SequenceSet`."""
 
-    def __init__(
-        self, sequences: SequenceSet, *, max_len: int, min_history: int = 1
-    ) -> None:
+    def __init__(self, sequences: SequenceSet, *, max_len: int, min_history: int = 1) -> None:
         if max_len < 1:
             raise ValueError(f"max_len must be >= 1 (got {max_len})")
         self.seqs = sequences

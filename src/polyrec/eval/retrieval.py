@@ -159,6 +159,18 @@ def retrieve(
     return merge_topk(items, scores, n)[0]
 
 
+def interest_cosine(interests: Tensor) -> Tensor:
+    """Mean pairwise cosine similarity between each user's K interests: ``[B, K, d]`` → ``[B]``
+    (Re4 WWW 2022 §4.4's question — are the interests distinct? — in one number; NaN for K = 1)."""
+    k = interests.shape[1]
+    if k < 2:
+        return torch.full(interests.shape[:1], float("nan"), device=interests.device)
+    z = torch.nn.functional.normalize(interests.float(), dim=-1)
+    gram = z @ z.transpose(1, 2)
+    off = gram.sum(dim=(1, 2)) - gram.diagonal(dim1=1, dim2=2).sum(dim=1)
+    return off / (k * (k - 1))
+
+
 def eval_histories(split: Split, part: str) -> tuple[SequenceSet, str]:
     """The sequences the held-out users of ``part`` give as input, and where they come from."""
     train = split.train
@@ -251,6 +263,7 @@ def evaluate_retrieval(
         hu = np.repeat(np.arange(seqs.n_users), seqs.lengths)
         hist_index = PairIndex(pair_keys(hu, seqs.items, n_items), n_users, n_items, device)
     sums: dict[str, Tensor] = {}
+    cos_sum: Tensor | None = None
     was_training = model.training
     model.eval()
     try:
@@ -269,6 +282,8 @@ def evaluate_retrieval(
                     )
                 if bool(torch.isnan(vecs).any()):
                     raise FloatingPointError("the model's interest vectors contain NaN")
+                cos = interest_cosine(vecs).sum()
+                cos_sum = cos if cos_sum is None else cos_sum + cos
                 ub_t = torch.from_numpy(ub).to(device)
                 exclude = None if hist_index is None else hist_index.flat_index(ub_t)
                 top = retrieve(vecs, item_emb, max_k, exclude=exclude, search=search)
@@ -282,6 +297,8 @@ def evaluate_retrieval(
     finally:
         model.train(was_training)
     per = {key: float(v) / len(users_np) for key, v in sums.items()}
+    if cos_sum is not None and not bool(torch.isnan(cos_sum)):
+        result["retrieval"]["interest_cosine"] = float(cos_sum) / len(users_np)
     result["metrics"][PROTOCOL] = per
     result["n_evaluated"][PROTOCOL] = len(users_np)
     for alias in also_as:
@@ -301,6 +318,7 @@ __all__ = [
     "eval_histories",
     "evaluate_retrieval",
     "faiss_topk",
+    "interest_cosine",
     "interest_topk",
     "merge_topk",
     "retrieve",

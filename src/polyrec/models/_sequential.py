@@ -172,7 +172,10 @@ class SequentialModel(InterestModel):
         return interests[torch.arange(len(best), device=best.device), best]
 
     def loss(self, batch: SeqBatch) -> dict[str, Tensor]:
-        interests = self.interests(batch.history, batch.lengths)
+        return self.recommendation_loss(self.interests(batch.history, batch.lengths), batch)
+
+    def recommendation_loss(self, interests: Tensor, batch: SeqBatch) -> dict[str, Tensor]:
+        """The next-item loss of a batch given its interests ``[B, K, d]``."""
         items = self.item_embeddings()
         query = self.read_out(interests, items[batch.target])
         if self.config.loss == "full" or batch.negatives is None:
@@ -188,10 +191,17 @@ class SequentialModel(InterestModel):
         }
 
 
+def latest(histories: Tensor, lengths: Tensor, max_len: int) -> tuple[Tensor, Tensor]:
+    """The latest ``max_len`` positions of left-padded histories ``[B, T]`` and their lengths."""
+    if histories.shape[1] > max_len:
+        return histories[:, -max_len:], lengths.clamp(max=max_len)
+    return histories, lengths
+
+
 def key_padding(lengths: Tensor, t: int) -> Tensor:
     """``[B, T]`` bool, True at the (left) padding positions."""
     col = torch.arange(t, device=lengths.device).unsqueeze(0)
     return col < (t - lengths).unsqueeze(1)
 
 
-__all__ = ["SequentialConfig", "SequentialModel", "key_padding"]
+__all__ = ["SequentialConfig", "SequentialModel", "key_padding", "latest"]

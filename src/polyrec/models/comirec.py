@@ -4,13 +4,13 @@ ComiRec-SA (self-attentive, §3.3.2) and ComiRec-DR (dynamic routing, §3.3.1), 
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from polyrec.models._sequential import SequentialConfig, SequentialModel, key_padding
+from polyrec.models._sequential import SequentialConfig, SequentialModel, key_padding, latest
 from polyrec.models.base import ModelConfig, TrainData
 
 
@@ -20,19 +20,36 @@ def squash(z: Tensor, eps: float = 1e-9) -> Tensor:
     return n2 / (1.0 + n2) * z / torch.sqrt(n2 + eps)
 
 
+class Extraction(NamedTuple):
+    """What a multi-interest extractor computed for a batch of histories (the forward flow that
+    Re4's backward flows re-examine)."""
+
+    interests: Tensor  # [B, K, d]
+    attention: Tensor  # [B, K, T]: each interest's weights over the history (0 at padding)
+    items: Tensor  # [B, T, d]: the history's item embeddings
+    pad: Tensor  # [B, T]: True at the (left) padding
+
+
 def dynamic_routing(hat: Tensor, pad: Tensor, logits: Tensor, iterations: int) -> Tensor:
+    """Interest capsules of :func:`routing` (its coupling coefficients dropped)."""
+    return routing(hat, pad, logits, iterations)[0]
+
+
+def routing(hat: Tensor, pad: Tensor, logits: Tensor, iterations: int) -> tuple[Tensor, Tensor]:
     """Dynamic routing of behaviour capsules to K interest capsules (ComiRec Alg. 1, MIND §3.3).
 
     ``hat[B, K, T, d]`` the predictions ``ê_{j|i}`` of each history item i for capsule j,
     ``pad[B, T]`` True at padding, ``logits[B, K, T]`` the initial routing logits ``b_{ij}``.
     Each iteration: ``w = softmax_K(b)`` (padding weights 0), ``z_j = Σ_i w_ij ê_{j|i}``,
     ``v_j = squash(z_j)``, ``b_ij += v_j · ê_{j|i}``; the logit updates see ``ê`` without
-    gradient (as in ComiRec's code), the last iteration with. Returns ``v [B, K, d]``.
+    gradient (as in ComiRec's code), the last iteration with. Returns ``v [B, K, d]`` and the
+    last iteration's coupling coefficients ``w [B, K, T]`` (softmax over K, 0 at padding).
     """
     hat_ng = hat.detach()
     keep = (~pad).unsqueeze(1).to(hat.dtype)  # [B, 1, T]
     b = logits
     v = hat.new_zeros(hat.shape[0], hat.shape[1], hat.shape[3])
+    w = b
     for it in range(iterations):
         w = torch.softmax(b, dim=1) * keep
         last = it == iterations - 1
@@ -40,7 +57,7 @@ def dynamic_routing(hat: Tensor, pad: Tensor, logits: Tensor, iterations: int) -
         v = squash(z)
         if not last:
             b = b + torch.einsum("bkd,bktd->bkt", v, hat_ng)
-    return v
+    return v, w
 
 
 class ComiRecSAConfig(SequentialConfig):
@@ -75,18 +92,20 @@ class ComiRecSA(SequentialModel):
         self.w1 = nn.Linear(d, config.att_factor * d)
         self.w2 = nn.Linear(config.att_factor * d, config.n_interests)
 
-    def interests(self, histories: Tensor, lengths: Tensor) -> Tensor:
+    def extract(self, histories: Tensor, lengths: Tensor) -> Extraction:
+        """Interests and their attention ``A`` over the history (Eq. 7-8)."""
+        histories, lengths = latest(histories, lengths, self.max_len)
         t = histories.shape[1]
-        if t > self.max_len:
-            histories, t = histories[:, -self.max_len :], self.max_len
-            lengths = lengths.clamp(max=t)
         h = self.item_emb(histories)  # [B, T, d]
         x = h if self.pos_emb is None else h + self.pos_emb.weight[self.max_len - t :]
         att = self.w2(torch.tanh(self.w1(x))).transpose(1, 2)  # [B, K, T]
         pad = key_padding(lengths, t)
         att = att.masked_fill(pad.unsqueeze(1), float("-inf"))
         att = torch.softmax(att, dim=2)
-        return torch.bmm(att, h)
+        return Extraction(torch.bmm(att, h), att, h, pad)
+
+    def interests(self, histories: Tensor, lengths: Tensor) -> Tensor:
+        return self.extract(histories, lengths).interests
 
 
 class ComiRecDRConfig(SequentialConfig):
@@ -113,14 +132,20 @@ class ComiRecDR(SequentialModel):
         d, k = config.dim, config.n_interests
         self.bilinear = nn.Parameter(torch.randn(config.max_len, k, d, d) / d**0.5)
 
-    def interests(self, histories: Tensor, lengths: Tensor) -> Tensor:
+    def extract(self, histories: Tensor, lengths: Tensor) -> Extraction:
+        """Interest capsules; their ``attention`` is each capsule's coupling coefficients
+        renormalised over the history (the coupling itself sums to 1 over the K capsules), so
+        that it is a distribution over history items like ComiRec-SA's (used by Re4)."""
+        histories, lengths = latest(histories, lengths, self.max_len)
         b, t = histories.shape
-        if t > self.max_len:
-            histories, t = histories[:, -self.max_len :], self.max_len
-            lengths = lengths.clamp(max=t)
         e = self.item_emb(histories)  # [B, T, d]
         w = self.bilinear[self.max_len - t :]  # [T, K, d, d]
         hat = torch.einsum("tkij,btj->bkti", w, e)
         pad = key_padding(lengths, t)
         logits = hat.new_zeros(b, self.config.n_interests, t)
-        return dynamic_routing(hat, pad, logits, self.config.routing_iterations)
+        caps, coupling = routing(hat, pad, logits, self.config.routing_iterations)
+        att = coupling / coupling.sum(dim=2, keepdim=True).clamp_min(1e-12)
+        return Extraction(caps, att, e, pad)
+
+    def interests(self, histories: Tensor, lengths: Tensor) -> Tensor:
+        return self.extract(histories, lengths).interests

@@ -9,7 +9,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from polyrec.models._sequential import SequentialConfig, SequentialModel, key_padding
+from polyrec.models._sequential import SequentialConfig, SequentialModel, key_padding, latest
 from polyrec.models.base import ModelConfig, TrainData
 from polyrec.models.comirec import dynamic_routing
 
@@ -59,10 +59,8 @@ class MIND(SequentialModel):
         self.out = nn.Linear(d, d)
 
     def interests(self, histories: Tensor, lengths: Tensor) -> Tensor:
+        histories, lengths = latest(histories, lengths, self.max_len)
         b, t = histories.shape
-        if t > self.max_len:
-            histories, t = histories[:, -self.max_len :], self.max_len
-            lengths = lengths.clamp(max=t)
         e = self.bilinear(self.item_emb(histories))  # [B, T, d]
         k = self.config.n_interests
         hat = e.unsqueeze(1).expand(b, k, t, e.shape[-1])

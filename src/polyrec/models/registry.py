@@ -21,6 +21,7 @@ from polyrec.models.mbgcn import MBGCN
 from polyrec.models.mf import MF
 from polyrec.models.mind import MIND
 from polyrec.models.pop import Pop
+from polyrec.models.re4 import Re4DR, Re4SA
 from polyrec.models.sasrec import SASRec
 from polyrec.models.sgl import SGL
 from polyrec.models.youtube_dnn import YouTubeDNN
@@ -39,6 +40,8 @@ REGISTRY: dict[str, type[Model]] = {
     "comirec-dr": ComiRecDR,
     "gru4rec": GRU4Rec,
     "mind": MIND,
+    "re4-sa": Re4SA,
+    "re4-dr": Re4DR,
 }
 
 ALIASES: dict[str, str] = {
@@ -49,6 +52,9 @@ ALIASES: dict[str, str] = {
     "youtube_dnn": "youtube-dnn",
     "comirec_sa": "comirec-sa",
     "comirec_dr": "comirec-dr",
+    "re4": "re4-sa",
+    "re4_sa": "re4-sa",
+    "re4_dr": "re4-dr",
 }
 
 

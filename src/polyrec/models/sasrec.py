@@ -8,7 +8,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from polyrec.models._layers import SelfAttentionBlock, causal_mask, dropout
-from polyrec.models._sequential import SequentialConfig, SequentialModel, key_padding
+from polyrec.models._sequential import SequentialConfig, SequentialModel, key_padding, latest
 from polyrec.models.base import ModelConfig, TrainData
 
 
@@ -48,10 +48,8 @@ class SASRec(SequentialModel):
         self.norm = nn.LayerNorm(config.dim)
 
     def interests(self, histories: Tensor, lengths: Tensor) -> Tensor:
+        histories, lengths = latest(histories, lengths, self.max_len)
         t = histories.shape[1]
-        if t > self.max_len:
-            histories, t = histories[:, -self.max_len :], self.max_len
-            lengths = lengths.clamp(max=t)
         pad = key_padding(lengths, t)
         x = self.item_emb(histories) * (self.dim**0.5)
         x = x + self.pos_emb.weight[self.max_len - t :].unsqueeze(0)

@@ -1,0 +1,228 @@
+"""Re4 (Zhang et al., "Re4: Learning to Re-contrast, Re-attend, Re-construct for Multi-interest
+Recommendation", WWW 2022) on the ComiRec-SA and ComiRec-DR backbones.
+
+The forward flow (§2.1) is the backbone's own: :meth:`ComiRecSA.extract` /
+:meth:`ComiRecDR.extract` give the K interests z_k, their attention a_{k,i} over the history
+and the history's item embeddings x_i. Three backward flows (§2.2) re-examine it during training
+only; inference is the backbone's (Eq. 17: each interest retrieves, scores merged by max):
+
+* **Re-contrast** (Eq. 3–6, :func:`polyrec.losses.re_contrast`): positives P_k = the history
+  items with a_{k,j} > γ_c (γ_c = 1/N_x, the user's history length, by default — the paper's
+  adaptive threshold), negatives = the other history items, the user's other interests and
+  items drawn beyond the history; InfoNCE on L2-normalised vectors with temperature τ.
+* **Re-attend** (Eq. 7–8, :func:`polyrec.losses.re_attend`): the attention must agree with the
+  recommendation criterion ã_{k,i} = z_k · x_i.
+* **Re-construct** (Eq. 9–12, :class:`Reconstructor` and :func:`polyrec.losses.re_construct`):
+  each interest is up-sampled into N_x units and an attention decoder rebuilds the items of P_k.
+
+Total loss (Eq. 16): L_Rec + λ_CL L_CL + λ_Att L_Att + λ_CT L_CT, L_Rec the backbone's sampled
+softmax over the interest nearest the target (Eq. 13–15).
+
+Choices where the paper is silent or ambiguous (each is a config field):
+
+* Eq. 8's cross-entropy direction: the forward attention a_k predicts softmax_i(ã_k) over the
+  same history; gradients reach both sides (``attend_detach_target`` stops the target's).
+* Eq. 11 prints W̃₅ ∈ R^{d_b×d_b}, which cannot rebuild x_j ∈ R^d when d_b ≠ d (paper: d_b = 32,
+  d = 64); here W̃₅ maps d_b → d. The reconstruction target x_j carries gradient (the paper
+  puts no stop-gradient; ``construct_detach_items`` adds one).
+* Items "sampled beyond the behavior sequence" (Eq. 5): the first ``contrast_negatives`` of
+  each row's log-uniform negatives that the backbone's sampled softmax already draws (uniform
+  item ids with ``loss = "full"``).
+* Eq. 6 and Eq. 12 are sums; the losses here are means over their positives, so that the
+  weights do not scale with batch size or history length.
+* Loss weights: the paper searched {0.01, 0.1, 1, 10} and gives no final values; the defaults
+  are the best single-flow weights of its Table 6 by NDCG@20 (λ_Att 0.01, λ_CL 0.01, λ_CT 0.1).
+* ComiRec-DR has no attention over the history: its coupling coefficients (softmax over the K
+  capsules) renormalised over the history play a_{k,i}'s part. The routing computes them
+  without gradient (as ComiRec's code), so on DR Re-attend moves the interests and items only.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from pydantic import Field
+from torch import Tensor, nn
+
+from polyrec import losses
+from polyrec.data.sequences import SeqBatch
+from polyrec.models.base import ModelConfig, TrainData
+from polyrec.models.comirec import (
+    ComiRecDR,
+    ComiRecDRConfig,
+    ComiRecSA,
+    ComiRecSAConfig,
+    Extraction,
+)
+
+
+class Re4Fields(ModelConfig):
+    """The backward flows' settings (defaults: Re4 WWW 2022 §4.1 and Tables 5-6)."""
+
+    temperature: float = Field(0.02, gt=0.0, description="Re-contrast temperature τ (§4.1).")
+    lambda_cl: float = Field(
+        0.01, ge=0.0, description="Weight λ_CL of Re-contrast (Eq. 16; Table 6's best: 0.01)."
+    )
+    lambda_att: float = Field(
+        0.01, ge=0.0, description="Weight λ_Att of Re-attend (Eq. 16; Table 6's best: 0.01)."
+    )
+    lambda_ct: float = Field(
+        0.1, ge=0.0, description="Weight λ_CT of Re-construct (Eq. 16; Table 6's best: 0.1)."
+    )
+    gamma_c: float | None = Field(
+        None,
+        gt=0.0,
+        lt=1.0,
+        description=(
+            "Positive threshold γ_c of Eq. 3; None: the adaptive 1/N_x with N_x the user's "
+            "history length (§2.2.1, Table 5 'Ada')."
+        ),
+    )
+    contrast_negatives: int = Field(
+        10,
+        ge=0,
+        description="Items drawn beyond the history per user, negatives of Re-contrast (Eq. 5).",
+    )
+    reconstruct_dim: int = Field(
+        32, ge=1, description="Hidden size d_b of the Re-construct decoder (§4.1: 32)."
+    )
+    re_contrast: bool = Field(True, description="Use the Re-contrast flow (ablation switch).")
+    re_attend: bool = Field(True, description="Use the Re-attend flow (ablation switch).")
+    re_construct: bool = Field(True, description="Use the Re-construct flow (ablation switch).")
+    attend_detach_target: bool = Field(
+        False, description="Stop the gradient into softmax(z·x), Re-attend's target (Eq. 8)."
+    )
+    construct_detach_items: bool = Field(
+        False, description="Stop the gradient into the items Re-construct rebuilds (Eq. 12)."
+    )
+
+
+class Re4SAConfig(ComiRecSAConfig, Re4Fields):
+    """Settings of :class:`Re4SA`: ComiRec-SA's and the backward flows'."""
+
+    n_interests: int = Field(8, ge=1, description="Number of interests N_z (Re4 §4.1: 8).")
+
+
+class Re4DRConfig(ComiRecDRConfig, Re4Fields):
+    """Settings of :class:`Re4DR`: ComiRec-DR's and the backward flows'."""
+
+    n_interests: int = Field(8, ge=1, description="Number of interests N_z (Re4 §4.1: 8).")
+
+
+class Reconstructor(nn.Module):
+    """Re-construct's decoder (Eq. 9-11): ``C_k = Upsample(z_k)`` (linear W̃₄ to N_x·d_b, reshaped
+    to N_x units), ``β_{k,i,j} = softmax_i(w̃_jᵀ tanh(W̃₃ c_{k,i}))`` with one query w̃_j per history
+    position j, ``x̂_{k,j} = Σ_i β_{k,i,j} W̃₅ c_{k,i}``."""
+
+    def __init__(self, dim: int, hidden: int, max_len: int) -> None:
+        super().__init__()
+        self.max_len, self.hidden = max_len, hidden
+        self.upsample = nn.Linear(dim, max_len * hidden)  # W̃₄
+        self.w3 = nn.Linear(hidden, hidden, bias=False)  # W̃₃
+        self.queries = nn.Parameter(torch.empty(max_len, hidden))  # w̃_j
+        nn.init.xavier_uniform_(self.queries)
+        self.w5 = nn.Linear(hidden, dim, bias=False)  # W̃₅ (d_b → d, see the module docstring)
+
+    def forward(self, interests: Tensor, t: int) -> Tensor:
+        """``interests[B, K, d]`` → ``x̂[B, K, T, d]`` for the latest ``t`` history positions."""
+        b, k, _ = interests.shape
+        c = self.upsample(interests).view(b, k, self.max_len, self.hidden)  # [B, K, N_x, d_b]
+        scores = torch.tanh(self.w3(c)) @ self.queries[self.max_len - t :].T  # [B, K, N_x, T]
+        beta = torch.softmax(scores, dim=2)  # over the units i (Eq. 10)
+        return beta.transpose(2, 3) @ self.w5(c)  # Eq. 11
+
+
+class BackwardFlows(nn.Module):
+    """Re4's three backward flows (§2.2) as weighted loss terms of one batch."""
+
+    def __init__(self, config: Re4Fields, dim: int, max_len: int) -> None:
+        super().__init__()
+        self.config = config
+        self.decoder = Reconstructor(dim, config.reconstruct_dim, max_len)
+
+    def positives(self, ext: Extraction) -> Tensor:
+        """P_k of Eq. 3 as a ``[B, K, T]`` mask: attention above γ_c (default 1/N_x)."""
+        valid = ~ext.pad
+        if self.config.gamma_c is None:
+            n = valid.sum(dim=1).clamp_min(1).to(ext.attention.dtype)
+            threshold = (1.0 / n).view(-1, 1, 1)
+        else:
+            threshold = torch.full_like(ext.attention[:, :1, :1], self.config.gamma_c)
+        return (ext.attention > threshold) & valid.unsqueeze(1)
+
+    def forward(self, ext: Extraction, sampled: Tensor) -> dict[str, Tensor]:
+        cfg = self.config
+        valid = ~ext.pad
+        positive = self.positives(ext)
+        out: dict[str, Tensor] = {}
+        if cfg.re_contrast:
+            out["re_contrast"] = cfg.lambda_cl * losses.re_contrast(
+                ext.interests, ext.items, sampled, positive, valid, cfg.temperature
+            )
+        if cfg.re_attend:
+            out["re_attend"] = cfg.lambda_att * losses.re_attend(
+                ext.attention, ext.interests, ext.items, valid, cfg.attend_detach_target
+            )
+        if cfg.re_construct:
+            target = ext.items.detach() if cfg.construct_detach_items else ext.items
+            rebuilt = self.decoder(ext.interests, ext.items.shape[1])
+            out["re_construct"] = cfg.lambda_ct * losses.re_construct(rebuilt, target, positive)
+        return out
+
+
+def beyond_history(items: Tensor, batch: SeqBatch, n: int) -> Tensor:
+    """``[B, n, d]`` embeddings of items drawn beyond each history (Eq. 5's sampled negatives):
+    the first ``n`` of each row's share of the batch's log-uniform negatives, or uniform ids."""
+    b = len(batch.target)
+    if batch.negatives is not None and batch.negatives.numel() >= b * n:
+        ids = batch.negatives[: b * (batch.negatives.numel() // b)].view(b, -1)[:, :n]
+    else:
+        ids = torch.randint(0, items.shape[0], (b, n), device=items.device)
+    return items[ids]
+
+
+def re4_loss(
+    model: ComiRecSA | ComiRecDR, flows: BackwardFlows, batch: SeqBatch
+) -> dict[str, Tensor]:
+    """Eq. 16: the backbone's recommendation loss (Eq. 13-15) and the weighted backward flows."""
+    ext = model.extract(batch.history, batch.lengths)
+    sampled = beyond_history(model.item_embeddings(), batch, flows.config.contrast_negatives)
+    return model.recommendation_loss(ext.interests, batch) | flows(ext, sampled)
+
+
+class Re4SA(ComiRecSA):
+    """Re4 on ComiRec-SA (the paper's base model): ComiRec-SA's forward flow and inference, plus
+    the three backward flows at training time."""
+
+    name: ClassVar[str] = "re4-sa"
+    paper: ClassVar[str] = "Zhang et al., WWW 2022"
+    Config: ClassVar[type[ModelConfig]] = Re4SAConfig
+    config: Re4SAConfig
+
+    def __init__(self, config: Re4SAConfig, data: TrainData) -> None:
+        super().__init__(config, data)
+        self.flows = BackwardFlows(config, config.dim, config.max_len)
+
+    def loss(self, batch: SeqBatch) -> dict[str, Tensor]:
+        return re4_loss(self, self.flows, batch)
+
+
+class Re4DR(ComiRecDR):
+    """Re4 on ComiRec-DR: ComiRec-DR's routing and inference, plus the three backward flows at
+    training time (the coupling coefficients act as the attention, see the module docstring)."""
+
+    name: ClassVar[str] = "re4-dr"
+    paper: ClassVar[str] = "Zhang et al., WWW 2022"
+    Config: ClassVar[type[ModelConfig]] = Re4DRConfig
+    config: Re4DRConfig
+
+    def __init__(self, config: Re4DRConfig, data: TrainData) -> None:
+        super().__init__(config, data)
+        self.flows = BackwardFlows(config, config.dim, config.max_len)
+
+    def loss(self, batch: SeqBatch) -> dict[str, Tensor]:
+        return re4_loss(self, self.flows, batch)
+
+
+__all__ = ["BackwardFlows", "Re4DR", "Re4DRConfig", "Re4Fields", "Re4SA", "Re4SAConfig"]
