@@ -11,6 +11,7 @@ Peak memory is the child's ``ru_maxrss``. Not a test.
 
     python benchmarks/step_speed.py --suite cml          # CML on Retailrocket, d 16 and 32, 1/2 threads
     python benchmarks/step_speed.py --suite sequential   # six sequential models × three datasets
+    python benchmarks/step_speed.py --suite re4          # Re4-SA/-DR against their backbones
     python benchmarks/step_speed.py --suite cml --quick  # smoke: 1 timed pass, no files
 
 Results: ``benchmarks/results/step-speed-<suite>.{json,md}``. The ``cml`` suite prints the
@@ -36,6 +37,8 @@ ROOT = HERE.parent
 CML_OFFICIAL = {"epoch_s": 10.6, "epoch_s_shipped": 14.3, "eval_s": 4.0, "peak_mib": 1434}
 CML_GOAL = {"epoch_s": 1.0, "eval_s": 0.4}
 SEQ_MODELS = ["youtube-dnn", "gru4rec", "sasrec", "mind", "comirec-sa", "comirec-dr"]
+RE4_MODELS = ["comirec-sa", "re4-sa", "comirec-dr", "re4-dr"]  # backbone, then Re4 on it
+RE4_GOAL = 1.5  # Re4's step time at most 1.5× its backbone's (issue goal)
 SEQ_DATA = {
     "beauty": "data/seq-simrec-beauty",
     "yelp": "data/seq-simrec-yelp",
@@ -58,9 +61,10 @@ def cases(suite: str, threads: list[int]) -> list[dict[str, Any]]:
                         "threads": th,
                     }
                 )
-    elif suite == "sequential":
+    elif suite in ("sequential", "re4"):
+        models = SEQ_MODELS if suite == "sequential" else RE4_MODELS
         for ds, path in SEQ_DATA.items():
-            for m in SEQ_MODELS:
+            for m in models:
                 for th in threads:
                     out.append(
                         {
@@ -210,6 +214,25 @@ def markdown(res: dict[str, Any]) -> str:
                 f"| {a['eval_wall_s']:.2f}; {a['eval_cpu_s']:.2f} "
                 f"| {o['eval_s'] / a['eval_wall_s']:.1f}×; {o['eval_s'] / a['eval_cpu_s']:.1f}× |"
             )
+    if s["suite"] == "re4":
+        L += [
+            "",
+            f"## Re4's overhead over its backbone (goal: ≤ {RE4_GOAL}× the step time)",
+            "",
+            "| data | pair | threads | step-time ratio (wall) | step-time ratio (CPU) |",
+            "|---|---|---|---|---|",
+        ]
+        by = {(r["group"], r["label"], r["threads"]): r["summary"] for r in res["runs"]}
+        for (g, label, th), a in by.items():
+            if not label.startswith("re4-"):
+                continue
+            b = by.get((g, "comirec-" + label.split("-")[1], th))
+            if b:
+                L.append(
+                    f"| {g} | {label} / comirec-{label.split('-')[1]} | {th} | "
+                    f"{a['pass_wall_s'] / b['pass_wall_s']:.2f}× | "
+                    f"{a['pass_cpu_s'] / b['pass_cpu_s']:.2f}× |"
+                )
     if res.get("failures"):
         L += ["", "## Failures", ""] + [f"- {f}" for f in res["failures"]]
     return "\n".join(L) + "\n"
@@ -217,7 +240,7 @@ def markdown(res: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    ap.add_argument("--suite", choices=["cml", "sequential"], required=False)
+    ap.add_argument("--suite", choices=["cml", "sequential", "re4"], required=False)
     ap.add_argument("--threads", default="1,2", help="torch threads per case, comma-separated")
     ap.add_argument("--epochs", type=int, default=3, help="timed passes per case")
     ap.add_argument("--iterations", type=int, default=200, help="batches per pass (sequential)")
@@ -249,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
             "warmup": args.warmup,
             "epochs": args.epochs,
             "eval_reps": args.eval_reps,
-            "iterations": args.iterations if args.suite == "sequential" else None,
+            "iterations": None if args.suite == "cml" else args.iterations,
             "out": str(work / f"{case['name']}.json"),
         }
         spec_path = work / f"{case['name']}.spec.json"

@@ -6,6 +6,8 @@ model's ``loss`` can return a dict of named terms that the trainer sums and logs
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -292,26 +294,27 @@ def re_contrast(
         )
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
-    k = interests.shape[1]
-    z = F.normalize(interests, dim=-1)
-    s_items = torch.einsum("bkd,btd->bkt", z, F.normalize(items, dim=-1)) / temperature
-    s_inter = torch.einsum("bkd,bld->bkl", z, z) / temperature
-    s_smp = torch.einsum("bkd,bsd->bks", z, F.normalize(sampled, dim=-1)) / temperature
-    ok = valid.unsqueeze(1)  # [B, 1, T]
-    pos = positive & ok
-    eye = torch.eye(k, dtype=torch.bool, device=interests.device)
-    neg = torch.cat(
+    t, k = items.shape[1], interests.shape[1]
+    cands = torch.cat([items, interests, sampled], dim=1)  # [B, T+K+S, d]
+    # cosine similarity as dot / (‖z‖ ‖c‖): the norms divide the small [B, K, T+K+S] result
+    # instead of normalising every input vector (same value, a fraction of the work)
+    norms = torch.linalg.vector_norm(cands, dim=-1).clamp_min(1e-12)  # [B, T+K+S]
+    scale = norms[:, t : t + k].unsqueeze(2) * norms.unsqueeze(1) * temperature
+    sim = torch.bmm(interests, cands.transpose(1, 2)) / scale  # [B, K, T+K+S]
+    pos = positive & valid.unsqueeze(1)  # [B, K, T]
+    # negatives: valid history items outside P_k, the other interests, every sampled item
+    not_neg = torch.cat(
         [
-            s_items.masked_fill(pos | ~ok, float("-inf")),
-            s_inter.masked_fill(eye, float("-inf")),
-            s_smp,
+            pos | ~valid.unsqueeze(1),
+            torch.eye(k, dtype=torch.bool, device=sim.device).expand(len(sim), k, k),
+            torch.zeros_like(sim[:, :, t + k :], dtype=torch.bool),
         ],
         dim=2,
     )
-    neg_lse = torch.logsumexp(neg, dim=2, keepdim=True)  # [B, K, 1]
+    neg_lse = torch.logsumexp(sim.masked_fill(not_neg, float("-inf")), dim=2, keepdim=True)
+    s_items = sim[:, :, :t]
     per = torch.logaddexp(s_items, neg_lse) - s_items  # −log of each positive's share
-    n = pos.sum()
-    return (per * pos).sum() / n.clamp_min(1)
+    return per[pos].sum() / pos.sum().clamp_min(1)
 
 
 def re_attend(
@@ -339,12 +342,223 @@ def re_attend(
 def re_construct(reconstructed: Tensor, items: Tensor, positive: Tensor) -> Tensor:
     r"""Re4's Re-construct error (Re4 WWW 2022 §2.2.3, Eq. 12), mean over the positives.
 
-    ``reconstructed[B, K, T, d]`` the decoder's x̂_{k,j}; ``items[B, T, d]`` the history items
-    x_j; ``positive[B, K, T]`` the mask 1(x_j ∈ P_k). Each positive contributes
-    ‖x̂_{k,j} − x_j‖²; Eq. 12 sums them, this returns their mean (0 without positives).
+    ``items[B, T, d]`` the history items x_j; ``positive[B, K, T]`` the mask 1(x_j ∈ P_k);
+    ``reconstructed`` the decoder's x̂_{k,j}, either for every (k, j) as ``[B, K, T, d]`` or for
+    the positives only, in ``positive``'s row-major order, as ``[n_positive, d]``. Each positive
+    contributes ‖x̂_{k,j} − x_j‖²; Eq. 12 sums them, this returns their mean (0 without
+    positives).
     """
-    err = (reconstructed - items.unsqueeze(1)).pow(2).sum(-1)  # [B, K, T]
-    return (err * positive).sum() / positive.sum().clamp_min(1)
+    if reconstructed.dim() == 4:
+        reconstructed = reconstructed[positive]
+    target = items.unsqueeze(1).expand(-1, positive.shape[1], -1, -1)[positive]
+    if reconstructed.shape != target.shape:
+        raise ValueError(
+            f"re_construct: {tuple(reconstructed.shape)} reconstructions for "
+            f"{int(positive.sum())} positives of size {items.shape[-1]}"
+        )
+    return (reconstructed - target).pow(2).sum(-1).sum() / positive.sum().clamp_min(1)
 
 
 __all__ += ["re_attend", "re_construct", "re_contrast"]
+
+
+def _add_angular_margin(cos: Tensor, margin: float) -> Tensor:
+    r""":math:`\cos(θ + m)` from :math:`\cos θ` (ArcFace, Deng et al. CVPR 2019), computed as
+    :math:`\cos θ \cos m - \sin θ \sin m`. Where :math:`θ + m > π` the cosine would grow again with
+    θ; there ArcFace's fallback :math:`\cos θ - m \sin m` keeps the logit decreasing in θ.
+    ``margin = 0`` returns ``cos`` unchanged."""
+    cos = cos.clamp(-1.0, 1.0)
+    sin = torch.sqrt((1.0 - cos * cos).clamp_min(1e-12))
+    shifted = cos * math.cos(margin) - sin * math.sin(margin)
+    return torch.where(cos > math.cos(math.pi - margin), shifted, cos - margin * math.sin(margin))
+
+
+def angular_margin_nce(
+    view_a: Tensor, view_b: Tensor, temperature: float, margin: float = 0.0
+) -> Tensor:
+    r"""Multi-interest InfoNCE with an additive angular margin (HPCL4SR, WWW journal 2024,
+    §4.3 Eq. 15–17; the margin is ArcFace's).
+
+    ``view_a[B, K, d]`` and ``view_b[B, K, d]`` are two views of each row's K interests; interest
+    k of one view and interest k of the other form the positive pair. Every one of the 2K vectors
+    of a row is an anchor i; its positive i* is its partner in the other view and its negatives
+    are the row's other 2K − 2 vectors (both views, itself excluded). With
+    :math:`θ_{i,j} = \arccos(\bar e_i \cdot \bar e_j)` (Eq. 16, unit vectors) and margin m in
+    radians:
+
+    .. math::
+        \mathcal{L} = \frac{1}{2KB} \sum_{b} \sum_{i}
+            -\ln \frac{e^{\cos(θ_{i,i^*} + m)/τ}}
+                      {e^{\cos(θ_{i,i^*} + m)/τ} + \sum_{j \ne i, i^*} e^{\cos θ_{i,j}/τ}}
+
+    (Eq. 15 for each anchor; Eq. 17 sums them, this returns their mean). With ``margin = 0`` it
+    is plain InfoNCE on cosine similarity (Eq. 14). Where θ + m would pass π the ArcFace fallback
+    :math:`\cos θ - m \sin m` is used (see :func:`_add_angular_margin`).
+    """
+    if view_a.shape != view_b.shape or view_a.dim() != 3:
+        raise ValueError(
+            f"angular_margin_nce needs two [B, K, d] views of equal shape, got "
+            f"{tuple(view_a.shape)} and {tuple(view_b.shape)}"
+        )
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    if not 0.0 <= margin < math.pi:
+        raise ValueError(f"margin must be in [0, π) radians, got {margin}")
+    b, k, _ = view_a.shape
+    z = F.normalize(torch.cat([view_a, view_b], dim=1), dim=-1)  # [B, 2K, d]
+    cos = torch.bmm(z, z.transpose(1, 2))  # [B, 2K, 2K]
+    idx = torch.arange(2 * k, device=z.device)
+    partner = (idx + k) % (2 * k)
+    positive = _add_angular_margin(cos[:, idx, partner], margin)  # [B, 2K]
+    logits = cos.masked_fill(torch.eye(2 * k, dtype=torch.bool, device=z.device), float("-inf"))
+    where = partner.view(1, -1, 1).expand(b, -1, 1)
+    logits = logits.scatter(2, where, positive.unsqueeze(-1)) / temperature
+    return F.cross_entropy(logits.reshape(b * 2 * k, 2 * k), partner.repeat(b))
+
+
+def interest_orthogonality(interests: Tensor) -> Tensor:
+    r"""Capsule orthogonality penalty: the mean squared cosine between two different interests
+    of a row, :math:`\frac{1}{B K (K-1)} \sum_b \sum_{k \ne l} \cos^2(v_{b,k}, v_{b,l})` for
+    ``interests[B, K, d]`` (0 for K = 1). HPCL4SR's ablation "w CR" (Table 3) replaces the
+    contrastive module with the capsule regularisation of MIRACLE, which the paper describes as
+    forcing the interest capsules to be orthogonal; this is that constraint as a penalty."""
+    if interests.dim() != 3:
+        raise ValueError(f"interest_orthogonality needs [B, K, d], got {tuple(interests.shape)}")
+    b, k, _ = interests.shape
+    if k < 2:
+        return interests.sum() * 0.0
+    z = F.normalize(interests, dim=-1)
+    cos2 = torch.bmm(z, z.transpose(1, 2)).pow(2)
+    off = ~torch.eye(k, dtype=torch.bool, device=z.device)
+    return cos2[:, off].mean()
+
+
+def category_classification(logits: Tensor, labels: Tensor, form: str = "bce") -> Tensor:
+    r"""Category classification of item features (HPCL4SR §4.2, Eq. 11–12), mean over the
+    labelled positions.
+
+    ``logits[..., C]`` the classifier's outputs :math:`WZ + b`; ``labels[...]`` the category codes
+    (``-1``: no label, e.g. padding). With :math:`\hat z = \mathrm{softmax}(WZ + b)` (Eq. 11) and
+    one-hot labels :math:`c_n`:
+
+    * ``"bce"`` (Eq. 12 as printed):
+      :math:`-\sum_c \left(c_{n,c} \ln \hat z_{n,c} + (1 - c_{n,c}) \ln(1 - \hat z_{n,c})\right)`;
+    * ``"ce"`` (the text's "cross entropy"): :math:`-\ln \hat z_{n, c_n}`.
+
+    Eq. 12 sums over the positions; this returns the mean (0 without a label).
+    """
+    if form not in ("bce", "ce"):
+        raise ValueError(f"unknown form {form!r}; use 'bce' or 'ce'")
+    if logits.shape[:-1] != labels.shape:
+        raise ValueError(
+            f"category_classification: logits {tuple(logits.shape)} do not match labels "
+            f"{tuple(labels.shape)}"
+        )
+    labelled = labels >= 0
+    if not bool(labelled.any()):
+        return logits.sum() * 0.0
+    log_p = torch.log_softmax(logits[labelled], dim=-1)  # [n, C]
+    y = labels[labelled].unsqueeze(1)
+    pos = log_p.gather(1, y).squeeze(1)
+    if form == "ce":
+        return -pos.mean()
+    log_not = torch.log(-torch.expm1(log_p.clamp(max=-1e-6)))  # ln(1 − ẑ), finite
+    neg = log_not.sum(1) - log_not.gather(1, y).squeeze(1)
+    return -(pos + neg).mean()
+
+
+__all__ += ["angular_margin_nce", "category_classification", "interest_orthogonality"]
+
+
+def hard_negative_softmax(
+    query: Tensor,
+    item_weight: Tensor,
+    target: Tensor,
+    negatives: Tensor,
+    log_q: Tensor | None = None,
+    beta: float = 1.0,
+    *,
+    remove_accidental_hits: bool = True,
+) -> Tensor:
+    r"""Sampled softmax with interest-aware hard negatives (REMI, Xie et al. RecSys 2023: IHN).
+
+    As :func:`sampled_softmax` (``query[B, d]`` the interest nearest the target, ``negatives[S]``
+    shared by the batch, ``log_q`` the log expected counts of the sample), but each negative's
+    term is reweighted by its hardness under the query, a Monte-Carlo estimate of the negatives'
+    mass under the ideal distribution :math:`q_β(j) ∝ e^{β s_j}` with :math:`s_j = q \cdot w_j`:
+
+    .. math::
+        \mathcal{L} = \frac{1}{B} \sum_b -\ln \frac{e^{o_{b,y}}}
+            {e^{o_{b,y}} + \sum_s ω_{b,s} e^{o_{b,s}}}, \qquad
+        ω_{b,s} = \frac{e^{β s_{b,s}}}{\frac{1}{S_b} \sum_{s'} e^{β s_{b,s'}}}
+
+    where :math:`o = s - \ln Q` are the corrected logits (``log_q=None``: o = s) and the weights
+    have mean 1 over the row's :math:`S_b` negatives (accidental hits removed). ``beta = 0`` is
+    exactly :func:`sampled_softmax`. The weights carry gradient (no stop-gradient, as in REMI's
+    code).
+    """
+    if query.dim() != 2 or item_weight.dim() != 2:
+        raise ValueError("hard_negative_softmax needs query [B, d] and item_weight [n, d]")
+    s_pos = (query * item_weight[target]).sum(-1)
+    s_neg = query @ item_weight[negatives].T  # [B, S]
+    o_pos, o_neg = s_pos, s_neg
+    if log_q is not None:
+        o_pos = s_pos - log_q[target]
+        o_neg = s_neg - log_q[negatives].unsqueeze(0)
+    keep = torch.ones_like(s_neg, dtype=torch.bool)
+    if remove_accidental_hits:
+        keep = negatives.unsqueeze(0) != target.unsqueeze(1)
+    has_neg = keep.any(dim=1)
+    # a row without any negative computes on its hits (finite) and is then given none
+    live = keep | ~has_neg.unsqueeze(1)
+    o_neg = o_neg.masked_fill(~live, float("-inf"))
+    if beta == 0.0:
+        log_neg = torch.logsumexp(o_neg, dim=1)
+    else:
+        hard = (beta * s_neg).masked_fill(~live, float("-inf"))
+        count = live.sum(dim=1).to(s_neg.dtype)
+        log_neg = (
+            torch.logsumexp(o_neg + hard, dim=1) - torch.logsumexp(hard, dim=1) + count.log()
+        )
+    log_neg = log_neg.masked_fill(~has_neg, float("-inf"))
+    return (torch.logaddexp(o_pos, log_neg) - o_pos).mean()
+
+
+def routing_variance(
+    routing: Tensor, valid: Tensor, scale: float = 1.0, reduction: str = "sum"
+) -> Tensor:
+    r"""REMI's routing regularisation (Xie et al. RecSys 2023: RR), :math:`\lVert
+    \mathrm{diag}(C) \rVert_F^2` with C the covariance of each row's routing matrix.
+
+    ``routing[B, K, T]`` the item-to-interest routing weights (each interest's weights over the
+    history), ``valid[B, T]`` False at padding. Per row, with :math:`\bar a_k` the mean of
+    interest k's weights over the valid positions:
+
+    .. math::
+        C_{kk} = \frac{1}{\text{scale}} \sum_{i \text{ valid}} (a_{k,i} - \bar a_k)^2, \qquad
+        R = \sum_k C_{kk}^2
+
+    (REMI's code divides by the embedding size d: ``scale = d``). ``reduction``: ``"sum"`` over
+    the rows (REMI's code), ``"mean"`` or ``"none"`` (``[B]``). A uniform routing gives 0; a
+    routing collapsed onto single items is penalised.
+    """
+    if routing.dim() != 3 or valid.shape != (routing.shape[0], routing.shape[2]):
+        raise ValueError(
+            f"routing_variance needs routing [B, K, T] and valid [B, T], got "
+            f"{tuple(routing.shape)} and {tuple(valid.shape)}"
+        )
+    keep = valid.unsqueeze(1).to(routing.dtype)  # [B, 1, T]
+    n = keep.sum(dim=2, keepdim=True).clamp_min(1.0)
+    mean = (routing * keep).sum(dim=2, keepdim=True) / n
+    var = ((routing - mean) * keep).pow(2).sum(dim=2) / scale  # diag(C): [B, K]
+    per_row = var.pow(2).sum(dim=1)
+    if reduction == "sum":
+        return per_row.sum()
+    if reduction == "mean":
+        return per_row.mean()
+    if reduction == "none":
+        return per_row
+    raise ValueError(f"unknown reduction {reduction!r}; use 'sum', 'mean' or 'none'")
+
+
+__all__ += ["hard_negative_softmax", "routing_variance"]

@@ -124,13 +124,17 @@ class Reconstructor(nn.Module):
         nn.init.xavier_uniform_(self.queries)
         self.w5 = nn.Linear(hidden, dim, bias=False)  # W̃₅ (d_b → d, see the module docstring)
 
-    def forward(self, interests: Tensor, t: int) -> Tensor:
-        """``interests[B, K, d]`` → ``x̂[B, K, T, d]`` for the latest ``t`` history positions."""
+    def forward(self, interests: Tensor, t: int, where: Tensor | None = None) -> Tensor:
+        """``interests[B, K, d]`` → ``x̂[B, K, T, d]`` for the latest ``t`` history positions, or
+        with a ``where[B, K, T]`` mask only the selected ``x̂_{k,j}`` as ``[n_selected, d]``.
+        W̃₅ is linear, so it is applied after the β-weighted sum (Eq. 11 unchanged) and only to
+        the outputs needed — the positives of Eq. 12."""
         b, k, _ = interests.shape
         c = self.upsample(interests).view(b, k, self.max_len, self.hidden)  # [B, K, N_x, d_b]
         scores = torch.tanh(self.w3(c)) @ self.queries[self.max_len - t :].T  # [B, K, N_x, T]
         beta = torch.softmax(scores, dim=2)  # over the units i (Eq. 10)
-        return beta.transpose(2, 3) @ self.w5(c)  # Eq. 11
+        mixed = beta.transpose(2, 3) @ c  # Σ_i β_{k,i,j} c_{k,i}: [B, K, T, d_b]
+        return self.w5(mixed if where is None else mixed[where])  # Eq. 11
 
 
 class BackwardFlows(nn.Module):
@@ -166,7 +170,7 @@ class BackwardFlows(nn.Module):
             )
         if cfg.re_construct:
             target = ext.items.detach() if cfg.construct_detach_items else ext.items
-            rebuilt = self.decoder(ext.interests, ext.items.shape[1])
+            rebuilt = self.decoder(ext.interests, ext.items.shape[1], positive)
             out["re_construct"] = cfg.lambda_ct * losses.re_construct(rebuilt, target, positive)
         return out
 
