@@ -719,6 +719,11 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3, help="seeds per model (default 3)")
     ap.add_argument("--jobs", type=int, default=1, help="runs at a time (default 1)")
     ap.add_argument(
+        "--report-only",
+        action="store_true",
+        help="write the report from the runs kept in OUT_DIR/mba-runs/; run nothing",
+    )
+    ap.add_argument(
         "--resume",
         action="store_true",
         help="reuse the per-run results kept in OUT_DIR/mba-runs/ (each run is kept when it ends)",
@@ -795,10 +800,12 @@ def main() -> None:
             ds, label, seed, spec = job
             slug = "".join(c if c.isalnum() else "-" for c in label.lower()).strip("-")
             cached = keep / f"{ds}-{slug}-{seed}.json"
-            if args.resume and not args.quick and cached.exists():
+            if (args.resume or args.report_only) and not args.quick and cached.exists():
                 print(f"[{ds}] {label} seed {seed}: reusing {cached}", flush=True)
                 result: dict[str, Any] = json.loads(cached.read_text())
                 return result
+            if args.report_only:
+                return {"missing": True}
             t0 = time.time()
             r = spawn(spec, work)
             if not args.quick:  # kept per run, so that --resume can continue a stopped run
@@ -821,8 +828,15 @@ def main() -> None:
 
         with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
             for (ds, label, _seed, _spec), r in zip(jobs, pool.map(one, jobs), strict=True):
+                if r.get("missing"):  # --report-only: not run yet
+                    continue
                 if not any("error" in x for x in results[ds][label]):  # one error is enough
                     results[ds][label].append(r)
+        results = {  # drop what has not run yet (--report-only)
+            ds: {label: runs for label, runs in by.items() if runs}
+            for ds, by in results.items()
+            if any(by.values())
+        }
         side = None
         if args.official and "retailrocket" in folders:
             if args.quick:
