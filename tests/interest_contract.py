@@ -25,9 +25,12 @@ from polyrec.models import REGISTRY, InterestModel, Model, TrainData, build_mode
 N_USERS, N_ITEMS, N_GROUPS, SEQ_LEN = 160, 100, 5, 16
 
 
-def sequence_log(seed: int = 0, n_users: int = N_USERS) -> InteractionLog:
+def sequence_log(
+    seed: int = 0, n_users: int = N_USERS, *, categories: bool = True
+) -> InteractionLog:
     """Users with two interests each: a sequence alternates at random between two of five item
-    groups (20 items each), timestamps increasing; one behavior ("click")."""
+    groups (20 items each), timestamps increasing; one behavior ("click"). An item's group is
+    its category (``categories=False``: a log without the category column)."""
     rng = np.random.default_rng(seed)
     per = N_ITEMS // N_GROUPS
     users, items = [], []
@@ -47,6 +50,8 @@ def sequence_log(seed: int = 0, n_users: int = N_USERS) -> InteractionLog:
         user_map=IdMap.range(n_users),
         item_map=IdMap.range(N_ITEMS),
         timestamp=np.tile(np.arange(SEQ_LEN, dtype=np.float64), n_users),
+        category=item // per if categories else None,
+        category_map=IdMap.range(N_GROUPS) if categories else None,
         name="sequences",
     )
 

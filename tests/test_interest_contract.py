@@ -19,6 +19,8 @@ SMALL_PARAMS: dict[str, dict[str, Any]] = {
     "mind": {"n_interests": 3},
     "re4-sa": {"n_interests": 3},
     "re4-dr": {"n_interests": 3},
+    "remi": {"n_interests": 3},
+    "hpcl4sr": {"n_interests": 3},
 }
 
 

@@ -16,7 +16,16 @@ from polyrec.models import REGISTRY, InterestModel, TrainData, build_model
 from polyrec.models.comirec import squash
 
 SEQ_MODELS = sorted(n for n, cls in REGISTRY.items() if cls.kind == "interest")
-MULTI = {"comirec-sa": 4, "comirec-dr": 4, "mind": 4, "re4-sa": 8, "re4-dr": 8}
+MULTI = {
+    "comirec-sa": 4,
+    "comirec-dr": 4,
+    "mind": 4,
+    "re4-sa": 8,
+    "re4-dr": 8,
+    "remi": 4,
+    "hpcl4sr": 4,
+}
+MAX_LEN = {"hpcl4sr": 30}  # HPCL4SR §5.1; the others ComiRec §4.1.4
 
 
 @pytest.fixture(scope="module")
@@ -26,17 +35,19 @@ def split() -> Split:
 
 def test_all_sequential_models_are_registered() -> None:
     six = {"youtube-dnn", "gru4rec", "sasrec", "mind", "comirec-sa", "comirec-dr"}
-    assert set(SEQ_MODELS) == six | {"re4-sa", "re4-dr"}
+    assert set(SEQ_MODELS) == six | {"re4-sa", "re4-dr", "remi", "hpcl4sr"}
 
 
 @pytest.mark.parametrize("name", SEQ_MODELS)
 def test_default_shapes(name: str) -> None:
-    """Paper defaults: d = 64, K = 4 for the multi-interest models, K = 1 otherwise."""
+    """Paper defaults: d = 64, K = 4 for the multi-interest models, K = 1 otherwise; history
+    length 20 (30 for HPCL4SR)."""
     data = TrainData(sequence_log(n_users=20))
     torch.manual_seed(0)
     model = build_model(name, {}, data)
     assert isinstance(model, InterestModel)
-    assert model.config.dim == 64 and model.config.max_len == 20  # type: ignore[attr-defined]
+    assert model.config.dim == 64  # type: ignore[attr-defined]
+    assert model.config.max_len == MAX_LEN.get(name, 20)  # type: ignore[attr-defined]
     hist, lengths = SequenceSet.from_log(data.log).padded(np.arange(5), 20, np.arange(1, 6))
     model.eval()
     with torch.no_grad():
@@ -45,7 +56,7 @@ def test_default_shapes(name: str) -> None:
     assert model.item_embeddings().shape == (N_ITEMS, 64)
 
 
-@pytest.mark.parametrize("name", ["comirec-dr", "mind"])
+@pytest.mark.parametrize("name", ["comirec-dr", "mind", "remi", "hpcl4sr"])
 def test_routing_gives_k_distinct_capsules(name: str) -> None:
     data = TrainData(sequence_log(n_users=40))
     torch.manual_seed(0)

@@ -424,7 +424,7 @@ def interest_orthogonality(interests: Tensor) -> Tensor:
     forcing the interest capsules to be orthogonal; this is that constraint as a penalty."""
     if interests.dim() != 3:
         raise ValueError(f"interest_orthogonality needs [B, K, d], got {tuple(interests.shape)}")
-    b, k, _ = interests.shape
+    k = interests.shape[1]
     if k < 2:
         return interests.sum() * 0.0
     z = F.normalize(interests, dim=-1)
@@ -517,9 +517,7 @@ def hard_negative_softmax(
     else:
         hard = (beta * s_neg).masked_fill(~live, float("-inf"))
         count = live.sum(dim=1).to(s_neg.dtype)
-        log_neg = (
-            torch.logsumexp(o_neg + hard, dim=1) - torch.logsumexp(hard, dim=1) + count.log()
-        )
+        log_neg = torch.logsumexp(o_neg + hard, dim=1) - torch.logsumexp(hard, dim=1) + count.log()
     log_neg = log_neg.masked_fill(~has_neg, float("-inf"))
     return (torch.logaddexp(o_pos, log_neg) - o_pos).mean()
 

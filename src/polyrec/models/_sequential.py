@@ -180,15 +180,20 @@ class SequentialModel(InterestModel):
         query = self.read_out(interests, items[batch.target])
         if self.config.loss == "full" or batch.negatives is None:
             return {"softmax": losses.full_softmax(query, items, batch.target)}
-        if batch.tries is not None:  # unique sample: TensorFlow's expected counts
-            log_q = log_expected_count_unique(self.log1m_q, batch.tries)
-        else:  # log of the expected count of each item among the S draws with replacement
-            log_q = self.log_q + math.log(batch.negatives.numel())
         return {
             "sampled_softmax": losses.sampled_softmax(
-                query, items, batch.target, batch.negatives, log_q
+                query, items, batch.target, batch.negatives, self.negative_log_q(batch)
             )
         }
+
+    def negative_log_q(self, batch: SeqBatch) -> Tensor:
+        """``[n_items]`` log of each item's expected count in the batch's negative sample (the
+        sampled-softmax correction); the batch must carry negatives."""
+        assert batch.negatives is not None
+        if batch.tries is not None:  # unique sample: TensorFlow's expected counts
+            return log_expected_count_unique(self.log1m_q, batch.tries)
+        # log of the expected count of each item among the S draws with replacement
+        return self.log_q + math.log(batch.negatives.numel())
 
 
 def latest(histories: Tensor, lengths: Tensor, max_len: int) -> tuple[Tensor, Tensor]:

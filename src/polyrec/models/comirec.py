@@ -35,17 +35,21 @@ def dynamic_routing(hat: Tensor, pad: Tensor, logits: Tensor, iterations: int) -
     return routing(hat, pad, logits, iterations)[0]
 
 
-def routing(hat: Tensor, pad: Tensor, logits: Tensor, iterations: int) -> tuple[Tensor, Tensor]:
+def routing(
+    hat: Tensor, pad: Tensor, logits: Tensor, iterations: int, *, detach: bool = True
+) -> tuple[Tensor, Tensor]:
     """Dynamic routing of behaviour capsules to K interest capsules (ComiRec Alg. 1, MIND §3.3).
 
     ``hat[B, K, T, d]`` the predictions ``ê_{j|i}`` of each history item i for capsule j,
     ``pad[B, T]`` True at padding, ``logits[B, K, T]`` the initial routing logits ``b_{ij}``.
     Each iteration: ``w = softmax_K(b)`` (padding weights 0), ``z_j = Σ_i w_ij ê_{j|i}``,
     ``v_j = squash(z_j)``, ``b_ij += v_j · ê_{j|i}``; the logit updates see ``ê`` without
-    gradient (as in ComiRec's code), the last iteration with. Returns ``v [B, K, d]`` and the
-    last iteration's coupling coefficients ``w [B, K, T]`` (softmax over K, 0 at padding).
+    gradient (as in ComiRec's code), the last iteration with; ``detach=False`` keeps the
+    gradient through every iteration (the coupling coefficients then have one). Returns
+    ``v [B, K, d]`` and the last iteration's coupling coefficients ``w [B, K, T]`` (softmax over
+    K, 0 at padding).
     """
-    hat_ng = hat.detach()
+    hat_ng = hat.detach() if detach else hat
     keep = (~pad).unsqueeze(1).to(hat.dtype)  # [B, 1, T]
     b = logits
     v = hat.new_zeros(hat.shape[0], hat.shape[1], hat.shape[3])
@@ -58,6 +62,20 @@ def routing(hat: Tensor, pad: Tensor, logits: Tensor, iterations: int) -> tuple[
         if not last:
             b = b + torch.einsum("bkd,bktd->bkt", v, hat_ng)
     return v, w
+
+
+def capsules(
+    bilinear: Tensor, e: Tensor, pad: Tensor, iterations: int, *, detach: bool = True
+) -> tuple[Tensor, Tensor]:
+    """ComiRec-DR's capsule layer on history vectors ``e[B, T, d]``: one bilinear map per
+    (history position, interest) ``ê_{k|i} = W_{ik} e_i`` from ``bilinear[max_len, K, d, d]``,
+    right-aligned to the latest ``T`` positions, routing logits initialised to zero, then
+    :func:`routing`. Returns the capsules ``[B, K, d]`` and the coupling ``[B, K, T]``."""
+    b, t, _ = e.shape
+    w = bilinear[bilinear.shape[0] - t :]  # [T, K, d, d]
+    hat = torch.einsum("tkij,btj->bkti", w, e)
+    logits = hat.new_zeros(b, bilinear.shape[1], t)
+    return routing(hat, pad, logits, iterations, detach=detach)
 
 
 class ComiRecSAConfig(SequentialConfig):
@@ -131,19 +149,19 @@ class ComiRecDR(SequentialModel):
         super().__init__(config, data)
         d, k = config.dim, config.n_interests
         self.bilinear = nn.Parameter(torch.randn(config.max_len, k, d, d) / d**0.5)
+        # ComiRec's routing stops the gradient in the logit updates; subclasses may keep it
+        self.detach_routing = True
 
     def extract(self, histories: Tensor, lengths: Tensor) -> Extraction:
         """Interest capsules; their ``attention`` is each capsule's coupling coefficients
         renormalised over the history (the coupling itself sums to 1 over the K capsules), so
         that it is a distribution over history items like ComiRec-SA's (used by Re4)."""
         histories, lengths = latest(histories, lengths, self.max_len)
-        b, t = histories.shape
         e = self.item_emb(histories)  # [B, T, d]
-        w = self.bilinear[self.max_len - t :]  # [T, K, d, d]
-        hat = torch.einsum("tkij,btj->bkti", w, e)
-        pad = key_padding(lengths, t)
-        logits = hat.new_zeros(b, self.config.n_interests, t)
-        caps, coupling = routing(hat, pad, logits, self.config.routing_iterations)
+        pad = key_padding(lengths, histories.shape[1])
+        caps, coupling = capsules(
+            self.bilinear, e, pad, self.config.routing_iterations, detach=self.detach_routing
+        )
         att = coupling / coupling.sum(dim=2, keepdim=True).clamp_min(1e-12)
         return Extraction(caps, att, e, pad)
 

@@ -25,6 +25,7 @@ from polyrec.data.importers.csv_parquet import (
 from polyrec.data.importers.hkuds import read_hkuds
 from polyrec.data.importers.lightgcn_txt import read_lightgcn_txt
 from polyrec.data.importers.mba_tsv import read_mba
+from polyrec.data.importers.recbole_atomic import read_recbole
 from polyrec.data.importers.safe_pickle import load_pickle
 from polyrec.data.importers.sasrec_txt import read_sasrec_txt, sasrec_files
 from polyrec.data.importers.simrec import read_simrec
@@ -40,6 +41,7 @@ FORMATS: dict[str, Callable[..., InteractionLog]] = {
     "lightgcn-txt": read_lightgcn_txt,
     "sasrec-txt": read_sasrec_txt,
     "simrec": read_simrec,
+    "recbole": read_recbole,
 }
 
 _HKUDS = re.compile(r"^(?:train_mat_[A-Za-z]\w*\.pkl|trn_[A-Za-z]\w*)$")
@@ -102,6 +104,8 @@ def detect_format(path: PathLike) -> str:
             return "simrec"
         if "train.txt" in names:
             return "lightgcn-txt"
+        if any(n.endswith(".inter") for n in names):
+            return "recbole"
         if sasrec_files(p):
             return "sasrec-txt"
         raise DataError(
@@ -109,6 +113,8 @@ def detect_format(path: PathLike) -> str:
             f"{', '.join(FORMATS)}"
         )
     suffix = p.suffix.lower()
+    if suffix == ".inter":
+        return "recbole"
     if suffix in (".parquet", ".pq"):
         return "parquet"
     if suffix in (".tsv", ".tab"):
