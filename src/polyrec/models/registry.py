@@ -14,7 +14,9 @@ from polyrec.errors import ConfigError
 from polyrec.models.base import Model, ModelConfig, TrainData
 from polyrec.models.cml import CML
 from polyrec.models.comirec import ComiRecDR, ComiRecSA
+from polyrec.models.egcm import EGCM
 from polyrec.models.gru4rec import GRU4Rec
+from polyrec.models.hpcl4sr import HPCL4SR
 from polyrec.models.lightgcn import LightGCN
 from polyrec.models.mba import MBA
 from polyrec.models.mbgcn import MBGCN
@@ -22,6 +24,7 @@ from polyrec.models.mf import MF
 from polyrec.models.mind import MIND
 from polyrec.models.pop import Pop
 from polyrec.models.re4 import Re4DR, Re4SA
+from polyrec.models.remi import REMI
 from polyrec.models.sasrec import SASRec
 from polyrec.models.sgl import SGL
 from polyrec.models.youtube_dnn import YouTubeDNN
@@ -33,6 +36,7 @@ REGISTRY: dict[str, type[Model]] = {
     "sgl": SGL,
     "mbgcn": MBGCN,
     "cml": CML,
+    "egcm": EGCM,
     "mba": MBA,
     "youtube-dnn": YouTubeDNN,
     "sasrec": SASRec,
@@ -42,6 +46,8 @@ REGISTRY: dict[str, type[Model]] = {
     "mind": MIND,
     "re4-sa": Re4SA,
     "re4-dr": Re4DR,
+    "remi": REMI,
+    "hpcl4sr": HPCL4SR,
 }
 
 ALIASES: dict[str, str] = {
