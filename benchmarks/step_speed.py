@@ -12,6 +12,8 @@ Peak memory is the child's ``ru_maxrss``. Not a test.
     python benchmarks/step_speed.py --suite cml          # CML on Retailrocket, d 16 and 32, 1/2 threads
     python benchmarks/step_speed.py --suite sequential   # six sequential models × three datasets
     python benchmarks/step_speed.py --suite re4          # Re4-SA/-DR against their backbones
+    python benchmarks/step_speed.py --suite hpcl4sr      # HPCL4SR, REMI, ComiRec-DR vs ComiRec-SA
+    python benchmarks/step_speed.py --suite egcm         # EGCM at 2 slot lengths × 2 data sizes vs CML
     python benchmarks/step_speed.py --suite cml --quick  # smoke: 1 timed pass, no files
 
 Results: ``benchmarks/results/step-speed-<suite>.{json,md}``. The ``cml`` suite prints the
@@ -39,6 +41,12 @@ CML_GOAL = {"epoch_s": 1.0, "eval_s": 0.4}
 SEQ_MODELS = ["youtube-dnn", "gru4rec", "sasrec", "mind", "comirec-sa", "comirec-dr"]
 RE4_MODELS = ["comirec-sa", "re4-sa", "comirec-dr", "re4-dr"]  # backbone, then Re4 on it
 RE4_GOAL = 1.5  # Re4's step time at most 1.5× its backbone's (issue goal)
+HPCL4SR_MODELS = ["comirec-sa", "comirec-dr", "remi", "hpcl4sr"]  # ComiRec-SA is the reference
+EGCM_SLOTS = (30.0, 15.0)
+EPOCH_SUITES = (
+    "cml",
+    "egcm",
+)  # suites timed per full epoch (others per --iterations batches)  # slot lengths in days: Λ = 5 and 10 on Retailrocket
 SEQ_DATA = {
     "beauty": "data/seq-simrec-beauty",
     "yelp": "data/seq-simrec-yelp",
@@ -79,8 +87,67 @@ def cases(suite: str, threads: list[int]) -> list[dict[str, Any]]:
                             "threads": th,
                         }
                     )
+    elif suite == "egcm":
+        data = {"full": "embedded:retailrocket", "half": str(half_retailrocket())}
+        for size, path in data.items():
+            base = [f"data.path={json.dumps(path)}", 'eval.protocols=["sampled"]']
+            variants = [
+                ("cml", "CML", []),
+                ("egcm", f"EGCM slot {EGCM_SLOTS[0]:g}d", [f"data.slot_days={EGCM_SLOTS[0]}"]),
+                ("egcm", f"EGCM slot {EGCM_SLOTS[1]:g}d", [f"data.slot_days={EGCM_SLOTS[1]}"]),
+            ]
+            for model, label, extra in variants:
+                for th in threads:
+                    out.append(
+                        {
+                            "name": f"{size}-{label.lower().replace(' ', '-')}-t{th}",
+                            "group": f"retailrocket {size}",
+                            "label": label,
+                            "config": str(ROOT / "configs" / f"{model}-retailrocket.toml"),
+                            "overrides": [*base, *extra],
+                            "threads": th,
+                        }
+                    )
+    elif suite == "hpcl4sr":
+        import hpcl4sr
+
+        ml = hpcl4sr.ensure_ml100k(ROOT / "data")
+        for m in HPCL4SR_MODELS:
+            own = m in hpcl4sr.OWN_CONFIG
+            cfg = ROOT / "configs" / (f"{m}-ml100k.toml" if own else f"{m}-beauty.toml")
+            for th in threads:
+                out.append(
+                    {
+                        "name": f"ml100k-{m}-t{th}",
+                        "group": "ml-100k",
+                        "label": m,
+                        "config": str(cfg),
+                        "overrides": [
+                            f"data.path={json.dumps(str(ml))}",
+                            f"params.max_len={hpcl4sr.MAX_LEN}",
+                            'eval.search="torch"',
+                        ],
+                        "threads": th,
+                    }
+                )
     else:
         raise SystemExit(f"unknown suite {suite!r}")
+    return out
+
+
+def half_retailrocket() -> Path:
+    """The embedded Retailrocket log restricted to a seeded random half of its users (every row
+    of a kept user, published test purchases included), saved once under ``data/``."""
+    out = ROOT / "data" / "retailrocket-half-users"
+    if (out / "dataset.json").exists():
+        return out
+    import numpy as np
+
+    from polyrec.data.datasets import load_dataset
+
+    log = load_dataset("embedded:retailrocket")
+    keep_users = np.random.default_rng(0).random(log.n_users) < 0.5
+    log.select(keep_users[log.user]).save(out)
     return out
 
 
@@ -177,7 +244,7 @@ def markdown(res: dict[str, Any]) -> str:
         "machine was shared, see `other CPUs busy`).",
         "",
     ]
-    unit = "epoch" if s["suite"] == "cml" else f"{s['iterations']} iterations"
+    unit = "epoch" if s["suite"] in EPOCH_SUITES else f"{s['iterations']} iterations"
     L += [
         f"| data | case | threads | s / {unit} wall | s / {unit} CPU | iterations / s (CPU) | "
         "s / eval wall | s / eval CPU | peak MiB | other CPUs busy |",
@@ -233,6 +300,53 @@ def markdown(res: dict[str, Any]) -> str:
                     f"{a['pass_wall_s'] / b['pass_wall_s']:.2f}× | "
                     f"{a['pass_cpu_s'] / b['pass_cpu_s']:.2f}× |"
                 )
+    by = {(r["group"], r["label"], r["threads"]): r["summary"] for r in res["runs"]}
+    if s["suite"] == "hpcl4sr":
+        L += [
+            "",
+            "## Against ComiRec-SA (same data, same maximum length 30, same batch)",
+            "",
+            "| model | threads | iterations / s (CPU) | step-time ratio to ComiRec-SA (CPU) |",
+            "|---|---|---|---|",
+        ]
+        for (g, label, th), a in by.items():
+            b = by.get((g, "comirec-sa", th))
+            if b and a["pass_cpu_s"] and b["pass_cpu_s"]:
+                L.append(
+                    f"| {label} | {th} | {a['it_per_s_cpu']:.1f} | "
+                    f"{a['pass_cpu_s'] / b['pass_cpu_s']:.2f}× |"
+                )
+    if s["suite"] == "egcm":
+        L += [
+            "",
+            "## Scaling (A.4: linear in Λ and in the interactions)",
+            "",
+            "Epoch CPU seconds; `half` keeps a seeded random half of the users (every row of a "
+            "kept user). Ratios: EGCM over CML on the same data, Λ = 10 over Λ = 5, and full "
+            "over half data (≈ 2 if linear in the interactions).",
+            "",
+            "| threads | case | full (s) | half (s) | full / half | over CML (full) |",
+            "|---|---|---|---|---|---|",
+        ]
+        labels = dict.fromkeys(label for (_, label, _) in by)
+        for th in s["threads"]:
+            for label in labels:
+                f = by.get(("retailrocket full", label, th))
+                h = by.get(("retailrocket half", label, th))
+                c = by.get(("retailrocket full", "CML", th))
+                if not f:
+                    continue
+                fh = f"{f['pass_cpu_s'] / h['pass_cpu_s']:.2f}×" if h else "—"
+                oc = f"{f['pass_cpu_s'] / c['pass_cpu_s']:.2f}×" if c else "—"
+                hs = f"{h['pass_cpu_s']:.2f}" if h else "—"
+                L.append(f"| {th} | {label} | {f['pass_cpu_s']:.2f} | {hs} | {fh} | {oc} |")
+            s30 = by.get(("retailrocket full", f"EGCM slot {EGCM_SLOTS[0]:g}d", th))
+            s15 = by.get(("retailrocket full", f"EGCM slot {EGCM_SLOTS[1]:g}d", th))
+            if s30 and s15:
+                L.append(
+                    f"| {th} | Λ 10 / Λ 5 (full data) | | | "
+                    f"{s15['pass_cpu_s'] / s30['pass_cpu_s']:.2f}× | |"
+                )
     if res.get("failures"):
         L += ["", "## Failures", ""] + [f"- {f}" for f in res["failures"]]
     return "\n".join(L) + "\n"
@@ -240,7 +354,9 @@ def markdown(res: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    ap.add_argument("--suite", choices=["cml", "sequential", "re4"], required=False)
+    ap.add_argument(
+        "--suite", choices=["cml", "sequential", "re4", "hpcl4sr", "egcm"], required=False
+    )
     ap.add_argument("--threads", default="1,2", help="torch threads per case, comma-separated")
     ap.add_argument("--epochs", type=int, default=3, help="timed passes per case")
     ap.add_argument("--iterations", type=int, default=200, help="batches per pass (sequential)")
@@ -272,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
             "warmup": args.warmup,
             "epochs": args.epochs,
             "eval_reps": args.eval_reps,
-            "iterations": None if args.suite == "cml" else args.iterations,
+            "iterations": None if args.suite in EPOCH_SUITES else args.iterations,
             "out": str(work / f"{case['name']}.json"),
         }
         spec_path = work / f"{case['name']}.spec.json"
