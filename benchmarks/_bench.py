@@ -172,6 +172,26 @@ def write_results(out_dir: Path, name: str, result: dict[str, Any], markdown: st
     return paths
 
 
+def header(res: dict[str, Any]) -> str:
+    """The report line every benchmark opens with: date, machine, threads/jobs, command."""
+    s, m = res["settings"], res["machine"]
+    return (
+        f"Date {res['date']}; machine: {m['cpu_model']}, {m['cores']} cores, torch {m['torch']}; "
+        f"{s['threads']} torch thread(s) per run, {s['jobs']} run(s) at a time. "
+        f"Command: `{res['command']}`."
+    )
+
+
+def emit(res: dict[str, Any], markdown: str, out_dir: Path, quick: bool, tag: str) -> int:
+    """Print the report, write ``<res['name']>.{json,md}`` unless ``quick``; the exit status
+    (1 when a run failed)."""
+    print(markdown)
+    if not quick:
+        for p in write_results(out_dir, res["name"], res, markdown):
+            print(f"[{tag}] wrote {p}")
+    return 1 if res.get("failures") else 0
+
+
 def fmt_mean_sd(vals: list[float], nd: int = 4) -> str:
     """``mean ± sd`` (``mean`` alone for one value, ``–`` for none)."""
     if not vals:

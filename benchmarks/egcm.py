@@ -113,9 +113,7 @@ def markdown(res: dict[str, Any]) -> str:
     L = [
         "# EGCM against CML and LightGCN (leave-one-out buy; sampled 1 + 99 and full ranking)",
         "",
-        f"Date {res['date']}; machine: {res['machine']['cpu_model']}, {res['machine']['cores']} "
-        f"cores, torch {res['machine']['torch']}; {s['threads']} torch thread(s) per run, "
-        f"{s['jobs']} run(s) at a time. Command: `{res['command']}`.",
+        _bench.header(res),
         "",
         "Protocol: the multi-behavior benchmark's (`multibehavior.md`): leave-one-out on buy, "
         "test = the published held-out purchase, validation = the latest remaining purchase; "
@@ -308,12 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     if not args.quick:
         res["plot"] = plot_slots(abl, Path(args.out_dir) / "egcm-slots.png")
-    md = markdown(res)
-    print(md)
-    if not args.quick:
-        for p in _bench.write_results(Path(args.out_dir), NAME, res, md):
-            print(f"[{NAME}] wrote {p}")
-    return 1 if failures else 0
+    return _bench.emit(res, markdown(res), Path(args.out_dir), args.quick, NAME)
 
 
 if __name__ == "__main__":

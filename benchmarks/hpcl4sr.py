@@ -194,9 +194,7 @@ def markdown(res: dict[str, Any]) -> str:
     L = [
         "# HPCL4SR against its baselines on MovieLens-100k (genres as categories)",
         "",
-        f"Date {res['date']}; machine: {res['machine']['cpu_model']}, {res['machine']['cores']} "
-        f"cores, torch {res['machine']['torch']}, {s['threads']} torch thread(s) per run, "
-        f"{s['jobs']} run(s) at a time. Command: `{res['command']}`.",
+        _bench.header(res),
         "",
         "Protocol (HPCL4SR §5.1): users split 8:1:1 (seeded per run), held-out users' first 80 % "
         f"as history (max {MAX_LEN}), the rest as targets; per-interest exact search merged by "
@@ -362,12 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": runs,
         "failures": failures,
     }
-    md = markdown(res)
-    print(md)
-    if not args.quick:
-        for p in _bench.write_results(Path(args.out_dir), NAME, res, md):
-            print(f"[{NAME}] wrote {p}")
-    return 1 if failures else 0
+    return _bench.emit(res, markdown(res), Path(args.out_dir), args.quick, NAME)
 
 
 if __name__ == "__main__":

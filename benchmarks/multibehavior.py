@@ -165,9 +165,7 @@ def markdown(res: dict[str, Any]) -> str:
     L = [
         "# Multi-behavior models: CML paper protocol and full ranking",
         "",
-        f"Date {res['date']}; machine: {res['machine']['cpu_model']}, "
-        f"{res['machine']['cores']} cores, torch {res['machine']['torch']}; {s['threads']} torch "
-        f"thread(s) per run, {s['jobs']} run(s) at a time. Command: `{res['command']}`.",
+        _bench.header(res),
         "",
         "Protocol: leave-one-out on the target behavior (buy): test = the published held-out "
         "purchase per user, validation = each user's latest remaining purchase (held-out pairs "
@@ -377,12 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": runs,
         "failures": failures,
     }
-    md = markdown(res)
-    print(md)
-    if not args.quick:
-        for p in _bench.write_results(Path(args.out_dir), args.name, res, md):
-            print(f"[multibehavior] wrote {p}")
-    return 1 if failures else 0
+    return _bench.emit(res, markdown(res), Path(args.out_dir), args.quick, "multibehavior")
 
 
 if __name__ == "__main__":

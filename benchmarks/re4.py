@@ -84,9 +84,7 @@ def markdown(res: dict[str, Any]) -> str:
     L = [
         "# Re4 against its backbones (ComiRec protocol, retrieval evaluation)",
         "",
-        f"Date {res['date']}; machine: {res['machine']['cpu_model']}, {res['machine']['cores']} "
-        f"cores, torch {res['machine']['torch']}, {s['threads']} torch thread(s) per run, "
-        f"{s['jobs']} run(s) at a time. Command: `{res['command']}`.",
+        _bench.header(res),
         "",
         "Protocol: as `sequential.md` — users split 8:1:1 (SimRec's published split for Beauty "
         "and Yelp, seeded for Video Games), held-out users' first 80 % as history (max 20), the "
@@ -257,12 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": runs,
         "failures": failures,
     }
-    md = markdown(res)
-    print(md)
-    if not args.quick:
-        for p in _bench.write_results(Path(args.out_dir), NAME, res, md):
-            print(f"[re4] wrote {p}")
-    return 1 if failures else 0
+    return _bench.emit(res, markdown(res), Path(args.out_dir), args.quick, NAME)
 
 
 if __name__ == "__main__":

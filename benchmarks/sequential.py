@@ -273,12 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": runs,
         "failures": failures,
     }
-    md = markdown(res)
-    print(md)
-    if not args.quick:
-        for p in _bench.write_results(Path(args.out_dir), NAME, res, md):
-            print(f"[sequential] wrote {p}")
-    return 1 if failures else 0
+    return _bench.emit(res, markdown(res), Path(args.out_dir), args.quick, NAME)
 
 
 if __name__ == "__main__":
