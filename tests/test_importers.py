@@ -603,7 +603,7 @@ def test_simrec_errors(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- import_path
 def test_import_path_dispatch_and_errors(tmp_path: Path) -> None:
     assert set(FORMATS) == {"csv", "tsv", "parquet", "hkuds", "mba", "lightgcn-txt",
-                            "sasrec-txt", "simrec"}
+                            "sasrec-txt", "simrec", "recbole"}
     d = make_hkuds(tmp_path / "h")
     assert detect_format(d) == "hkuds"
     assert import_path(d).fingerprint() == read_hkuds(d).fingerprint()
