@@ -26,6 +26,7 @@ from rich.table import Table
 
 from polyrec import api
 from polyrec.errors import PolyrecError
+from polyrec.training import distributed
 from polyrec.training.trainer import Reporter
 
 app = typer.Typer(
@@ -190,6 +191,8 @@ def train(
     except PolyrecError as e:
         _fail(e)
         return
+    if not distributed.is_main():
+        return  # under torchrun rank 0 prints the result
     if as_json:
         print(json.dumps({k: v for k, v in result.items() if k != "history"}, indent=2))
         return
@@ -326,6 +329,33 @@ def serve_cmd(
         )
     except PolyrecError as e:
         _fail(e)
+
+
+@app.command("report")
+def report_cmd(
+    results_dir: Path = typer.Argument(
+        ..., help="folder of benchmark results (e.g. benchmarks/results)"
+    ),
+    out: Path = typer.Option(Path("report"), "--out", "-o", help="folder to write index.html to"),
+    papers: Path = typer.Option(
+        None, "--papers", help="published numbers (TOML; default: the packaged papers.toml)"
+    ),
+) -> None:
+    """Paper vs polyrec: one HTML page with tables, flags, learning curves and speed figures."""
+    from polyrec.report import build_report
+
+    try:
+        summary = build_report(results_dir, out, papers)
+    except PolyrecError as e:
+        _fail(e)
+        return
+    console.print(
+        f"wrote {summary['out']}: {summary['results']} result rows from "
+        f"{len(summary['benchmarks'])} benchmarks, {len(summary['figures'])} figures",
+        highlight=False,
+    )
+    for s in summary["skipped"]:
+        console.print(f"skipped {s}", highlight=False)
 
 
 @app.command("models")

@@ -1,0 +1,172 @@
+"""polyrec report: benchmark JSON results → one HTML page with the papers' numbers and figures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from polyrec.cli import app
+from polyrec.errors import ConfigError, DataError
+from polyrec.report import build_report, collect, load_papers
+from polyrec.report.papers import relative_gain
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _ms(mean: float, sd: float = 0.01) -> dict[str, float]:
+    return {"mean": mean, "sd": sd, "n": 3}
+
+
+def make_results(root: Path) -> Path:
+    """A small results folder in the layouts the benchmark scripts write."""
+    root.mkdir(parents=True)
+    runs = root / "multibehavior-runs"
+    runs.mkdir()
+    mb_runs = []
+    for model in ("cml", "mbgcn"):
+        for sel in ("sampled", "full"):
+            name = f"retailrocket-{model}-{sel}-2024"
+            curve = [[e, 0.05 + 0.01 * e] for e in range(1, 6)]
+            (runs / f"{name}.json").write_text(json.dumps({"curve": curve}))
+            mb_runs.append(
+                {"name": name, "dataset": "retailrocket", "model": model, "seed": 2024,
+                 "select": sel}
+            )  # fmt: skip
+    entry = {
+        "cml": {"seeds": [1, 2, 3], "test": {"sampled": {"hr@10": _ms(0.30), "ndcg@10": _ms(0.18)},
+                                              "full": {"hr@10": _ms(0.03), "ndcg@10": _ms(0.02)}}},
+        "mbgcn": {"seeds": [1, 2, 3], "test": {"sampled": {"hr@10": _ms(0.29), "ndcg@10": _ms(0.15)},
+                                                "full": {"hr@10": _ms(0.01), "ndcg@10": _ms(0.01)}}},
+    }  # fmt: skip
+    mb = {
+        "name": "multibehavior",
+        "date": "2026-12-04T00:00:00+00:00",
+        "command": "python benchmarks/multibehavior.py",
+        "machine": {"cpu_model": "test cpu", "cores": 2, "torch": "x"},
+        "results": {
+            "retailrocket": {"sampled": entry, "full": entry},
+            "tmall": {"sampled": {"cml": entry["cml"]}},
+        },
+        "runs": mb_runs,
+    }
+    (root / "multibehavior.json").write_text(json.dumps(mb))
+    seq = {
+        "name": "re4",
+        "settings": {"selection": "validation recall@50"},
+        "results": {
+            "beauty": {
+                "comirec-sa": {"seeds": [1, 2, 3], "test": {"recall@50": _ms(0.100),
+                                                            "ndcg_comirec@50": _ms(0.05)}},
+                "re4-sa": {"seeds": [1, 2, 3], "test": {"recall@50": _ms(0.110),
+                                                        "ndcg_comirec@50": _ms(0.06)}},
+            }
+        },
+    }  # fmt: skip
+    (root / "re4.json").write_text(json.dumps(seq))
+    speed = {
+        "name": "step-speed-cml",
+        "runs": [{"group": "retailrocket", "label": "CML d=16", "threads": 1, "peak_rss_mib": 845.0,
+                  "summary": {"pass_wall_s": 0.97, "pass_cpu_s": 0.95, "eval_wall_s": 0.29}}],
+    }  # fmt: skip
+    (root / "step-speed-cml.json").write_text(json.dumps(speed))
+    (root / "unknown.json").write_text(json.dumps({"hello": 1}))
+    (root / "broken.json").write_text("{not json")
+    return root
+
+
+def test_relative_gain() -> None:
+    rows = {"a": {"r": 0.12}, "b": {"r": 0.10}, "c": {"r": 0.08}}
+    assert relative_gain(rows, "a", "b", "r") == pytest.approx(0.2)
+    assert relative_gain(rows, "c", "best", "r") == pytest.approx(0.08 / 0.12 - 1)
+    assert relative_gain(rows, "a", "zzz", "r") is None
+    assert relative_gain(rows, "a", "b", "missing") is None
+
+
+def test_papers_data_is_complete() -> None:
+    papers = load_papers()
+    assert list(papers) == ["cml", "mba", "egcm", "re4", "hpcl4sr"]
+    cml = papers["cml"]
+    table, rows = cml.published_for("retailrocket") or ("", {})
+    assert table == "Table 2" and rows["cml"] == {"hr@10": 0.356, "ndcg@10": 0.222}
+    # our Tmall stands for MBA's Taobao (by the paper's dataset name), flagged as different
+    assert papers["mba"].published_for("tmall") is not None
+    assert papers["mba"].datasets["tmall"]["differences"]
+    for p in papers.values():
+        assert p.benchmarks and p.title
+
+
+def test_collect_normalises_layouts(tmp_path: Path) -> None:
+    col = collect(make_results(tmp_path / "res"))
+    keys = {(r.benchmark, r.dataset, r.model, r.protocol) for r in col.results}
+    assert ("multibehavior", "retailrocket", "cml", "full") in keys
+    assert ("re4", "beauty", "re4-sa", "retrieval") in keys
+    cml = next(r for r in col.results if r.model == "cml" and r.protocol == "sampled"
+               and r.dataset == "retailrocket")  # fmt: skip
+    assert cml.test["hr@10"] == (0.30, 0.01) and cml.seeds == 3
+    assert len([c for c in col.curves if c.benchmark == "multibehavior"]) == 4
+    assert col.speed[0].values["s / pass (CPU)"] == 0.95
+    assert sorted(s.split(":")[0] for s in col.skipped) == ["broken.json", "unknown.json"]
+
+
+def test_report_renders_tables_flags_and_figures(tmp_path: Path) -> None:
+    res = make_results(tmp_path / "res")
+    out = tmp_path / "report"
+    summary = build_report(res, out)
+    page = (out / "index.html").read_text()
+    # ours beside the paper's Table 2 under the paper's protocol
+    assert "0.3000 ± 0.0100" in page and "0.3560" in page and "Table 2" in page
+    # flags where protocol or data differ
+    assert "best epoch chosen on validation (paper: on test)" in page
+    assert "full ranking (paper: sampled 1+99)" in page
+    assert "page-view behavior missing" in page
+    assert "NDCG*" in page and "ComiRec&#x27;s variant" in page
+    # the paper's sampled numbers are not put beside our full-ranking ones
+    full_table = page.split("retailrocket — full ranking")[1].split("</table>")[0]
+    assert "0.3560" not in full_table
+    # relative gains: the paper's and ours
+    assert "+22.7 %" in page  # CML vs MBGCN NDCG@10 on Retailrocket, Table 2
+    assert "+10.0 %" in page  # ours, Re4-SA vs ComiRec-SA Recall@50
+    assert "CML d=16" in page and "step-speed-cml" in page
+    assert "broken.json" in page
+    # figures: learning curves and gains, real PNGs referenced by the page
+    assert summary["figures"], "matplotlib is in the dev extra: figures must be drawn"
+    for f in summary["figures"]:
+        data = (out / f).read_bytes()
+        assert data.startswith(PNG) and len(data) > 2000
+        assert f'src="{f}"' in page
+    assert any("curves" in f for f in summary["figures"])
+    assert any("gains" in f for f in summary["figures"])
+    # a second run replaces the folder and leaves no temporary folders behind
+    build_report(res, out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report", "res"]
+
+
+def test_report_errors(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="no such results directory"):
+        collect(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="holds no benchmark JSON results"):
+        build_report(tmp_path / "empty", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    bad = tmp_path / "papers.toml"
+    bad.write_text("[cml\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_papers(bad)
+    bad.write_text("[cml]\nprotocol = 'sampled'\n")
+    with pytest.raises(ConfigError, match=r"\[cml\] needs a title"):
+        load_papers(bad)
+
+
+def test_report_cli(tmp_path: Path) -> None:
+    runner = CliRunner()
+    res = make_results(tmp_path / "res")
+    r = runner.invoke(app, ["report", str(res), "--out", str(tmp_path / "rep")])
+    assert r.exit_code == 0, r.output
+    assert "wrote" in r.output and (tmp_path / "rep" / "index.html").exists()
+    r = runner.invoke(app, ["report", str(tmp_path / "missing"), "--out", str(tmp_path / "x")])
+    assert r.exit_code == 2
+    assert "no such results directory" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "x").exists()
