@@ -11,6 +11,11 @@ A run directory holds::
     last.safetensors   checkpoint of the latest epoch (weights, optimisers, RNG states, history)
     best.safetensors   weights of the best validation epoch
     metrics.json       validation + test metrics of the best weights, with their protocol
+
+Under ``torchrun`` (see :mod:`polyrec.training.distributed`) every process trains on its share of
+each epoch's batches with gradients averaged at every optimiser step; rank 0 alone validates
+(and sends the value to the others, so all stop at the same epoch), reports progress, writes the
+run directory and evaluates the final metrics.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from polyrec.eval.evaluator import evaluate
 from polyrec.models.base import Model, TrainData
 from polyrec.models.registry import build_model
 from polyrec.runtime import tune_allocator
+from polyrec.training import distributed
 from polyrec.training.checkpoint import (
     atomic_write_text,
     load_checkpoint,
@@ -64,6 +70,11 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError(
             f"train.device={name!r} is not a device name (use auto, cpu, cuda)"
         ) from None
+
+
+def run_device(cfg: RunConfig) -> torch.device:
+    """The device of a run: ``train.device``; under torchrun a GPU is ``cuda:LOCAL_RANK``."""
+    return distributed.local_device(resolve_device(cfg.train.device))
 
 
 def seed_everything(seed: int) -> None:
@@ -111,7 +122,7 @@ def prepare(cfg: RunConfig, run_dir: Path | None = None, *, reuse_split: bool = 
     tune_allocator()
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    device = resolve_device(cfg.train.device)
+    device = run_device(cfg)
     log = load_dataset(cfg.data.path)
     if cfg.data.target:
         log = log.with_target(cfg.data.target)
@@ -131,12 +142,13 @@ class Trainer:
     def __init__(self, prepared: Prepared, run_dir: Path, reporter: Reporter | None = None) -> None:
         self.p = prepared
         self.run_dir = run_dir
-        self.reporter = reporter or Reporter()
+        self.main = distributed.is_main()  # only rank 0 reports, validates and writes files
+        self.reporter = (reporter if self.main else None) or Reporter()
         cfg = prepared.cfg
         self.metric_name, self.metric_k = parse_metric(cfg.train.metric)
         self.metric_key = f"{self.metric_name}@{self.metric_k}"
         self.ks = sorted(set(cfg.eval.ks) | {self.metric_k})
-        self.tb = _tensorboard(run_dir)
+        self.tb = _tensorboard(run_dir) if self.main else None
         self.step = 0  # optimisation steps so far (drives the lr schedule; saved in checkpoints)
         self.schedule: Callable[[int], float] | None = None
         t = self.p.cfg.train
@@ -163,6 +175,24 @@ class Trainer:
             batch_size=cfg.eval.batch_size,
             retrieval=cfg.eval.retrieval_options(),
         )
+
+    def _selection_metrics(self) -> dict[str, float]:
+        """Validation metrics of the model-selection protocol (run on rank 0 only)."""
+        protocol = self.p.cfg.train.select_protocol
+        res = self._validate()
+        if not res["metrics"].get(protocol):
+            raise DataError(
+                f"no validation {protocol} metrics for model "
+                f"selection ({'; '.join(res.get('notes', [])) or 'empty validation'})"
+            )
+        return dict(res["metrics"][protocol])
+
+    def _load_best(self, path: Path, *, missing_ok: bool = True) -> None:
+        """The best weights on every process: rank 0 reads them and sends them to the others
+        (so machines need no shared filesystem)."""
+        if self.main and (path.exists() or not missing_ok):
+            load_weights(path, self.p.model)
+        distributed.broadcast_model(self.p.model)
 
     def fit(self, *, resume: bool = False) -> dict[str, Any]:
         """Train with early stopping on validation; restore the best weights; return state."""
@@ -191,11 +221,14 @@ class Trainer:
             self.reporter.message(f"resumed after epoch {state['epoch']}")
         if not model.trainable or cfg.train.epochs == 0:
             state["stopped"] = "not trainable" if not model.trainable else "epochs=0"
-            save_weights(best, model)
+            if self.main:
+                save_weights(best, model)
             return state
         if state["stopped"]:
-            load_weights(best, model)
+            self._load_best(best, missing_ok=False)
             return state
+        distributed.broadcast_model(model)  # every process starts from rank 0's weights
+        hooks = distributed.sync_gradients(optimisers)
         self.reporter.start(cfg.train.epochs, state["epoch"] + 1)
         t_start = time.perf_counter()
         try:
@@ -206,13 +239,9 @@ class Trainer:
                 state["train_seconds"] += record["seconds"]
                 if epoch % cfg.train.eval_every == 0 or epoch == cfg.train.epochs:
                     t0 = time.perf_counter()
-                    res = self._validate()
-                    if not res["metrics"].get(cfg.train.select_protocol):
-                        raise DataError(
-                            f"no validation {cfg.train.select_protocol} metrics for model "
-                            f"selection ({'; '.join(res.get('notes', [])) or 'empty validation'})"
-                        )
-                    record["valid"] = res["metrics"][cfg.train.select_protocol]
+                    # rank 0 validates; every process gets the value and keeps the same
+                    # early-stopping state (and calls the model's on_validation with it)
+                    record["valid"] = distributed.run_on_main(self._selection_metrics)
                     record["eval_seconds"] = time.perf_counter() - t0
                     value = float(record["valid"][self.metric_key])
                     if not math.isfinite(value):
@@ -220,7 +249,8 @@ class Trainer:
                     if value > state["best_value"]:
                         state["best_value"], state["best_epoch"] = value, epoch
                         state["bad_epochs"] = 0
-                        save_weights(best, model)
+                        if self.main:
+                            save_weights(best, model)
                     else:
                         state["bad_epochs"] += 1
                     # a model with training phases (MBA's pre-training) may restart the patience
@@ -242,15 +272,19 @@ class Trainer:
                     and (time.perf_counter() - t_start) > 60 * cfg.train.max_minutes
                 ):
                     state["stopped"] = f"time limit {cfg.train.max_minutes} min"
-                save_checkpoint(last, model, optimisers, generator, state)
+                # rank 0's clock decides the time limit for every process
+                state["stopped"] = distributed.broadcast_object(state["stopped"])
+                if self.main:
+                    save_checkpoint(last, model, optimisers, generator, state)
                 if state["stopped"]:
                     break
         finally:
+            for hook in hooks:
+                hook.remove()
             self.reporter.stop()
             if self.tb is not None:
                 self.tb.close()
-        if best.exists():
-            load_weights(best, model)
+        self._load_best(best)
         return state
 
     def _epoch(
@@ -262,8 +296,12 @@ class Trainer:
         sums: dict[str, float] = {}
         n = 0
         t0 = time.perf_counter()
-        self.reporter.epoch_start(epoch, _n_batches(self.p.data, model, cfg.train.batch_size))
-        for batch in model.batches(self.p.data, cfg.train.batch_size, generator):
+        n_batches = _n_batches(self.p.data, model, cfg.train.batch_size)
+        shards = distributed.world_size() if distributed.is_distributed() else 1
+        self.reporter.epoch_start(epoch, None if n_batches is None else n_batches // shards)
+        # under torchrun: this process's share of the batches (the same sequence on every one)
+        batches = distributed.shard(model.batches(self.p.data, cfg.train.batch_size, generator))
+        for batch in batches:
             if hasattr(batch, "to"):
                 batch = batch.to(device)
             if self.schedule is not None:
@@ -279,6 +317,8 @@ class Trainer:
             n += 1
             self.reporter.batch(stats)
         model.eval()
+        if distributed.is_distributed():  # training losses over every process's batches
+            sums, n = _merge_sums(distributed.all_gather_object((sums, n)))
         return {
             "epoch": epoch,
             "seconds": time.perf_counter() - t0,
@@ -293,6 +333,15 @@ class Trainer:
             self.tb.add_scalar(f"train/{k}", v, epoch)
         for k, v in record.get("valid", {}).items():
             self.tb.add_scalar(f"valid/{k}", v, epoch)
+
+
+def _merge_sums(parts: list[tuple[dict[str, float], int]]) -> tuple[dict[str, float], int]:
+    """Sum per-process loss sums and batch counts."""
+    sums: dict[str, float] = {}
+    for part, _ in parts:
+        for k, v in part.items():
+            sums[k] = sums.get(k, 0.0) + v
+    return sums, sum(n for _, n in parts)
 
 
 def _n_batches(data: TrainData, model: Model, batch_size: int) -> int | None:
@@ -355,18 +404,42 @@ def train_run(
     resume: bool = False,
     reporter: Reporter | None = None,
 ) -> dict[str, Any]:
-    """Train (or resume) a run in ``run_dir`` and write its metrics; returns metrics.json's dict."""
-    reporter = reporter or Reporter()
+    """Train (or resume) a run in ``run_dir`` and write its metrics; returns metrics.json's dict.
+
+    Under torchrun every process calls this; rank 0 writes the run directory and evaluates, and
+    every process returns rank 0's result.
+    """
+    with distributed.process_group(run_device(cfg)):
+        return _train_run(cfg, run_dir, resume=resume, reporter=reporter)
+
+
+def _train_run(
+    cfg: RunConfig, run_dir: Path, *, resume: bool, reporter: Reporter | None
+) -> dict[str, Any]:
+    reporter = (reporter if distributed.is_main() else None) or Reporter()
     prepared = prepare(cfg, run_dir, reuse_split=resume)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        atomic_write_text(run_dir / "config.toml", to_toml(cfg))
-        prepared.split.save(run_dir / "split")
-    atomic_write_text(
-        run_dir / "run.json", json.dumps(_run_meta(cfg, prepared, "training"), indent=2)
-    )
+    # every process has checked (and read) the run directory before rank 0 writes into it
+    distributed.barrier()
+    if distributed.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            atomic_write_text(run_dir / "config.toml", to_toml(cfg))
+            prepared.split.save(run_dir / "split")
+        atomic_write_text(
+            run_dir / "run.json", json.dumps(_run_meta(cfg, prepared, "training"), indent=2)
+        )
     trainer = Trainer(prepared, run_dir, reporter)
     state = trainer.fit(resume=resume)
+    return distributed.run_on_main(
+        functools.partial(_finish_run, prepared, trainer, state, reporter)
+    )
+
+
+def _finish_run(
+    prepared: Prepared, trainer: Trainer, state: dict[str, Any], reporter: Reporter
+) -> dict[str, Any]:
+    """Final validation and test metrics of the best weights; writes metrics.json (rank 0)."""
+    cfg, run_dir = prepared.cfg, trainer.run_dir
     reporter.message("evaluating the best weights on validation and test")
     metrics = final_metrics(prepared, reporter)
     result = {

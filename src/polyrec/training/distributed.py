@@ -1,0 +1,255 @@
+"""Data-parallel training over several processes or machines, launched with ``torchrun``.
+
+A launch is detected from the environment torchrun sets (``WORLD_SIZE`` > 1, ``RANK``,
+``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``). :func:`process_group` then joins the process
+group (backend ``gloo`` on CPU, ``nccl`` when the device is CUDA, each process on
+``cuda:LOCAL_RANK``). Without a launch every function here is a no-op (or the identity), so
+single-process training runs exactly the code it ran before.
+
+**Why not** :class:`torch.nn.parallel.DistributedDataParallel`. DDP synchronises gradients with
+autograd hooks fired by *one* backward after *one* forward of the wrapped module. polyrec's
+models own their optimisation step (:meth:`polyrec.models.base.Model.train_step`): CML runs a
+virtual step, a second-order meta gradient (``torch.autograd.grad``) and two optimisers per
+batch; MBA steps a different subset of its five optimisers per batch and alternates phases.
+Those steps call ``autograd.grad`` and several backwards per batch and step optimisers in
+between, which DDP's reducer neither expects nor supports. Instead the gradients are averaged
+where they are used: a step pre-hook on every optimiser
+(:meth:`torch.optim.Optimizer.register_step_pre_hook`) all-reduces the gradients of that
+optimiser's parameters, flattened into one buffer (one collective per step), right before it
+steps. Every process starts from rank 0's weights (:func:`broadcast_model`) and applies the same
+averaged gradients, so the weights stay identical: synchronous data parallelism, the same
+arithmetic as DDP (a gradient that is ``None`` on a process counts as zeros there, as DDP's
+``find_unused_parameters`` does; it stays ``None`` only if it is ``None`` everywhere).
+
+**Data.** Every process draws the same batch sequence (same generator seed) and process ``r``
+trains on batch ``r`` of each group of ``world_size`` consecutive batches (:func:`shard`); the
+effective (global) batch is ``world_size × train.batch_size``.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+T = TypeVar("T")
+
+# Processes other than rank 0 wait in a collective while rank 0 evaluates or writes files: allow
+# long evaluations (the backends' defaults are 10-30 min).
+TIMEOUT = timedelta(hours=2)
+
+
+def launched() -> bool:
+    """Whether this process was started by torchrun (or similar) as one of several."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def is_distributed() -> bool:
+    """Whether a process group of more than one process is active (collectives do something)."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    """This process's global rank: the group's, else the launch's (``RANK``), else 0."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    return int(os.environ.get("RANK", "0")) if launched() else 0
+
+
+def world_size() -> int:
+    """Number of processes: the group's, else the launch's (``WORLD_SIZE``), else 1."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main() -> bool:
+    """Whether this process is rank 0, the one that evaluates, writes files and reports."""
+    return rank() == 0
+
+
+def local_device(device: torch.device) -> torch.device:
+    """Under a launch, a CUDA device becomes this process's GPU, ``cuda:LOCAL_RANK``."""
+    if device.type == "cuda" and launched():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
+
+
+@contextmanager
+def process_group(device: torch.device) -> Iterator[bool]:
+    """Join the launch's process group for the body (no-op without a launch, or when a group is
+    already active); destroys the group it made on exit. Yields whether training is distributed.
+    """
+    made = False
+    if launched() and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=TIMEOUT)
+        made = True
+    try:
+        yield is_distributed()
+    finally:
+        if made:
+            dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+def broadcast_object(obj: T, src: int = 0) -> T:
+    """``obj`` as process ``src`` has it, on every process (the identity when not distributed)."""
+    if not is_distributed():
+        return obj
+    box: list[Any] = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def all_gather_object(obj: T) -> list[T]:
+    """Every process's ``obj``, in rank order (``[obj]`` when not distributed)."""
+    if not is_distributed():
+        return [obj]
+    out: list[Any] = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def run_on_main(fn: Callable[[], T]) -> T:
+    """Run ``fn`` on rank 0 only and return its result on every process (the others wait).
+
+    An exception on rank 0 is raised on every process (rank 0 re-raises its own; the others
+    raise its unpickled copy), so no process hangs in a later collective.
+    """
+    if not is_distributed():
+        return fn()
+    error: BaseException | None = None
+    payload: tuple[str, Any] = ("ok", None)
+    if is_main():
+        try:
+            payload = ("ok", fn())
+        except Exception as e:
+            error = e
+            try:
+                pickle.dumps(e)
+                payload = ("error", e)
+            except Exception:
+                payload = ("error", RuntimeError(f"rank 0 failed: {type(e).__name__}: {e}"))
+    kind, value = broadcast_object(payload)
+    if error is not None:
+        raise error
+    if kind == "error":
+        raise value
+    return value
+
+
+def broadcast_model(model: nn.Module, src: int = 0) -> None:
+    """Give every process ``src``'s weights and persistent buffers (its ``state_dict``).
+
+    The receivers load them with ``load_state_dict``, so a model's load hooks run as they do
+    after loading a checkpoint. Graphs and other non-persistent buffers are not sent: every
+    process builds them from the same data.
+    """
+    if not is_distributed():
+        return
+    main = rank() == src
+    received: dict[str, torch.Tensor] = {}
+    for name, t in model.state_dict().items():
+        if t.is_sparse:
+            received[name] = t
+            continue
+        buf = t if main else torch.empty_like(t)
+        dist.broadcast(buf.view(torch.uint8) if buf.dtype == torch.bool else buf, src=src)
+        received[name] = buf
+    if not main:
+        model.load_state_dict(received, strict=True)
+
+
+def average_gradients(params: Sequence[torch.Tensor]) -> None:
+    """Replace each parameter's gradient by its mean over the processes.
+
+    One all-reduce per (device, dtype) of the parameters (one in practice): the gradients are
+    flattened into one buffer, followed by one presence flag per parameter. A ``None`` gradient
+    counts as zeros; it stays ``None`` only where it is ``None`` on every process, so every
+    process ends with the same gradients. Sparse gradients are made dense.
+    """
+    if not is_distributed():
+        return
+    n = world_size()
+    buckets: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
+    for p in params:
+        buckets.setdefault((p.device, p.dtype), []).append(p)
+    for (device, dtype), ps in buckets.items():
+        parts = [_dense_grad(p).reshape(-1) for p in ps]
+        flags = torch.tensor([p.grad is not None for p in ps], dtype=dtype, device=device)
+        flat = torch.cat([*parts, flags])
+        dist.all_reduce(flat)
+        sizes = [p.numel() for p in ps]
+        values = flat[: sum(sizes)].div_(n)
+        present = flat[sum(sizes) :].tolist()
+        for p, chunk, seen in zip(ps, values.split(sizes), present, strict=True):
+            p.grad = chunk.view(p.shape) if seen else None
+
+
+def _dense_grad(p: torch.Tensor) -> torch.Tensor:
+    if p.grad is None:
+        return torch.zeros_like(p, memory_format=torch.contiguous_format)
+    return p.grad.to_dense() if p.grad.is_sparse else p.grad
+
+
+def _average_before_step(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+    average_gradients([p for group in opt.param_groups for p in group["params"]])
+
+
+def sync_gradients(optimisers: Iterable[torch.optim.Optimizer]) -> list[RemovableHandle]:
+    """Average gradients over the processes before every step of these optimisers (a step
+    pre-hook each); returns the hooks' handles (none when not distributed)."""
+    if not is_distributed():
+        return []
+    return [opt.register_step_pre_hook(_average_before_step) for opt in optimisers]
+
+
+def batch_kind(batch: Any) -> tuple[Any, ...]:
+    """What a batch is for: its class and its string fields (e.g. MBA's ``which`` = "f"/"g").
+
+    Batches of different kinds may step different optimisers, so :func:`shard` never puts two
+    kinds in one group.
+    """
+    fields = vars(batch).values() if hasattr(batch, "__dict__") else ()
+    return (type(batch), *(v for v in fields if isinstance(v, str)))
+
+
+def shard(batches: Iterable[T]) -> Iterable[T]:
+    """This process's share of an epoch's batches (``batches`` itself when not distributed).
+
+    Every process iterates the same sequence; consecutive batches of one kind
+    (:func:`batch_kind`) form groups of ``world_size`` and process ``r`` takes batch ``r`` of
+    each. An incomplete group (at the end, or where the kind changes) is dropped, so every
+    process takes the same number of optimiser steps, of the same kinds, in the same order.
+    """
+    if not is_distributed():
+        return batches
+    return shard_of(batches, rank(), world_size())
+
+
+def shard_of(batches: Iterable[T], r: int, n: int) -> Iterator[T]:
+    """Process ``r``'s share of ``batches`` out of ``n`` processes (see :func:`shard`)."""
+    group: list[T] = []
+    kind: tuple[Any, ...] | None = None
+    for batch in batches:
+        k = batch_kind(batch)
+        if k != kind:
+            group, kind = [], k
+        group.append(batch)
+        if len(group) == n:
+            yield group[r]
+            group = []
