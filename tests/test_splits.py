@@ -274,3 +274,18 @@ def test_hide_all_removes_held_out_pairs_from_every_behavior():
     loose = leave_one_out(log, n_negatives=0, hide="target")
     views = loose.train.behavior == loose.train.behavior_code("view")
     assert sorted(ext(loose.train.item[views]).tolist()) == [1, 2, 3]
+
+
+def test_user_split_ignores_a_fold_of_held_out_pairs() -> None:
+    """The embedded Retailrocket's fold holds out one purchase per user (pairs, not users): a
+    user split must split the users with its seed, not make every user a test user."""
+    from polyrec.data.datasets import load_dataset
+
+    log = load_dataset("embedded:retailrocket")
+    split = make_split(log, "user-split", seed=3)
+    assert split.params["published_users"] is False
+    assert "ignored" in split.params["published_fold"]
+    n_test = len(np.unique(split.test.users))
+    assert 0.05 * log.n_users < n_test < 0.15 * log.n_users
+    train_users = set(np.unique(split.train.user).tolist())
+    assert not train_users & set(np.unique(split.test.users).tolist())

@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 
 from polyrec.data.log import InteractionLog
+from polyrec.errors import DataError
 
 PAD = 0
 Sampling = Literal["random-cut", "all-cuts"]
@@ -156,7 +157,10 @@ class CutSampler:
     def random_cuts(self, n: int, generator: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
         """``n`` cuts: users uniform among eligible ones, cut ``k`` uniform in its range."""
         if len(self.users) == 0:
-            raise ValueError("no training sequence has two or more items")
+            raise DataError(
+                "no training sequence has two or more items: the data or the split leaves no "
+                "user with a history to learn from (check data.protocol and params.behaviors)"
+            )
         pick = torch.randint(len(self.users), (n,), generator=generator)
         length = self._len_t[pick]
         lo = torch.clamp(length - 1, max=self.min_history)

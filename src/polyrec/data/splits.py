@@ -415,7 +415,12 @@ def user_split(
     if abs(sum(ratios) - 1.0) > 1e-6:
         raise DataError(f"user-split ratios must sum to 1 (got {ratios})")
     tmask = _check_target(log)
-    if log.fold is not None and bool((log.fold != FOLD_TRAIN).any()):
+    # a published fold is used only when it holds out whole users (SimRec's); held-out *pairs*
+    # (a leave-one-out test purchase per user, as in the embedded Retailrocket) would make every
+    # user a test user, so that fold is ignored and the users are split with the seed
+    pair_fold = log.fold is not None and bool((log.fold != FOLD_TRAIN).any())
+    if pair_fold and held_out_users_only(log):
+        pair_fold = False
         ufold = np.zeros(log.n_users, dtype=np.int8)
         np.maximum.at(ufold, log.user, log.fold)
         published = True
@@ -462,6 +467,7 @@ def user_split(
             "ratios": list(ratios),
             "history_fraction": history_fraction,
             "published_users": published,
+            **({"published_fold": "ignored: it holds out pairs, not users"} if pair_fold else {}),
         },
     )
     split.train_rows = rows

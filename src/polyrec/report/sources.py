@@ -255,7 +255,8 @@ def _quick(col: Collected, d: dict[str, Any], path: Path) -> None:
         m = r.get("metrics")
         if not isinstance(m, dict):
             continue
-        proto = next(iter(m.get("test", {}).get("metrics", {})), "")
+        sel = str(m.get("protocol", {}).get("selection", "")).split()
+        proto = sel[-2] if len(sel) >= 2 else next(iter(m.get("test", {}).get("metrics", {})), "")
         test = m["test"]["metrics"].get(proto, {}) if proto else {}
         col.results.append(
             Result(
@@ -267,7 +268,6 @@ def _quick(col: Collected, d: dict[str, Any], path: Path) -> None:
         )  # fmt: skip
         pts = _curve_points(m)
         if pts:
-            sel = m.get("protocol", {}).get("selection", "").split()
             metric = f"valid {sel[-1]}" if sel else "valid"
             col.curves.append(Curve(d["name"], r.get("dataset", ""), "", r["model"], metric, pts))
 
