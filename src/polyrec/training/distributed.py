@@ -90,9 +90,12 @@ def process_group(device: torch.device) -> Iterator[bool]:
     """
     made = False
     if launched() and not dist.is_initialized():
-        if device.type == "cuda":
+        cuda = device.type == "cuda"
+        if cuda:
             torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=TIMEOUT)
+        dist.init_process_group(
+            "nccl" if cuda else "gloo", timeout=TIMEOUT, device_id=device if cuda else None
+        )
         made = True
     try:
         yield is_distributed()
