@@ -4,7 +4,10 @@ Items belong to ``n_topics`` topics (also their category); each user prefers a f
 (Dirichlet), users' activity and items' popularity follow power laws. Views are drawn from the
 user's topics; carts are a subset of views, buys a subset of carts plus a few direct buys (a
 purchase funnel), each later in time than the step before. Everything is vectorised: 10M
-interactions take seconds.
+interactions take seconds; memory is linear in the interactions (no users × items array).
+
+A log has about ``n_views × (1 + cart_rate × (1 + buy_rate) + direct_buy_rate)`` rows
+(``n_views_for`` inverts this for a wanted total).
 """
 
 from __future__ import annotations
@@ -18,6 +21,34 @@ def _power_law_weights(n: int, exponent: float, rng: np.random.Generator) -> np.
     w = (np.arange(1, n + 1, dtype=np.float64)) ** (-exponent)
     rng.shuffle(w)
     return w / w.sum()
+
+
+def n_views_for(
+    n_interactions: int,
+    *,
+    cart_rate: float = 0.3,
+    buy_rate: float = 0.5,
+    direct_buy_rate: float = 0.05,
+) -> int:
+    """``n_views`` for which :func:`synthetic_log` gives about ``n_interactions`` rows in all
+    (views, carts, buys; the expected total, within a few √n of it)."""
+    per_view = 1.0 + cart_rate * (1.0 + buy_rate) + direct_buy_rate
+    return max(1, round(n_interactions / per_view))
+
+
+# views whose topic is drawn at once: bounds the [views, n_topics] comparison block in memory
+_TOPIC_CHUNK = 1 << 20
+
+
+def _draw_topics(u: np.ndarray, cdf: np.ndarray, users: np.ndarray) -> np.ndarray:
+    """Topic of each view: the number of the user's cumulative topic weights below ``u``
+    (inverse CDF), in chunks of views so that memory stays O(chunk × n_topics)."""
+    n_topics = cdf.shape[1]
+    out = np.empty(len(users), dtype=np.int64)
+    for lo in range(0, len(users), _TOPIC_CHUNK):
+        hi = lo + _TOPIC_CHUNK
+        out[lo:hi] = (u[lo:hi, None] > cdf[users[lo:hi]]).sum(axis=1)
+    return out.clip(max=n_topics - 1)
 
 
 def synthetic_log(
@@ -50,7 +81,7 @@ def synthetic_log(
     users = np.concatenate([base, extra])
     # topic per view from the user's preferences (inverse-CDF, vectorised)
     cdf = np.cumsum(prefs, axis=1)
-    topics = (rng.random(len(users))[:, None] > cdf[users]).sum(axis=1).clip(max=n_topics - 1)
+    topics = _draw_topics(rng.random(len(users)), cdf, users)
     # item per view: popularity-weighted within the topic (inverse-CDF per topic)
     order = np.argsort(topic_of_item, kind="stable")
     sorted_topics = topic_of_item[order]
