@@ -421,6 +421,7 @@ def user_split(
     pair_fold = log.fold is not None and bool((log.fold != FOLD_TRAIN).any())
     if pair_fold and held_out_users_only(log):
         pair_fold = False
+        assert log.fold is not None  # held_out_users_only needs a fold
         ufold = np.zeros(log.n_users, dtype=np.int8)
         np.maximum.at(ufold, log.user, log.fold)
         published = True
