@@ -275,6 +275,33 @@ def test_without_memory_the_long_term_is_the_carried_short_term() -> None:
     )
 
 
+def test_inactive_behaviors_mask_the_long_term_fusion() -> None:
+    attend, data = make({"inactive_behaviors": "attend"})
+    masked, _ = make({"inactive_behaviors": "mask"})
+    assert not attend._mask_inactive() and masked._mask_inactive()
+    assert make()[0]._mask_inactive() is False  # auto + memory = attend
+    assert make({"memory": False})[0]._mask_inactive() is True  # auto without memory = mask
+    ea, em = attend.embeddings(), masked.embeddings()
+    torch.testing.assert_close(ea.memory, em.memory)  # same weights, same memory
+    # a node that never had some behavior: masked fusion ignores that behavior's memory row
+    node = int(torch.nonzero(~attend.ever.all(1) & attend.ever.any(1))[0])
+    assert not torch.allclose(
+        ea.users[node] if node < attend.n_users else ea.items[node - attend.n_users],
+        em.users[node] if node < attend.n_users else em.items[node - attend.n_users],
+    )
+    b = int(torch.nonzero(~masked.ever[node])[0])
+    x = em.memory.transpose(0, 1).clone()
+    x[b, node] += 100.0  # the masked behavior's memory does not reach the fused embedding
+    fused = masked.fusion(x, masked.ever.T)
+    torch.testing.assert_close(
+        fused[node], masked.fusion(em.memory.transpose(0, 1), masked.ever.T)[node]
+    )
+    # the long-term contrast of a behavior covers only users that had it
+    batch = first_batch(masked, data)
+    ta, tm = attend.loss(batch), masked.loss(batch)
+    assert set(ta) == set(tm) and all(torch.isfinite(v) for v in tm.values())
+
+
 # ---------------------------------------------------------------------- ablations (A.8)
 def test_loss_terms_are_named_per_behavior() -> None:
     model, data = make()

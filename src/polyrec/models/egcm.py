@@ -138,6 +138,16 @@ class EGCMConfig(ModelConfig):
             "silent; False = the full graph in training as well."
         ),
     )
+    inactive_behaviors: Literal["auto", "attend", "mask"] = Field(
+        "auto",
+        description=(
+            "Long-term behaviors a node never had (A.6 silent). 'attend': they stay in the "
+            "fusion (Eq. 6) and in L^long_cl, filled by the memory's cross-behavior attention; "
+            "'mask': they are left out of both, as the short-term fusion leaves out behaviors "
+            "inactive in a slot; 'auto': 'attend' with memory, 'mask' without (where such a "
+            "node's behavior-b memory is only zeros)."
+        ),
+    )
     init: Init = Field(
         "normal",
         description=(
@@ -352,9 +362,9 @@ class EGCM(GraphScorer):
     transform and after the user aggregation; memory input, residual and √(d/h) scaling as
     above; W_V without bias and no output projection (Table 5 has neither); memory updated
     only for the slot's nodes; fusion scores ``wᵀ tanh(W_f x + c)``, inactive behaviors masked
-    (short-term; long-term only without memory, where a node keeps zeros for behaviors it never
-    had); the short-term term averaged over slots (its weight does not grow with Λ), the
-    per-behavior terms summed (A.1.1: "the sum of a set of pair-wise objectives"); ζ scales the
+    (short-term; long-term per ``inactive_behaviors``: by default only without memory, where a
+    node keeps zeros for behaviors it never had); the short-term term averaged over slots (its
+    weight does not grow with Λ), the per-behavior terms summed (A.1.1: "the sum of a set of pair-wise objectives"); ζ scales the
     sum of the contrastive terms; the item table N(0, 1) instead of Xavier (see ``init``). Items
     with no training interaction score 0. Without a ``time-slots`` split (``data.protocol``, the
     default this model sets) there is one slot.
@@ -586,10 +596,15 @@ class EGCM(GraphScorer):
         """The whole forward pass (differentiable); ``drop``: see :meth:`operators`."""
         short = self.short_term(drop)
         mem = self.long_term(short)
-        mask = None if self.config.memory else self.ever.T
+        mask = self.ever.T if self._mask_inactive() else None
         fused = self.fusion(mem.transpose(0, 1), mask)  # Eq. 6 over Ẽ^b → [U + I, d]
         users, items = torch.split(fused, [self.n_users, self.n_items], dim=0)
         return EGCMEmbeddings(short, mem, users, items)
+
+    def _mask_inactive(self) -> bool:
+        """Whether behaviors a node never had leave the long-term fusion and contrast."""
+        how = self.config.inactive_behaviors
+        return how == "mask" or (how == "auto" and not self.config.memory)
 
     def slot_operators(
         self, t: int, behavior: str, drop: Tensor | None = None
@@ -655,10 +670,11 @@ class EGCM(GraphScorer):
 
     def _long_term_cl(self, e: EGCMEmbeddings, users: Tensor) -> list[Tensor]:
         """Per behavior: InfoNCE between the fused long-term E_u and Ẽ^b_u of the batch users
-        (without memory: of those that ever had behavior b)."""
+        (only those that ever had behavior b when inactive behaviors are masked)."""
         out = []
+        mask = self._mask_inactive()
         for b in range(len(self.behaviors)):
-            u = users if self.config.memory else users[self.ever[users, b]]
+            u = users[self.ever[users, b]] if mask else users
             if len(u) == 0:
                 out.append(e.users.sum() * 0.0)
                 continue
