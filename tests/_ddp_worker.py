@@ -26,10 +26,11 @@ STEPS = 3  # optimiser steps per process and model
 BATCH = 40  # MBA: 5 batches of P(R_f), the 5th dropped where P(R_g)'s begin
 
 # every registry entry, plus the schedules the default settings do not reach
-CASES: list[tuple[str, dict[str, Any]]] = [
-    *((name, {}) for name in REGISTRY),
-    ("mba", {"pretrain_epochs": 0}),  # main phase: alternating steps, 3 of 5 optimisers each
-    ("cml", {"meta_order": "first"}),  # finite-difference meta gradient
+CASES: list[tuple[str, dict[str, Any], str]] = [
+    *((name, {}, "adam") for name in REGISTRY),
+    ("mba", {"pretrain_epochs": 0}, "adam"),  # main phase: alternating steps, 3 of 5 optimisers
+    ("cml", {"meta_order": "first"}, "adam"),  # finite-difference meta gradient
+    ("mf", {}, "lazy_adam"),  # sparse gradients, averaged row-wise and kept sparse
 ]
 
 
@@ -54,7 +55,7 @@ def check_same(what: str, value: Any) -> None:
         raise AssertionError(f"{what} differs across ranks: {values}")
 
 
-def run_case(name: str, extra: dict[str, Any], data: dict[str, TrainData]) -> int:
+def run_case(name: str, extra: dict[str, Any], optimizer: str, data: dict[str, TrainData]) -> int:
     train = data[REGISTRY[name].kind]
     torch.manual_seed(distributed.rank())  # different initial weights on each process
     model = build_model(name, params_for(name, extra), train)
@@ -63,7 +64,7 @@ def run_case(name: str, extra: dict[str, Any], data: dict[str, TrainData]) -> in
     check_same(f"{name}: weights after broadcast", start)
     if not model.trainable:
         return 0
-    opts = model.make_optimisers(0.01, 0.0, "adam")
+    opts = model.make_optimisers(0.01, 0.0, optimizer)
     hooks = distributed.sync_gradients(opts)
     gen = torch.Generator().manual_seed(0)  # the same batch sequence on every process
     model.train()
@@ -72,6 +73,10 @@ def run_case(name: str, extra: dict[str, Any], data: dict[str, TrainData]) -> in
     seen = []
     for batch in distributed.shard(model.batches(train, BATCH, gen)):
         model.train_step(batch, opts)
+        if optimizer == "lazy_adam" and any(
+            p.grad is not None and not p.grad.is_sparse for p in model.parameters()
+        ):
+            raise AssertionError(f"{name}: lazy_adam's averaged gradients are not sparse")
         seen.append(distributed.batch_kind(batch)[1:])
         steps += 1
         if steps == STEPS:
@@ -89,10 +94,10 @@ def main() -> None:
     with distributed.process_group(torch.device("cpu")) as on:
         assert on and distributed.world_size() == 2, "launch with torchrun --nproc_per_node 2"
         data = {"scorer": TrainData(synthetic_log()), "interest": TrainData(sequence_log())}
-        for name, extra in CASES:
-            steps = run_case(name, extra, data)
+        for name, extra, optimizer in CASES:
+            steps = run_case(name, extra, optimizer, data)
             if distributed.is_main():
-                print(f"ok {name} {steps} {extra}", flush=True)
+                print(f"ok {name} {steps} {extra} {optimizer}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Data-parallel training under torchrun (``polyrec.training.distributed``), on CPU with gloo.
 
 * the gradient-averaging step hook, model broadcast and rank-0 calls in a 2-process group
-  spawned with torch.multiprocessing;
+  spawned with torch.multiprocessing; lazy Adam's sparse gradients averaged and kept sparse;
 * a few synchronised steps of every registered model under torchrun (``_ddp_worker.py``);
 * ``polyrec train`` under torchrun with 2 processes against 1 process on the embedded
   Retailrocket data.
@@ -23,6 +23,7 @@ import torch.multiprocessing as mp
 
 from polyrec import api
 from polyrec.models import REGISTRY
+from polyrec.optim import LazyAdam
 from polyrec.training import distributed
 
 TESTS = Path(__file__).resolve().parent
@@ -130,6 +131,52 @@ def _hook_worker(r: int, init_file: str) -> None:
 
 def test_gradient_hook_averages_over_two_processes(tmp_path: Path) -> None:
     mp.spawn(_hook_worker, args=(str(tmp_path / "rendezvous"),), nprocs=2, join=True)
+
+
+def _sparse_hook_worker(r: int, init_file: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=r, world_size=2)
+    try:
+        torch.manual_seed(0)
+        rows = torch.nn.Embedding(5, 2, sparse=True)
+        rank1_only = torch.nn.Embedding(3, 2, sparse=True)  # a gradient on rank 1 only
+        never = torch.nn.Embedding(3, 2, sparse=True)  # no gradient anywhere
+        dense = torch.nn.Linear(2, 1)
+        opt = LazyAdam(
+            [rows.weight, rank1_only.weight, never.weight], [dense.weight, dense.bias], lr=0.1
+        )
+        before = rows.weight.detach().clone()
+        hooks = distributed.sync_gradients([opt])
+        # rank 0 looks up rows 0, 1, 1; rank 1 rows 1, 3: sums of ones per lookup
+        idx = torch.tensor([0, 1, 1]) if r == 0 else torch.tensor([1, 3])
+        loss = rows(idx).sum() + dense(torch.ones(1, 2)).sum() * (r + 1)
+        if r == 1:
+            loss = loss + rank1_only(torch.tensor([2])).sum()
+        loss.backward()
+        opt.step()
+        g = rows.weight.grad
+        assert g is not None and g.is_sparse  # kept sparse: lazy Adam stays lazy
+        # mean over the ranks: row 0 (1 + 0) / 2, row 1 (2 + 1) / 2, row 3 (0 + 1) / 2
+        expected = torch.tensor([[0.5] * 2, [1.5] * 2, [0.0] * 2, [0.5] * 2, [0.0] * 2])
+        torch.testing.assert_close(g.to_dense(), expected)
+        assert sorted(g.coalesce().indices()[0].tolist()) == [0, 1, 3]
+        g1 = rank1_only.weight.grad
+        assert g1 is not None and g1.is_sparse
+        torch.testing.assert_close(g1.to_dense()[2], torch.full((2,), 0.5))
+        assert never.weight.grad is None
+        torch.testing.assert_close(dense.bias.grad, torch.tensor([1.5]))
+        # only the rows some rank looked up moved, identically everywhere
+        moved = (rows.weight != before).any(1).nonzero().flatten().tolist()
+        assert moved == [0, 1, 3]
+        got = distributed.all_gather_object(rows.weight.detach().clone())
+        torch.testing.assert_close(got[0], got[1], rtol=0, atol=0)
+        for h in hooks:
+            h.remove()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_lazy_adam_gradients_are_averaged_and_stay_sparse(tmp_path: Path) -> None:
+    mp.spawn(_sparse_hook_worker, args=(str(tmp_path / "rendezvous"),), nprocs=2, join=True)
 
 
 # ---------------------------------------------------------------------- torchrun

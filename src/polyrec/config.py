@@ -76,7 +76,17 @@ class TrainConfig(_Section):
     batch_size: int = Field(2048, ge=1)
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
-    optimizer: Literal["adam", "adamw", "sgd", "adagrad"] = "adam"
+    optimizer: Literal["adam", "adamw", "sgd", "adagrad", "lazy_adam"] = Field(
+        "adam",
+        description="'adam', 'adamw', 'sgd', 'adagrad' (torch's, over every parameter), or "
+        "'lazy_adam' (models with embedding tables looked up by index, MF: sparse gradients "
+        "and torch.optim.SparseAdam, so a step updates the batch's rows only and costs "
+        "O(batch · d) instead of O((users + items) · d)). Lazy Adam is not Adam: the moments of "
+        "rows absent from a batch are not decayed (nor those rows moved by their momentum), so "
+        "results differ slightly; use it for large tables (hundreds of thousands of users or "
+        "items), where Adam's whole-table update dominates the step. Needs "
+        "train.weight_decay = 0 (regularise with the model's L2 term, MF's params.reg)",
+    )
     metric: str = Field("ndcg@10", description="validation metric for early stopping")
     select_protocol: Literal["full", "sampled", "retrieval"] = Field(
         "full",
@@ -259,6 +269,10 @@ def load_config(
         params = model_cls.Config.model_validate(cfg.params)
     except ValidationError as e:
         raise ConfigError(_format_validation(e, "params.")) from None
+    if cfg.train.optimizer == "lazy_adam" and model_cls.trainable:
+        from polyrec.optim import check_lazy_adam
+
+        check_lazy_adam(model_cls.name, model_cls.supports_lazy_adam, cfg.train.weight_decay)
     cfg.params = params.model_dump(mode="json")
     cfg.model = model_cls.name
     return cfg

@@ -59,6 +59,10 @@ class MF(Scorer):
 
     ``ŷ_ui = p_u · q_i`` (§4.3.1) trained with the BPR criterion (§4.1, Eq. 7) on uniformly
     sampled (u, i, j) triples and an L2 penalty on the batch's embeddings.
+
+    With ``train.optimizer = "lazy_adam"`` both tables give sparse gradients (the batch's rows
+    only: the BPR and the L2 terms touch nothing else) and a step updates those rows alone, so
+    it costs O(batch · d) whatever the number of users and items (:mod:`polyrec.optim`).
     """
 
     name: ClassVar[str] = "mf"
@@ -66,6 +70,7 @@ class MF(Scorer):
         "Rendle et al., BPR: Bayesian Personalized Ranking from Implicit Feedback, UAI 2009"
     )
     Config: ClassVar[type[ModelConfig]] = MFConfig
+    supports_lazy_adam: ClassVar[bool] = True
 
     config: MFConfig
 
@@ -76,6 +81,10 @@ class MF(Scorer):
         self.item_emb = nn.Embedding(self.n_items, config.dim)
         init_embedding(self.user_emb.weight, config.init, config.init_std)
         init_embedding(self.item_emb.weight, config.init, config.init_std)
+
+    def sparse_gradients(self, on: bool) -> list[Tensor]:
+        self.user_emb.sparse = self.item_emb.sparse = on
+        return [self.user_emb.weight, self.item_emb.weight]
 
     def batches(
         self, data: TrainData, batch_size: int, generator: torch.Generator

@@ -19,7 +19,9 @@ optimiser's parameters, flattened into one buffer (one collective per step), rig
 steps. Every process starts from rank 0's weights (:func:`broadcast_model`) and applies the same
 averaged gradients, so the weights stay identical: synchronous data parallelism, the same
 arithmetic as DDP (a gradient that is ``None`` on a process counts as zeros there, as DDP's
-``find_unused_parameters`` does; it stays ``None`` only if it is ``None`` everywhere).
+``find_unused_parameters`` does; it stays ``None`` only if it is ``None`` everywhere). The
+sparse-gradient tables of ``train.optimizer = "lazy_adam"`` are averaged row-wise and stay
+sparse (all-gathers of the rows each process touched), so lazy Adam stays lazy.
 
 **Data.** Every process draws the same batch sequence (same generator seed) and process ``r``
 trains on batch ``r`` of each group of ``world_size`` consecutive batches (:func:`shard`); the
@@ -177,19 +179,27 @@ def broadcast_model(model: nn.Module, src: int = 0) -> None:
         model.load_state_dict(received, strict=True)
 
 
-def average_gradients(params: Sequence[torch.Tensor]) -> None:
+def average_gradients(
+    params: Sequence[torch.Tensor], keep_sparse: Sequence[torch.Tensor] = ()
+) -> None:
     """Replace each parameter's gradient by its mean over the processes.
 
     One all-reduce per (device, dtype) of the parameters (one in practice): the gradients are
     flattened into one buffer, followed by one presence flag per parameter. A ``None`` gradient
     counts as zeros; it stays ``None`` only where it is ``None`` on every process, so every
-    process ends with the same gradients. Sparse gradients are made dense.
+    process ends with the same gradients. Sparse gradients are made dense, except those of the
+    ``keep_sparse`` parameters (the tables of :class:`polyrec.optim.LazyAdam`, whose update
+    needs sparse gradients): those are gathered row-wise (:func:`_average_sparse`).
     """
     if not is_distributed():
         return
     n = world_size()
+    sparse_ids = {id(p) for p in keep_sparse}
     buckets: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
     for p in params:
+        if id(p) in sparse_ids:
+            _average_sparse(p, n)
+            continue
         buckets.setdefault((p.device, p.dtype), []).append(p)
     for (device, dtype), ps in buckets.items():
         parts = [_dense_grad(p).reshape(-1) for p in ps]
@@ -203,6 +213,47 @@ def average_gradients(params: Sequence[torch.Tensor]) -> None:
             p.grad = chunk.view(p.shape) if seen else None
 
 
+def _average_sparse(p: torch.Tensor, n: int) -> None:
+    """Mean over the processes of a row-sparse gradient, kept sparse: every process sends its
+    (row indices, row values) — padded to the longest, three all-gathers — and gets the
+    coalesced sum / n. Costs O(rows in the batches · d), not O(table rows · d). ``None`` counts
+    as no rows; it stays ``None`` only where it is ``None`` on every process."""
+    g = p.grad
+    if g is not None and not g.is_sparse:
+        raise RuntimeError(
+            "distributed averaging: a lazy_adam table has a dense gradient (the model must look "
+            "its rows up with sparse gradients)"
+        )
+    if g is not None:
+        g = g.coalesce()
+        idx, vals = g.indices()[0], g.values()
+    else:
+        idx = torch.empty(0, dtype=torch.long, device=p.device)
+        vals = torch.empty((0, *p.shape[1:]), dtype=p.dtype, device=p.device)
+    meta = torch.tensor([idx.numel(), int(g is not None)], dtype=torch.long, device=p.device)
+    metas = [torch.empty_like(meta) for _ in range(n)]
+    dist.all_gather(metas, meta)
+    counts = [int(m[0]) for m in metas]
+    if not any(int(m[1]) for m in metas):
+        p.grad = None
+        return
+    longest = max(counts)
+    if longest == 0:
+        p.grad = torch.sparse_coo_tensor(idx[None], vals, p.shape).coalesce()
+        return
+    pad_idx = torch.zeros(longest, dtype=torch.long, device=p.device)
+    pad_idx[: idx.numel()] = idx
+    pad_vals = torch.zeros((longest, *p.shape[1:]), dtype=p.dtype, device=p.device)
+    pad_vals[: vals.shape[0]] = vals
+    all_idx = [torch.empty_like(pad_idx) for _ in range(n)]
+    all_vals = [torch.empty_like(pad_vals) for _ in range(n)]
+    dist.all_gather(all_idx, pad_idx)
+    dist.all_gather(all_vals, pad_vals)
+    rows = torch.cat([t[:c] for t, c in zip(all_idx, counts, strict=True)])
+    values = torch.cat([t[:c] for t, c in zip(all_vals, counts, strict=True)]).div_(n)
+    p.grad = torch.sparse_coo_tensor(rows[None], values, p.shape).coalesce()
+
+
 def _dense_grad(p: torch.Tensor) -> torch.Tensor:
     if p.grad is None:
         return torch.zeros_like(p, memory_format=torch.contiguous_format)
@@ -210,7 +261,10 @@ def _dense_grad(p: torch.Tensor) -> torch.Tensor:
 
 
 def _average_before_step(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-    average_gradients([p for group in opt.param_groups for p in group["params"]])
+    average_gradients(
+        [p for group in opt.param_groups for p in group["params"]],
+        keep_sparse=getattr(opt, "sparse_params", ()),
+    )
 
 
 def sync_gradients(optimisers: Iterable[torch.optim.Optimizer]) -> list[RemovableHandle]:
