@@ -92,6 +92,14 @@ class EGCMConfig(ModelConfig):
             "fade geometrically) or Ê_t + Ẽ_{t−1} ('add'); X_1 = Ê_1."
         ),
     )
+    memory_value_init: Literal["xavier", "zero"] = Field(
+        "xavier",
+        description=(
+            "Init of the memory attention's W_V (A.9.4: Xavier for every weight). 'zero' starts "
+            "γ_t at 0, so that with the residual the memory begins as the plain carry (w/o "
+            "memory) and the attention is learned only where it helps (paper silent)."
+        ),
+    )
     memory_residual: bool = Field(
         True,
         description=(
@@ -523,6 +531,10 @@ class EGCM(GraphScorer):
         self.memory_attention = nn.ModuleList(
             CrossBehaviorAttention(d, cfg.n_heads, cfg.attention_scale) for _ in range(n_mem)
         )
+        if cfg.memory_value_init == "zero":
+            for att in self.memory_attention:
+                assert isinstance(att, CrossBehaviorAttention)
+                nn.init.zeros_(att.w_v.weight)
         self.fusion = BehaviorFusion(d)
 
     # ------------------------------------------------------------------ encoder
