@@ -275,6 +275,20 @@ def test_without_memory_the_long_term_is_the_carried_short_term() -> None:
     )
 
 
+def test_zero_value_init_starts_the_memory_as_the_plain_carry() -> None:
+    zero, data = make({"memory_value_init": "zero"})
+    plain, _ = make({"memory": False})
+    ez, ep = zero.embeddings(), plain.embeddings()
+    torch.testing.assert_close(ez.short, ep.short)  # same seed: same encoder
+    torch.testing.assert_close(ez.memory, ep.memory)  # γ_t = 0 at init
+    loss = sum(zero.loss(first_batch(zero, data)).values())
+    assert isinstance(loss, torch.Tensor)
+    loss.backward()
+    att = zero.memory_attention[0]
+    assert isinstance(att, CrossBehaviorAttention)
+    assert float(att.w_v.weight.grad.abs().sum()) > 0  # and it learns from there
+
+
 def test_inactive_behaviors_mask_the_long_term_fusion() -> None:
     attend, data = make({"inactive_behaviors": "attend"})
     masked, _ = make({"inactive_behaviors": "mask"})
