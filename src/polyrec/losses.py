@@ -80,6 +80,7 @@ def sampled_softmax(
     log_q: Tensor | None = None,
     *,
     remove_accidental_hits: bool = True,
+    negative_weight: Tensor | None = None,
 ) -> Tensor:
     r"""Sampled softmax cross-entropy (Jean et al. 2015; TensorFlow's ``sampled_softmax_loss``).
 
@@ -94,11 +95,20 @@ def sampled_softmax(
     ``log_q[n]`` is the log of the *expected count* of each item in the sample
     (``ln(S · P(i))`` for ``S`` draws with replacement); ``None`` skips the correction.
     ``remove_accidental_hits`` drops a sampled negative equal to the row's target (TF default).
+    ``negative_weight[S, d]``: the rows ``item_weight[negatives]`` when the caller has gathered
+    them already (same value; one gather, so one sparse gradient into the table).
     """
     if query.dim() != 2 or item_weight.dim() != 2:
         raise ValueError("sampled_softmax needs query [B, d] and item_weight [n, d]")
+    if negative_weight is None:
+        negative_weight = item_weight[negatives]
+    elif negative_weight.shape != (len(negatives), item_weight.shape[1]):
+        raise ValueError(
+            f"sampled_softmax: negative_weight {tuple(negative_weight.shape)} for "
+            f"{len(negatives)} negatives of size {item_weight.shape[1]}"
+        )
     pos = (query * item_weight[target]).sum(-1, keepdim=True)
-    neg = query @ item_weight[negatives].T
+    neg = query @ negative_weight.T
     if log_q is not None:
         pos = pos - log_q[target].unsqueeze(1)
         neg = neg - log_q[negatives].unsqueeze(0)
@@ -263,6 +273,36 @@ def bernoulli_channel_loglik(
 __all__ += ["bernoulli_channel_loglik", "kl_bernoulli"]
 
 
+class _RowNorms(torch.autograd.Function):
+    """``‖x‖`` over the last dimension with a one-pass backward ``x · g / ‖x‖`` (0 at ‖x‖ = 0):
+    the same gradient as :func:`torch.linalg.vector_norm`, whose backward makes three passes over
+    ``x`` (the scalar factor is formed on the small ``[..]`` tensor first here)."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: Tensor) -> Tensor:
+        norms = torch.linalg.vector_norm(x, dim=-1)
+        ctx.save_for_backward(x, norms)
+        return norms
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> Tensor:
+        x, norms = ctx.saved_tensors  # type: ignore[attr-defined]
+        return x * (grad / norms).masked_fill_(norms == 0, 0.0).unsqueeze(-1)
+
+
+def row_norms(x: Tensor) -> Tensor:
+    """L2 norms of the vectors along ``x``'s last dimension (``vector_norm(x, dim=-1)``, with a
+    cheaper backward)."""
+    return _RowNorms.apply(x)
+
+
+def interest_dots(interests: Tensor, candidates: Tensor) -> Tensor:
+    """``z_k · c_j`` for ``interests[B, K, d]`` and ``candidates[B, C, d]``: ``[B, K, C]``.
+    Computed as ``(c zᵀ)ᵀ``, so that the gradient into the (larger) candidates comes out in their
+    own layout instead of transposed."""
+    return torch.bmm(candidates, interests.transpose(1, 2)).transpose(1, 2)
+
+
 def re_contrast(
     interests: Tensor,
     items: Tensor,
@@ -270,6 +310,8 @@ def re_contrast(
     positive: Tensor,
     valid: Tensor,
     temperature: float,
+    *,
+    dots: Tensor | None = None,
 ) -> Tensor:
     r"""Re4's Re-contrast InfoNCE (Re4 WWW 2022 §2.2.1, Eq. 3–6), mean over the positives.
 
@@ -285,7 +327,9 @@ def re_contrast(
 
     Eq. 6 sums the terms; this returns their mean over all (user, interest, positive) triples so
     that the weight λ_CL does not depend on the batch size or the history length. 0 when there is
-    no positive.
+    no positive. ``dots``: :func:`interest_dots` of the interests with the candidates
+    ``[items, interests, sampled]`` (concatenated in that order) when the caller has them already
+    (Re4 shares them with Re-attend).
     """
     if interests.dim() != 3 or items.dim() != 3 or sampled.dim() != 3:
         raise ValueError(
@@ -295,12 +339,14 @@ def re_contrast(
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
     t, k = items.shape[1], interests.shape[1]
-    cands = torch.cat([items, interests, sampled], dim=1)  # [B, T+K+S, d]
+    if dots is None:
+        dots = interest_dots(interests, torch.cat([items, interests, sampled], dim=1))
     # cosine similarity as dot / (‖z‖ ‖c‖): the norms divide the small [B, K, T+K+S] result
     # instead of normalising every input vector (same value, a fraction of the work)
-    norms = torch.linalg.vector_norm(cands, dim=-1).clamp_min(1e-12)  # [B, T+K+S]
+    norms = torch.cat([row_norms(items), row_norms(interests), row_norms(sampled)], dim=1)
+    norms = norms.clamp_min(1e-12)  # [B, T+K+S]
     scale = norms[:, t : t + k].unsqueeze(2) * norms.unsqueeze(1) * temperature
-    sim = torch.bmm(interests, cands.transpose(1, 2)) / scale  # [B, K, T+K+S]
+    sim = dots / scale  # [B, K, T+K+S]
     pos = positive & valid.unsqueeze(1)  # [B, K, T]
     # negatives: valid history items outside P_k, the other interests, every sampled item
     not_neg = torch.cat(
@@ -314,11 +360,17 @@ def re_contrast(
     neg_lse = torch.logsumexp(sim.masked_fill(not_neg, float("-inf")), dim=2, keepdim=True)
     s_items = sim[:, :, :t]
     per = torch.logaddexp(s_items, neg_lse) - s_items  # −log of each positive's share
-    return per[pos].sum() / pos.sum().clamp_min(1)
+    return per.masked_fill(~pos, 0.0).sum() / pos.sum().clamp_min(1)
 
 
 def re_attend(
-    attention: Tensor, interests: Tensor, items: Tensor, valid: Tensor, detach_target: bool = False
+    attention: Tensor,
+    interests: Tensor,
+    items: Tensor,
+    valid: Tensor,
+    detach_target: bool = False,
+    *,
+    scores: Tensor | None = None,
 ) -> Tensor:
     r"""Re4's Re-attend loss (Re4 WWW 2022 §2.2.2, Eq. 7–8), mean over (user, interest).
 
@@ -328,38 +380,43 @@ def re_attend(
     distribution the criterion gives over the same history items:
     ``−Σ_i softmax_i(ã_k)_i · ln a_{k,i}``. The paper puts no stop-gradient, so both sides
     learn; ``detach_target`` stops the gradient into ``softmax(ã)`` (pure supervision of the
-    attention).
+    attention). ``scores``: ã ``[B, K, T]`` when the caller has it already.
     """
     ok = valid.unsqueeze(1)
-    sim = torch.einsum("bkd,btd->bkt", interests, items).masked_fill(~ok, float("-inf"))
-    target = torch.softmax(sim, dim=2)
+    if scores is None:
+        scores = interest_dots(interests, items)
+    target = torch.softmax(scores.masked_fill(~ok, float("-inf")), dim=2)
     if detach_target:
         target = target.detach()
     log_a = torch.log(attention.clamp_min(1e-12)).masked_fill(~ok, 0.0)
     return -(target * log_a).sum(dim=2).mean()
 
 
-def re_construct(reconstructed: Tensor, items: Tensor, positive: Tensor) -> Tensor:
+def re_construct(
+    reconstructed: Tensor, items: Tensor, positive: Tensor | tuple[Tensor, ...]
+) -> Tensor:
     r"""Re4's Re-construct error (Re4 WWW 2022 §2.2.3, Eq. 12), mean over the positives.
 
-    ``items[B, T, d]`` the history items x_j; ``positive[B, K, T]`` the mask 1(x_j ∈ P_k);
+    ``items[B, T, d]`` the history items x_j; ``positive`` the pairs 1(x_j ∈ P_k), either as a
+    ``[B, K, T]`` mask or as its ``(b, k, j)`` index vectors (``mask.nonzero(as_tuple=True)``);
     ``reconstructed`` the decoder's x̂_{k,j}, either for every (k, j) as ``[B, K, T, d]`` or for
     the positives only, in ``positive``'s row-major order, as ``[n_positive, d]``. Each positive
     contributes ‖x̂_{k,j} − x_j‖²; Eq. 12 sums them, this returns their mean (0 without
     positives).
     """
+    where = positive.nonzero(as_tuple=True) if isinstance(positive, Tensor) else positive
     if reconstructed.dim() == 4:
-        reconstructed = reconstructed[positive]
-    target = items.unsqueeze(1).expand(-1, positive.shape[1], -1, -1)[positive]
+        reconstructed = reconstructed[where]
+    target = items[where[0], where[2]]  # x_j of each positive (b, k, j)
     if reconstructed.shape != target.shape:
         raise ValueError(
             f"re_construct: {tuple(reconstructed.shape)} reconstructions for "
-            f"{int(positive.sum())} positives of size {items.shape[-1]}"
+            f"{len(target)} positives of size {items.shape[-1]}"
         )
-    return (reconstructed - target).pow(2).sum(-1).sum() / positive.sum().clamp_min(1)
+    return (reconstructed - target).pow(2).sum(-1).sum() / max(len(target), 1)
 
 
-__all__ += ["re_attend", "re_construct", "re_contrast"]
+__all__ += ["interest_dots", "re_attend", "re_construct", "re_contrast", "row_norms"]
 
 
 def _add_angular_margin(cos: Tensor, margin: float) -> Tensor:

@@ -176,13 +176,30 @@ class SequentialModel(InterestModel):
 
     def recommendation_loss(self, interests: Tensor, batch: SeqBatch) -> dict[str, Tensor]:
         """The next-item loss of a batch given its interests ``[B, K, d]``."""
-        items = self.item_embeddings()
+        return self.next_item_loss(interests, batch, self.item_embeddings())
+
+    def next_item_loss(
+        self,
+        interests: Tensor,
+        batch: SeqBatch,
+        items: Tensor,
+        negative_rows: Tensor | None = None,
+    ) -> dict[str, Tensor]:
+        """:meth:`recommendation_loss` on the caller's :meth:`item_embeddings` ``items`` and,
+        optionally, their rows of the batch's negatives (``negative_rows =
+        items[batch.negatives]``): a caller that gathers these rows too (Re4) shares one gather,
+        so one sparse gradient into the item table."""
         query = self.read_out(interests, items[batch.target])
         if self.config.loss == "full" or batch.negatives is None:
             return {"softmax": losses.full_softmax(query, items, batch.target)}
         return {
             "sampled_softmax": losses.sampled_softmax(
-                query, items, batch.target, batch.negatives, self.negative_log_q(batch)
+                query,
+                items,
+                batch.target,
+                batch.negatives,
+                self.negative_log_q(batch),
+                negative_weight=negative_rows,
             )
         }
 
