@@ -398,8 +398,9 @@ def _mean_sd(xs: list[float]) -> tuple[float, float]:
     return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
 
-def _fmt(ms: tuple[float, float], digits: int = 4) -> str:
-    return f"{ms[0]:.{digits}f} ± {ms[1]:.{digits}f}"
+def _fmt(ms: tuple[float, float], digits: int = 4, n: int = 2) -> str:
+    """``mean ± sd``; the mean alone for one seed (``n = 1``), whose sd is not a spread."""
+    return f"{ms[0]:.{digits}f} ± {ms[1]:.{digits}f}" if n > 1 else f"{ms[0]:.{digits}f}"
 
 
 def summarise(results: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, Any]:
@@ -566,18 +567,20 @@ def markdown(report: dict[str, Any]) -> str:
         L.append(f"### {ds}")
         L.append("")
         L.append(
-            "| model | Recall@10 | Recall@20 | NDCG@10 | NDCG@20 | valid Recall@20 | best epoch | epochs |"
+            "| model | Recall@10 | Recall@20 | NDCG@10 | NDCG@20 | valid Recall@20 | best epoch | epochs "
+            "| seeds |"
         )
-        L.append("|---|---|---|---|---|---|---|---|")
+        L.append("|---|---|---|---|---|---|---|---|---|")
         for label, row in s["rows"].items():
             if "error" in row:
-                L.append(f"| {label} | cannot run: {row['error']} | | | | | | |")
+                L.append(f"| {label} | cannot run: {row['error']} | | | | | | | |")
                 continue
-            t = row["test"]
+            t, n = row["test"], len(row["seeds"])
             L.append(
-                f"| {label} | {_fmt(t['recall@10'])} | {_fmt(t['recall@20'])} | "
-                f"{_fmt(t['ndcg@10'])} | {_fmt(t['ndcg@20'])} | {_fmt(row['valid']['recall@20'])} | "
-                f"{row['best_epoch'][0]:.0f} | {row['epochs_run'][0]:.0f} |"
+                f"| {label} | {_fmt(t['recall@10'], n=n)} | {_fmt(t['recall@20'], n=n)} | "
+                f"{_fmt(t['ndcg@10'], n=n)} | {_fmt(t['ndcg@20'], n=n)} | "
+                f"{_fmt(row['valid']['recall@20'], n=n)} | "
+                f"{row['best_epoch'][0]:.0f} | {row['epochs_run'][0]:.0f} | {n} |"
             )
     L.append("")
     L.append("## Relative gain of MBA (Recall@20 / NDCG@20): the paper vs ours")
