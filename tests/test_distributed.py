@@ -125,6 +125,7 @@ def _hook_worker(r: int, init_file: str) -> None:
         with pytest.raises(ValueError, match="bad validation"):
             distributed.run_on_main(fail)
         assert distributed.broadcast_object(f"from {r}") == "from 0"
+        dist.barrier()  # nobody tears the group down while a peer still uses it
     finally:
         dist.destroy_process_group()
 
@@ -171,6 +172,7 @@ def _sparse_hook_worker(r: int, init_file: str) -> None:
         torch.testing.assert_close(got[0], got[1], rtol=0, atol=0)
         for h in hooks:
             h.remove()
+        dist.barrier()  # nobody tears the group down while a peer still uses it
     finally:
         dist.destroy_process_group()
 

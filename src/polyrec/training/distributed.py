@@ -99,10 +99,18 @@ def process_group(device: torch.device) -> Iterator[bool]:
             "nccl" if cuda else "gloo", timeout=TIMEOUT, device_id=device if cuda else None
         )
         made = True
+    ok = False
     try:
         yield is_distributed()
+        ok = True
     finally:
         if made:
+            if ok:
+                # every process reaches the end before any tears the group down: rank 0 still
+                # evaluates and writes while the others are done, and a peer leaving gloo mid-
+                # teardown aborted rank 0 at exit ("terminate called without an active
+                # exception", seen on a loaded 2-core machine)
+                dist.barrier()
             dist.destroy_process_group()
 
 
