@@ -372,10 +372,10 @@ class EGCM(GraphScorer):
     only for the slot's nodes; fusion scores ``wᵀ tanh(W_f x + c)``, inactive behaviors masked
     (short-term; long-term per ``inactive_behaviors``: by default only without memory, where a
     node keeps zeros for behaviors it never had); the short-term term averaged over slots (its
-    weight does not grow with Λ), the per-behavior terms summed (A.1.1: "the sum of a set of pair-wise objectives"); ζ scales the
-    sum of the contrastive terms; the item table N(0, 1) instead of Xavier (see ``init``). Items
-    with no training interaction score 0. Without a ``time-slots`` split (``data.protocol``, the
-    default this model sets) there is one slot.
+    weight does not grow with Λ), the per-behavior terms summed (A.1.1: "the sum of a set of
+    pair-wise objectives"); ζ scales the sum of the contrastive terms; the item table N(0, 1)
+    instead of Xavier (see ``init``). Items with no training interaction score 0. Without a
+    ``time-slots`` split (``data.protocol``, the default this model sets) there is one slot.
     """
 
     name: ClassVar[str] = "egcm"

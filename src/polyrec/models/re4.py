@@ -195,7 +195,8 @@ class Reconstructor(nn.Module):
         """``interests[B, K, d]`` → ``x̂[B, K, T, d]`` for the latest ``t`` history positions, or
         with ``where = (b, k, j)`` index vectors in row-major order (``mask.nonzero``) only the
         selected ``x̂_{k,j}`` as ``[n_selected, d]`` — the positives of Eq. 12, 7-14 % of the
-        pairs on the benchmark data. W̃₅ is linear, so it is applied after the β-weighted sum (Eq. 11 unchanged)."""
+        pairs on the benchmark data. W̃₅ is linear, so it is applied after the β-weighted sum
+        (Eq. 11 unchanged)."""
         b, k, _ = interests.shape
         pairs = where
         if pairs is None:  # every (k, j)
