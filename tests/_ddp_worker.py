@@ -102,3 +102,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    distributed.exit_process(0)  # skips finalisation, where gloo can abort (see its docstring)

@@ -7,7 +7,6 @@ User mistakes (``PolyrecError``) print one line and exit with status 2; bugs rai
 from __future__ import annotations
 
 import json
-import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -462,11 +461,19 @@ def data_info(
 
 
 def main() -> None:
+    code: int | str | None = 0
     try:
         app()
     except KeyboardInterrupt:
         err_console.print("interrupted")
-        sys.exit(130)
+        code = 130
+    except SystemExit as e:
+        code = e.code
+    if isinstance(code, str):  # sys.exit("message"): print it, status 1, as Python does
+        err_console.print(code)
+        code = 1
+    # after torchrun: leave without the interpreter's finalisation (see exit_process)
+    distributed.exit_process(code or 0)
 
 
 if __name__ == "__main__":
