@@ -54,6 +54,16 @@ def diagnose(run_dir: Path, threads: int) -> dict[str, Any]:
     ties: list[float] = []
     zero_held: list[float] = []
     cold = torch.as_tensor(pop == 0)
+    # the user's own training items (any behavior): a top-10 slot there is an item the user
+    # already viewed / carted / bought; the evaluator masks only training purchases
+    seen = torch.sparse_coo_tensor(
+        torch.as_tensor(np.stack([np.asarray(train.user), np.asarray(train.item)])),
+        torch.ones(len(train.user)),
+        (model.n_users, model.n_items),
+    ).coalesce()
+    seen_dense_rows = seen.to_dense() > 0 if model.n_users * model.n_items < 5e8 else None
+    own_share: list[float] = []
+    own_ranks: list[np.ndarray] = []
     with torch.no_grad():
         for lo in range(0, len(users), 1024):
             s = users_e[users[lo : lo + 1024]] @ items_e.T
@@ -67,6 +77,11 @@ def diagnose(run_dir: Path, threads: int) -> dict[str, Any]:
             top = s.topk(10, dim=1).indices
             top_pop.append(pop[top.numpy()].mean())
             cold_share.append(float(cold[top].float().mean()))
+            if seen_dense_rows is not None:
+                own = seen_dense_rows[users[lo : lo + 1024]]
+                own_share.append(float(own.gather(1, top).float().mean()))
+                s_masked = s.masked_fill(own, float("-inf"))
+                own_ranks.append(((s_masked >= hs).sum(1) - 1).numpy())
     rank = np.concatenate(ranks)
     norms = items_e.norm(dim=1).numpy()
     return {
@@ -84,7 +99,15 @@ def diagnose(run_dir: Path, threads: int) -> dict[str, Any]:
         "share_top10_without_training": float(np.mean(cold_share)),
         "mean_ties_with_held_out": float(np.mean(ties)),
         "share_held_out_score_zero": float(np.mean(zero_held)),
+        "share_top10_own_history": float(np.mean(own_share)) if own_share else None,
+        "hr@10_history_masked": (
+            float((np.concatenate(own_ranks) < 10).mean()) if own_ranks else None
+        ),
     }
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
 
 
 def markdown(res: dict[str, Any]) -> str:
@@ -98,8 +121,9 @@ def markdown(res: dict[str, Any]) -> str:
         "| run | model | valid users | items | positive scores | median rank of held-out | "
         "HR@10 (no mask) | top-10 mean popularity | held-out mean popularity | all-item mean "
         "popularity | corr(‖e_i‖, log(1+pop)) | top-10 slots without training | items tied with "
-        "held-out | held-out scored exactly 0 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "held-out | held-out scored exactly 0 | top-10 slots in the user's own training items | HR@10 "
+        "with the user's training items masked |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in res["runs"]:
         L.append(
@@ -108,7 +132,8 @@ def markdown(res: dict[str, Any]) -> str:
             f"{r['hr@10_unmasked']:.4f} | {r['mean_popularity_top10']:.2f} | "
             f"{r['mean_popularity_held_out']:.2f} | {r['mean_popularity_items']:.2f} | "
             f"{r['corr_norm_logpop']:+.2f} | {r['share_top10_without_training']:.3f} | "
-            f"{r['mean_ties_with_held_out']:.1f} | {r['share_held_out_score_zero']:.3f} |"
+            f"{r['mean_ties_with_held_out']:.1f} | {r['share_held_out_score_zero']:.3f} | "
+            f"{_fmt(r.get('share_top10_own_history'))} | {_fmt(r.get('hr@10_history_masked'))} |"
         )
     return "\n".join(L) + "\n"
 

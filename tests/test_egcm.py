@@ -316,6 +316,32 @@ def test_inactive_behaviors_mask_the_long_term_fusion() -> None:
     assert set(ta) == set(tm) and all(torch.isfinite(v) for v in tm.values())
 
 
+def test_item_bias_adds_a_learned_scalar_to_every_score() -> None:
+    plain, data = make()
+    assert not hasattr(plain, "bias")  # the appendix's model by default
+    biased, _ = make({"item_bias": True})
+    e = biased.embeddings()
+    with torch.no_grad():
+        biased.bias.copy_(torch.linspace(-1.0, 1.0, biased.n_items))
+    users, items = biased.final_embeddings()
+    torch.testing.assert_close(users @ items.T, e.users @ e.items.T + biased.bias)
+    # scoring goes through the same embeddings: the bias reaches every protocol
+    biased.prepare_scoring()
+    u = torch.arange(3)
+    torch.testing.assert_close(biased.scores(u), e.users[u] @ e.items.T + biased.bias)
+    batch = first_batch(biased, data)
+    with torch.no_grad():
+        biased.bias.zero_()
+    terms = biased.loss(batch)
+    torch.testing.assert_close(terms["bpr"], plain.loss(batch)["bpr"])  # b = 0: same BPR
+    terms["bpr"].backward()
+    touched = torch.zeros(biased.n_items, dtype=torch.bool)
+    touched[batch.pos] = touched[batch.neg] = True
+    grad = biased.bias.grad
+    assert grad is not None and bool((grad[~touched] == 0).all())
+    assert float(grad[batch.pos].sum()) < 0 < float(grad[batch.neg].sum())  # pos up, neg down
+
+
 # ---------------------------------------------------------------------- ablations (A.8)
 def test_loss_terms_are_named_per_behavior() -> None:
     model, data = make()

@@ -156,6 +156,16 @@ class EGCMConfig(ModelConfig):
             "node's behavior-b memory is only zeros)."
         ),
     )
+    item_bias: bool = Field(
+        False,
+        description=(
+            "Add a learned per-item scalar b_i to every score, ŷ_ui = E_u·E_i + b_i (init 0, "
+            "trained by BPR only; not in the appendix). Without it an item's score carries no "
+            "popularity: Γ is a mean operator and an item is an average of per-(slot, behavior) "
+            "ego rows, so a popular item's embedding shrinks and full ranking fills the top-10 "
+            "with rarely seen items (see benchmarks/results/score-diagnose-*.md)."
+        ),
+    )
     init: Init = Field(
         "normal",
         description=(
@@ -374,7 +384,8 @@ class EGCM(GraphScorer):
     node keeps zeros for behaviors it never had); the short-term term averaged over slots (its
     weight does not grow with Λ), the per-behavior terms summed (A.1.1: "the sum of a set of
     pair-wise objectives"); ζ scales the sum of the contrastive terms; the item table N(0, 1)
-    instead of Xavier (see ``init``). Items with no training interaction score 0. Without a
+    instead of Xavier (see ``init``). Items with no training interaction score 0 (their b_i
+    with ``item_bias``, an option outside the appendix for full ranking). Without a
     ``time-slots`` split (``data.protocol``, the default this model sets) there is one slot.
     """
 
@@ -536,6 +547,8 @@ class EGCM(GraphScorer):
                 assert isinstance(att, CrossBehaviorAttention)
                 nn.init.zeros_(att.w_v.weight)
         self.fusion = BehaviorFusion(d)
+        if cfg.item_bias:
+            self.bias = nn.Parameter(torch.zeros(self.n_items))
 
     # ------------------------------------------------------------------ encoder
     def operators(self, drop: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -644,8 +657,15 @@ class EGCM(GraphScorer):
         return out[0], out[1]
 
     def final_embeddings(self) -> tuple[Tensor, Tensor]:
+        """``(E_u, E_i)``; with ``item_bias`` ``([E_u ∥ 1], [E_i ∥ b_i])``, so that the dot
+        products every scorer takes are E_u·E_i + b_i."""
         e = self.embeddings()
-        return e.users, e.items
+        if not self.config.item_bias:
+            return e.users, e.items
+        return (
+            torch.cat([e.users, e.users.new_ones(self.n_users, 1)], dim=1),
+            torch.cat([e.items, self.bias[:, None]], dim=1),
+        )
 
     # ------------------------------------------------------------------ training
     def n_batches(self, data: TrainData, batch_size: int) -> int:
@@ -701,6 +721,8 @@ class EGCM(GraphScorer):
         e = self.embeddings(drop)
         eu = e.users[batch.user]
         pos, neg = (eu * e.items[batch.pos]).sum(-1), (eu * e.items[batch.neg]).sum(-1)
+        if cfg.item_bias:
+            pos, neg = pos + self.bias[batch.pos], neg + self.bias[batch.neg]
         out = {"bpr": losses.bpr(pos, neg)}
         uniq = torch.unique(batch.user)
         if cfg.short_term_cl:
