@@ -50,6 +50,10 @@ def test_without_a_launch_everything_is_a_no_op() -> None:
     assert distributed.sync_gradients([]) == []
     with distributed.process_group(torch.device("cpu")) as on:
         assert not on and not dist.is_initialized()
+    # no group was made: an ordinary exit (os._exit only after a torchrun group)
+    with pytest.raises(SystemExit) as exc:
+        distributed.exit_process(3)
+    assert exc.value.code == 3
 
 
 @dataclass
