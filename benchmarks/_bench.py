@@ -230,7 +230,17 @@ def train_worker(spec: dict[str, Any]) -> dict[str, Any]:
     prepared = prepare(cfg, run_dir)
     setup = time.perf_counter() - t0
     t0 = time.perf_counter()
-    summary = Trainer(prepared, run_dir, Reporter()).fit()
+    class EpochLines(Reporter):
+        """One flushed line per epoch in the run's log, so that a long run can be followed."""
+
+        def epoch_end(self, epoch: int, record: dict[str, Any]) -> None:
+            loss = record.get("train", {}).get("loss", float("nan"))
+            valid = record.get("valid") or {}
+            shown = f"  valid {metric} {valid[metric]:.4f}" if metric in valid else ""
+            print(f"epoch {epoch}  loss {loss:.4f}  {record['seconds']:.1f}s{shown}", flush=True)
+
+    metric = cfg.train.metric
+    summary = Trainer(prepared, run_dir, EpochLines()).fit()
     fit_wall = time.perf_counter() - t0
     result = final_metrics(prepared)
     eval_times = []
