@@ -128,8 +128,8 @@ def exit_process(code: int) -> NoReturn:
     release tensors during finalisation, after the thread states are freed: about one run in ten
     on a loaded 2-core machine then aborted at exit ("terminate called without an active
     exception", SIGABRT) after everything had been written. Every output is complete and closed
-    before the CLI gets here, so nothing is lost by skipping finalisation. Without a group this
-    is ``sys.exit(code)``.
+    before the CLI gets here, so nothing is lost by skipping finalisation (``atexit`` handlers do
+    not run either; polyrec registers none). Without a group this is ``sys.exit(code)``.
     """
     if not _made_group:
         sys.exit(code)
