@@ -230,6 +230,8 @@ def train_worker(spec: dict[str, Any]) -> dict[str, Any]:
     prepared = prepare(cfg, run_dir)
     setup = time.perf_counter() - t0
     t0 = time.perf_counter()
+    metric = cfg.train.metric
+
     class EpochLines(Reporter):
         """One flushed line per epoch in the run's log, so that a long run can be followed."""
 
@@ -239,7 +241,6 @@ def train_worker(spec: dict[str, Any]) -> dict[str, Any]:
             shown = f"  valid {metric} {valid[metric]:.4f}" if metric in valid else ""
             print(f"epoch {epoch}  loss {loss:.4f}  {record['seconds']:.1f}s{shown}", flush=True)
 
-    metric = cfg.train.metric
     summary = Trainer(prepared, run_dir, EpochLines()).fit()
     fit_wall = time.perf_counter() - t0
     result = final_metrics(prepared)
@@ -264,7 +265,6 @@ def train_worker(spec: dict[str, Any]) -> dict[str, Any]:
     to_best = sum(
         float(h["seconds"]) + float(h.get("eval_seconds") or 0) for h in hist if h["epoch"] <= best
     )
-    metric = cfg.train.metric
     return {
         "best_epoch": best,
         "epochs_run": summary["epoch"],

@@ -48,6 +48,7 @@ T = TypeVar("T")
 # Processes other than rank 0 wait in a collective while rank 0 evaluates or writes files: allow
 # long evaluations (the backends' defaults are 10-30 min).
 TIMEOUT = timedelta(hours=2)
+_made_group = False  # whether this process ever joined a group through process_group()
 
 
 def launched() -> bool:
@@ -115,9 +116,6 @@ def process_group(device: torch.device) -> Iterator[bool]:
                 # exception", seen on a loaded 2-core machine)
                 dist.barrier()
             dist.destroy_process_group()
-
-
-_made_group = False  # whether this process ever joined a group through process_group()
 
 
 def exit_process(code: int) -> NoReturn:
