@@ -176,8 +176,7 @@ def markdown(res: dict[str, Any]) -> str:
             # no runs selected on full-ranking validation here (Tmall: they would double the
             # CPU time): the sampled-selected runs' full-ranking test, labelled as such
             L += [
-                "### test, full ranking (the same runs, selected on validation sampled "
-                "NDCG@10)",
+                "### test, full ranking (the same runs, selected on validation sampled NDCG@10)",
                 "",
             ]
             L += table(per_sel["sampled"], "full", "cml" if "cml" in per_sel["sampled"] else None)
