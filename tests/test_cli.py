@@ -139,6 +139,15 @@ def test_train_output_folder_missing(dataset_dir, tmp_path):
     assert_user_error(run("train", "--data", dataset_dir, "--out", tmp_path / "x" / "run"), "does not exist")
 
 
+def test_train_default_run_dir_in_fresh_folder(dataset_dir, tmp_path, monkeypatch):
+    # the README's first command, `polyrec train` without --out, from a checkout with no runs/
+    monkeypatch.chdir(tmp_path)
+    r = run("train", "--model", "mf", "--data", dataset_dir, "--quiet", *FAST, "train.epochs=1")
+    assert r.exit_code == 0, r.output
+    made = list((tmp_path / "runs").iterdir())
+    assert len(made) == 1 and (made[0] / "config.toml").exists()
+
+
 def test_cli_train_evaluate_recommend(dataset_dir, tmp_path):
     r = run("train", "--model", "mf", "--data", dataset_dir, "--protocol", "leave-one-out",
             "--out", tmp_path / "run", "--quiet", *FAST, "train.epochs=2")

@@ -78,7 +78,13 @@ def train(
         data__path=None if data is None else str(data),
         data__protocol=protocol,
     )
-    run_dir = Path(out) if out is not None else default_run_dir(cfg)
+    if out is None:
+        run_dir = default_run_dir(cfg)
+        # the default runs/ folder is ours: a fresh checkout has none, so make it (an --out
+        # whose folder is missing stays a user error)
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+    else:
+        run_dir = Path(out)
     _check_out_parent(run_dir, "run directory")
     if run_dir.exists() and any(run_dir.iterdir()):
         raise DataError(
