@@ -10,7 +10,9 @@ import pytest
 from polyrec.data.synthetic import synthetic_log
 
 SHARED_DATA = Path(
-    os.environ.get("POLYREC_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")
+    os.environ.get(
+        "POLYREC_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+    )
 )
 
 

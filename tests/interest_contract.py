@@ -148,7 +148,9 @@ class InterestContract:
     def test_deepcopy(self, fitted: Model) -> None:
         hist, lengths = histories(TrainData(sequence_log()), self.max_len(fitted))
         clone = copy.deepcopy(fitted)
-        torch.testing.assert_close(interests_of(clone, hist, lengths), interests_of(fitted, hist, lengths))
+        torch.testing.assert_close(
+            interests_of(clone, hist, lengths), interests_of(fitted, hist, lengths)
+        )
 
     def test_deterministic_under_seed(self, spec: ModelSpec) -> None:
         runs = []

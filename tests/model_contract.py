@@ -91,7 +91,9 @@ def fit(model: Model, spec: ModelSpec, data: TrainData, seed: int = 0) -> list[f
     model.train()
     for epoch in range(spec.epochs):
         model.on_epoch_start(epoch)
-        losses = [model.train_step(b, opts)["loss"] for b in model.batches(data, spec.batch_size, gen)]
+        losses = [
+            model.train_step(b, opts)["loss"] for b in model.batches(data, spec.batch_size, gen)
+        ]
         means.append(float(np.mean(losses)) if losses else float("nan"))
     model.eval()
     return means
@@ -223,7 +225,9 @@ class ModelContract:
         fresh.load_state_dict(load_file(str(path)))
         fresh.eval()
         expected = scores_of(fitted, all_users())
-        torch.testing.assert_close(scores_of(fresh, all_users(), prepare=False), expected, rtol=0, atol=0)
+        torch.testing.assert_close(
+            scores_of(fresh, all_users(), prepare=False), expected, rtol=0, atol=0
+        )
         torch.testing.assert_close(scores_of(fresh, all_users()), expected, rtol=0, atol=0)
 
     def test_deepcopy_and_to_cpu(self, fitted: Model) -> None:

@@ -55,15 +55,29 @@ def test_missing_column(tmp_path):
 
 
 def test_unknown_target(csv_log, tmp_path):
-    r = run("data", "import", csv_log, "--format", "csv", "--time-col", "ts", "--target", "purchase",
-            "--out", tmp_path / "o")
+    r = run(
+        "data",
+        "import",
+        csv_log,
+        "--format",
+        "csv",
+        "--time-col",
+        "ts",
+        "--target",
+        "purchase",
+        "--out",
+        tmp_path / "o",
+    )
     assert_user_error(r, "purchase")
 
 
 def test_non_numeric_timestamp(tmp_path):
     p = tmp_path / "log.csv"
     p.write_text("user,item,behavior,ts\n1,a,buy,yesterday\n")
-    assert_user_error(run("data", "import", p, "--format", "csv", "--time-col", "ts", "--out", tmp_path / "o"), "ts")
+    assert_user_error(
+        run("data", "import", p, "--format", "csv", "--time-col", "ts", "--out", tmp_path / "o"),
+        "ts",
+    )
 
 
 def test_nan_ids(tmp_path):
@@ -107,16 +121,23 @@ def test_pickle_with_foreign_object(tmp_path):
 
 
 def test_unknown_config_key(dataset_dir, tmp_path):
-    assert_user_error(run("train", "--data", dataset_dir, "--out", tmp_path / "r", "lernrate=1"), "lernrate")
+    assert_user_error(
+        run("train", "--data", dataset_dir, "--out", tmp_path / "r", "lernrate=1"), "lernrate"
+    )
     assert not (tmp_path / "r").exists()
 
 
 def test_wrong_value_type(dataset_dir, tmp_path):
-    assert_user_error(run("train", "--data", dataset_dir, "--out", tmp_path / "r", "train.epochs=lots"), "train.epochs")
+    assert_user_error(
+        run("train", "--data", dataset_dir, "--out", tmp_path / "r", "train.epochs=lots"),
+        "train.epochs",
+    )
 
 
 def test_unknown_model(dataset_dir, tmp_path):
-    assert_user_error(run("train", "--model", "gpt", "--data", dataset_dir, "--out", tmp_path / "r"), "gpt")
+    assert_user_error(
+        run("train", "--model", "gpt", "--data", dataset_dir, "--out", tmp_path / "r"), "gpt"
+    )
 
 
 def test_unknown_target_at_train(dataset_dir, tmp_path):
@@ -125,18 +146,24 @@ def test_unknown_target_at_train(dataset_dir, tmp_path):
 
 
 def test_missing_dataset_dir(tmp_path):
-    assert_user_error(run("train", "--data", tmp_path / "nodata", "--out", tmp_path / "r"), "nodata")
+    assert_user_error(
+        run("train", "--data", tmp_path / "nodata", "--out", tmp_path / "r"), "nodata"
+    )
 
 
 def test_no_test_users(tmp_path):
     p = tmp_path / "log.csv"
     p.write_text("user,item,behavior\n1,a,buy\n2,b,buy\n3,a,view\n")  # one buy per user
     assert run("data", "import", p, "--format", "csv", "--out", tmp_path / "d").exit_code == 0
-    assert_user_error(run("train", "--data", tmp_path / "d", "--out", tmp_path / "r"), "no test users")
+    assert_user_error(
+        run("train", "--data", tmp_path / "d", "--out", tmp_path / "r"), "no test users"
+    )
 
 
 def test_train_output_folder_missing(dataset_dir, tmp_path):
-    assert_user_error(run("train", "--data", dataset_dir, "--out", tmp_path / "x" / "run"), "does not exist")
+    assert_user_error(
+        run("train", "--data", dataset_dir, "--out", tmp_path / "x" / "run"), "does not exist"
+    )
 
 
 def test_train_default_run_dir_in_fresh_folder(dataset_dir, tmp_path, monkeypatch):
@@ -149,8 +176,20 @@ def test_train_default_run_dir_in_fresh_folder(dataset_dir, tmp_path, monkeypatc
 
 
 def test_cli_train_evaluate_recommend(dataset_dir, tmp_path):
-    r = run("train", "--model", "mf", "--data", dataset_dir, "--protocol", "leave-one-out",
-            "--out", tmp_path / "run", "--quiet", *FAST, "train.epochs=2")
+    r = run(
+        "train",
+        "--model",
+        "mf",
+        "--data",
+        dataset_dir,
+        "--protocol",
+        "leave-one-out",
+        "--out",
+        tmp_path / "run",
+        "--quiet",
+        *FAST,
+        "train.epochs=2",
+    )
     assert r.exit_code == 0, r.output
     assert "NDCG@10" in r.output and "1+20" in r.output and "full" in r.output
     assert "users without a target interaction" in r.output
@@ -158,7 +197,16 @@ def test_cli_train_evaluate_recommend(dataset_dir, tmp_path):
     assert r.exit_code == 0, r.output
     users = tmp_path / "users.txt"
     users.write_text("0\n3\n")
-    r = run("recommend", tmp_path / "run", "--users", users, "--k", "5", "--out", tmp_path / "recs.parquet")
+    r = run(
+        "recommend",
+        tmp_path / "run",
+        "--users",
+        users,
+        "--k",
+        "5",
+        "--out",
+        tmp_path / "recs.parquet",
+    )
     assert r.exit_code == 0, r.output
     assert (tmp_path / "recs.parquet").exists()
     # unknown users / bad k / missing folder → exit 2 and no output file
@@ -166,7 +214,9 @@ def test_cli_train_evaluate_recommend(dataset_dir, tmp_path):
     r = run("recommend", tmp_path / "run", "--users", users, "--out", tmp_path / "bad.parquet")
     assert_user_error(r, "nobody")
     assert not (tmp_path / "bad.parquet").exists()
-    r = run("recommend", tmp_path / "run", "--users", users, "--out", tmp_path / "none" / "r.parquet")
+    r = run(
+        "recommend", tmp_path / "run", "--users", users, "--out", tmp_path / "none" / "r.parquet"
+    )
     assert_user_error(r, "does not exist")
     # corrupt checkpoint
     best = tmp_path / "run" / "best.safetensors"

@@ -35,7 +35,9 @@ class FixedScorer(Scorer):
         self.register_buffer("table", torch.as_tensor(np.asarray(scores), dtype=torch.float32))
         self.prepared = 0
 
-    def batches(self, data: TrainData, batch_size: int, generator: torch.Generator) -> Iterator[Any]:
+    def batches(
+        self, data: TrainData, batch_size: int, generator: torch.Generator
+    ) -> Iterator[Any]:
         return iter(())
 
     def loss(self, batch: Any) -> dict[str, Tensor]:
@@ -322,7 +324,14 @@ def test_result_format(tiny: Split) -> None:
     assert res["ks"] == [10, 20] and res["mask"] == "target"
     assert set(res["metrics"]) == {"full", "sampled"}
     assert list(res["metrics"]["full"]) == [
-        "hr@10", "recall@10", "ndcg@10", "mrr@10", "hr@20", "recall@20", "ndcg@20", "mrr@20",
+        "hr@10",
+        "recall@10",
+        "ndcg@10",
+        "mrr@10",
+        "hr@20",
+        "recall@20",
+        "ndcg@20",
+        "mrr@20",
     ]
     assert res["n_evaluated"] == {"full": 3, "sampled": 3}
     assert res["n_negatives"] == 5
@@ -400,7 +409,9 @@ def test_pair_index_flat_index() -> None:
 def test_empty_validation_part() -> None:
     split = random_ratio(random_log(seed=9), valid_ratio=0.0, n_negatives=10)
     assert len(split.valid) == 0
-    res = evaluate(fixed(split, np.zeros((split.train.n_users, split.train.n_items))), split, "valid")
+    res = evaluate(
+        fixed(split, np.zeros((split.train.n_users, split.train.n_items))), split, "valid"
+    )
     assert res["metrics"] == {} and res["n_evaluated"] == {}
     assert any("no valid pairs" in note for note in res["notes"])
     json.dumps(res, allow_nan=False)

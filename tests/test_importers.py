@@ -46,8 +46,11 @@ def dump(obj: object, path: Path, protocol: int = 4) -> Path:
 
 
 def external_rows(log) -> set[tuple]:
-    cols = [log.user_map.to_external(log.user).tolist(), log.item_map.to_external(log.item).tolist(),
-            [log.behaviors[b] for b in log.behavior]]
+    cols = [
+        log.user_map.to_external(log.user).tolist(),
+        log.item_map.to_external(log.item).tolist(),
+        [log.behaviors[b] for b in log.behavior],
+    ]
     if log.timestamp is not None:
         cols.append(log.timestamp.tolist())
     if log.fold is not None:
@@ -131,9 +134,18 @@ def test_safe_pickle_refuses_eval_and_arbitrary_objects(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "module_name",
-    ["numpy load", "numpy.core.multiarray fromstring", "numpy._core.multiarray set_typeDict",
-     "scipy.sparse load_npz", "scipy.sparse._csr np", "builtins getattr", "builtins __import__",
-     "subprocess Popen", "copyreg add_extension", "torch load"],
+    [
+        "numpy load",
+        "numpy.core.multiarray fromstring",
+        "numpy._core.multiarray set_typeDict",
+        "scipy.sparse load_npz",
+        "scipy.sparse._csr np",
+        "builtins getattr",
+        "builtins __import__",
+        "subprocess Popen",
+        "copyreg add_extension",
+        "torch load",
+    ],
 )
 def test_safe_pickle_refuses_raw_globals(tmp_path: Path, module_name: str) -> None:
     module, name = module_name.split()
@@ -200,8 +212,12 @@ def test_hkuds_reads_folder(tmp_path: Path, style: str, test: str) -> None:
     test_rows = log.fold == FOLD_TEST
     assert int(test_rows.sum()) == 4
     assert set(log.behavior[test_rows].tolist()) == {log.target_code}
-    got = {(int(u), int(i)): t for u, i, t in
-           zip(log.user[test_rows], log.item[test_rows], log.timestamp[test_rows], strict=True)}
+    got = {
+        (int(u), int(i)): t
+        for u, i, t in zip(
+            log.user[test_rows], log.item[test_rows], log.timestamp[test_rows], strict=True
+        )
+    }
     # test time = the user's latest train time + 1; a user without train rows: global max + 1
     assert got == {(0, 6): 151.0, (1, 7): 161.0, (3, 0): 171.0, (4, 2): 171.0}
     assert "unix seconds" not in log.source and "timestamps" in log.source
@@ -330,9 +346,17 @@ def test_tsv_and_sniffed_delimiters(tmp_path: Path) -> None:
 
 def test_csv_column_options_and_single_behavior(tmp_path: Path) -> None:
     f = tmp_path / "x.csv"
-    f.write_text("uid,sid,when\n1,5,2020-01-01 00:00:00\n1,6,2020-01-02 00:00:00\n2,5,2020-01-03 00:00:00\n")
-    log = read_csv(f, user="uid", item="sid", timestamp="when",
-                   timestamp_format="%Y-%m-%d %H:%M:%S", target="click")
+    f.write_text(
+        "uid,sid,when\n1,5,2020-01-01 00:00:00\n1,6,2020-01-02 00:00:00\n2,5,2020-01-03 00:00:00\n"
+    )
+    log = read_csv(
+        f,
+        user="uid",
+        item="sid",
+        timestamp="when",
+        timestamp_format="%Y-%m-%d %H:%M:%S",
+        target="click",
+    )
     assert log.behaviors == ("click",) and log.timestamp is not None
     assert log.timestamp.min() == 1577836800.0
     assert log.user_map.ids.tolist() == [1, 2]
@@ -374,16 +398,30 @@ def test_parquet_and_frames(tmp_path: Path) -> None:
     ("content", "options", "pattern"),
     [
         ("user,item\n", {}, r"bad\.csv: the file has a header but no rows"),
-        ("user,product\n1,2\n", {}, r"bad\.csv: missing item column 'item'; columns are user, product"),
+        (
+            "user,product\n1,2\n",
+            {},
+            r"bad\.csv: missing item column 'item'; columns are user, product",
+        ),
         ("user,item\n1,2\n", {"timestamp": "ts"}, r"bad\.csv: missing timestamp column 'ts'"),
         ("user,item\n1,2\n", {"behavior": "action"}, r"bad\.csv: missing behavior column 'action'"),
-        ("user,item,ts\n1,2,noon\n", {"timestamp": "ts"},
-         r"bad\.csv: timestamp column 'ts' is not numeric \(found 'noon'\)"),
-        ("user,item,ts\n1,2,\n", {"timestamp": "ts"}, r"bad\.csv: timestamp column 'ts' has 1 missing"),
+        (
+            "user,item,ts\n1,2,noon\n",
+            {"timestamp": "ts"},
+            r"bad\.csv: timestamp column 'ts' is not numeric \(found 'noon'\)",
+        ),
+        (
+            "user,item,ts\n1,2,\n",
+            {"timestamp": "ts"},
+            r"bad\.csv: timestamp column 'ts' has 1 missing",
+        ),
         ("user,item\n1,2\n,3\n", {}, r"bad\.csv: user column 'user'.* has 1 missing"),
         ("user,item\n1,2\n2,NaN\n", {}, r"bad\.csv: item column 'item'.* has 1 missing"),
-        ("user,item,behavior\n1,2,view\n", {"target": "buy"},
-         r"bad\.csv: unknown target behavior 'buy'; the data has view"),
+        (
+            "user,item,behavior\n1,2,view\n",
+            {"target": "buy"},
+            r"bad\.csv: unknown target behavior 'buy'; the data has view",
+        ),
     ],
 )
 def test_csv_bad_inputs(tmp_path: Path, content: str, options: dict, pattern: str) -> None:
@@ -519,9 +557,13 @@ def test_sasrec_positions(tmp_path: Path) -> None:
     f.write_text("1 10\n1 11\n2 10\n1 12\n2 13\n")
     log = read_sasrec_txt(f)
     rows = external_rows(log)
-    assert rows == {(1, 10, "interaction", 0.0), (1, 11, "interaction", 1.0),
-                    (1, 12, "interaction", 2.0), (2, 10, "interaction", 0.0),
-                    (2, 13, "interaction", 1.0)}
+    assert rows == {
+        (1, 10, "interaction", 0.0),
+        (1, 11, "interaction", 1.0),
+        (1, 12, "interaction", 2.0),
+        (2, 10, "interaction", 0.0),
+        (2, 13, "interaction", 1.0),
+    }
     assert log.name == "Video" and detect_format(f) == "sasrec-txt"
     assert import_path(f, target="click").behaviors == ("click",)  # target names the behavior
     with pytest.raises(DataError, match=r"Video\.txt: behavior='a' and target='b' disagree"):
@@ -550,7 +592,9 @@ def test_sasrec_folder(tmp_path: Path) -> None:
     log = import_path(d)
     assert (log.n_users, log.n_items, log.name) == (2, 2, "Video")
     (d / "Other.txt").write_text("3 4\n")
-    with pytest.raises(DataError, match=r"several SASRec files in this folder \(Other\.txt, Video\.txt\)"):
+    with pytest.raises(
+        DataError, match=r"several SASRec files in this folder \(Other\.txt, Video\.txt\)"
+    ):
         read_sasrec_txt(d)
     e = tmp_path / "none"
     e.mkdir()
@@ -602,8 +646,17 @@ def test_simrec_errors(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- import_path
 def test_import_path_dispatch_and_errors(tmp_path: Path) -> None:
-    assert set(FORMATS) == {"csv", "tsv", "parquet", "hkuds", "mba", "lightgcn-txt",
-                            "sasrec-txt", "simrec", "recbole"}
+    assert set(FORMATS) == {
+        "csv",
+        "tsv",
+        "parquet",
+        "hkuds",
+        "mba",
+        "lightgcn-txt",
+        "sasrec-txt",
+        "simrec",
+        "recbole",
+    }
     d = make_hkuds(tmp_path / "h")
     assert detect_format(d) == "hkuds"
     assert import_path(d).fingerprint() == read_hkuds(d).fingerprint()
@@ -631,8 +684,9 @@ def test_import_path_dispatch_and_errors(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- real folders
-def _check_counts(log, users: int, items: int, per_behavior: dict[str, int], train: int,
-                  test: int, valid: int = 0) -> None:
+def _check_counts(
+    log, users: int, items: int, per_behavior: dict[str, int], train: int, test: int, valid: int = 0
+) -> None:
     st = log.stats()
     assert (log.n_users, log.n_items) == (users, items)
     for beh, n in per_behavior.items():
@@ -647,8 +701,9 @@ def test_shared_retailrocket() -> None:
         warnings.simplefilter("error")
         log = import_path(SHARED / "retailrocket-hkuds")
     assert log.behaviors == ("view", "cart", "buy")
-    _check_counts(log, 2174, 30113, {"view": 75374, "cart": 12456, "buy": 9551 + 2174},
-                  train=97381, test=2174)
+    _check_counts(
+        log, 2174, 30113, {"view": 75374, "cart": 12456, "buy": 9551 + 2174}, train=97381, test=2174
+    )
     test = log.fold == FOLD_TEST
     assert np.unique(log.user[test]).size == 2174
     assert "unix seconds" in log.source
@@ -659,11 +714,18 @@ def test_shared_retailrocket() -> None:
 def test_shared_tmall_and_ijcai() -> None:
     tm = import_path(SHARED / "tmall-cml-partial")
     assert tm.behaviors == ("fav", "cart", "buy")
-    _check_counts(tm, 31882, 31232, {"fav": 49482, "cart": 140068, "buy": 167862 + 10000},
-                  train=357412, test=10000)
+    _check_counts(
+        tm,
+        31882,
+        31232,
+        {"fav": 49482, "cart": 140068, "buy": 167862 + 10000},
+        train=357412,
+        test=10000,
+    )
     ij = import_path(SHARED / "ijcai15-cml-partial")
-    _check_counts(ij, 17435, 35920, {"fav": 60204, "cart": 751, "buy": 131685 + 6102},
-                  train=192640, test=6102)
+    _check_counts(
+        ij, 17435, 35920, {"fav": 60204, "cart": 751, "buy": 131685 + 6102}, train=192640, test=6102
+    )
     assert "day indices" in ij.source
     assert ij.timestamp is not None and ij.timestamp.min() == 511
 
@@ -694,7 +756,10 @@ def test_shared_sasrec_video() -> None:
     ],
 )
 def test_shared_simrec(
-    folder: str, users: int, items: int, parts: tuple[int, int, int],
+    folder: str,
+    users: int,
+    items: int,
+    parts: tuple[int, int, int],
     fold_users: tuple[int, int, int],
 ) -> None:
     log = import_path(SHARED / folder)

@@ -94,7 +94,12 @@ def test_idmap_round_trip() -> None:
 def test_save_load_round_trip(tmp_path: Path) -> None:
     rows = dict(ROWS, cat=["x", "y", "x", "z", "y"], fold=[0, 0, 0, 2, 2])
     log = InteractionLog.from_frame(
-        rows, timestamp="ts", category="cat", fold="fold", behavior_order=ORDER, name="toy",
+        rows,
+        timestamp="ts",
+        category="cat",
+        fold="fold",
+        behavior_order=ORDER,
+        name="toy",
         source="unit test",
     )
     out = log.save(tmp_path / "ds")
@@ -152,8 +157,9 @@ def test_bad_inputs() -> None:
     with pytest.raises(DataError, match=r"unknown target behavior 'fav'; the behavior column has"):
         InteractionLog.from_frame(ROWS, target="fav")
     with pytest.raises(DataError, match=r"timestamp column 'ts' is not numeric \(found 'noon'\)"):
-        InteractionLog.from_frame({"user": [1, 2], "item": [1, 2], "ts": ["1", "noon"]},
-                                  timestamp="ts")
+        InteractionLog.from_frame(
+            {"user": [1, 2], "item": [1, 2], "ts": ["1", "noon"]}, timestamp="ts"
+        )
     with pytest.raises(DataError, match="cannot read an interaction table from list"):
         InteractionLog.from_frame([1, 2, 3])
     with pytest.raises(DataError, match="unknown behavior 'fav'"):

@@ -96,7 +96,14 @@ def test_multiple_positives_later_in_list() -> None:
 def test_from_hits_keys_and_values() -> None:
     out = M.from_hits(HITS, NPOS, (1, 5))
     assert list(out) == [
-        "hr@1", "recall@1", "ndcg@1", "mrr@1", "hr@5", "recall@5", "ndcg@5", "mrr@5",
+        "hr@1",
+        "recall@1",
+        "ndcg@1",
+        "mrr@1",
+        "hr@5",
+        "recall@5",
+        "ndcg@5",
+        "mrr@5",
     ]
     approx(out["recall@5"], M.recall(HITS, NPOS, 5).tolist())
     extra = M.from_hits(HITS, NPOS, (5,), names=("ndcg_comirec",))

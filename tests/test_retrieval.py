@@ -78,9 +78,10 @@ def test_faiss_and_torch_search_agree() -> None:
     fi, _ = faiss_topk(interests, emb, 50)
     ti, _ = interest_topk(interests, emb, 50)
     assert fi.tolist() == ti.tolist()
-    assert retrieve(interests, emb, 50, search="faiss").tolist() == retrieve(
-        interests, emb, 50, search="torch"
-    ).tolist()
+    assert (
+        retrieve(interests, emb, 50, search="faiss").tolist()
+        == retrieve(interests, emb, 50, search="torch").tolist()
+    )
 
 
 # ---------------------------------------------------------------------- metrics by hand

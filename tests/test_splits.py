@@ -264,9 +264,15 @@ def test_load_refuses_other_dataset(tmp_path):
 def test_hide_all_removes_held_out_pairs_from_every_behavior():
     # user 0 views then buys items 1, 2, 3; test = 3, valid = 2
     log = InteractionLog.from_frame(
-        {"user": [0] * 6, "item": [1, 2, 3, 1, 2, 3],
-         "behavior": ["view"] * 3 + ["buy"] * 3, "t": [1, 2, 3, 4, 5, 6]},
-        timestamp="t", target="buy", behavior_order=["view", "buy"],
+        {
+            "user": [0] * 6,
+            "item": [1, 2, 3, 1, 2, 3],
+            "behavior": ["view"] * 3 + ["buy"] * 3,
+            "t": [1, 2, 3, 4, 5, 6],
+        },
+        timestamp="t",
+        target="buy",
+        behavior_order=["view", "buy"],
     )
     ext = log.item_map.to_external
     strict = leave_one_out(log, n_negatives=0)  # hide="all" is the default

@@ -85,7 +85,9 @@ def load_papers(path: Path | None = None) -> dict[str, Paper]:
     return out
 
 
-def relative_gain(rows: dict[str, dict[str, float]], model: str, ref: str, metric: str) -> float | None:
+def relative_gain(
+    rows: dict[str, dict[str, float]], model: str, ref: str, metric: str
+) -> float | None:
     """``rows[model][metric] / rows[ref][metric] - 1``; ``ref = "best"``: the best other row."""
     if model not in rows or metric not in rows[model]:
         return None

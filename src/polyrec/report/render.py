@@ -185,9 +185,7 @@ def _paper_section(paper: Paper, col: Collected, figs: _Figures) -> str:
         f"Source: <code>{html.escape(paper.source)}</code>. {html.escape(paper.note)}</p>"
     )
     if not rows:
-        parts.append(
-            f'<p>No results yet from {", ".join(paper.benchmarks)} in this folder.</p>'
-        )
+        parts.append(f"<p>No results yet from {', '.join(paper.benchmarks)} in this folder.</p>")
         return "\n".join(parts)
     if paper.ndcg == "comirec":
         parts.append(_flags(["NDCG is the standard one; NDCG* is ComiRec's variant (the paper's)"]))
@@ -221,8 +219,10 @@ def _curves_html(col: Collected, benchmarks: list[str], figs: _Figures) -> str:
         imgs.append(_img(figs.curves(_slug(bench, ds, sel, "curves"), title, curves), title))
     if not imgs:
         return ""
-    note = "" if figs.plt is not None else (
-        '<p class="note">Figures need matplotlib (pip install "polyrec[plot]").</p>'
+    note = (
+        ""
+        if figs.plt is not None
+        else ('<p class="note">Figures need matplotlib (pip install "polyrec[plot]").</p>')
     )
     return "<h3>Learning curves (validation metric per check)</h3>" + note + "".join(imgs)
 
@@ -263,7 +263,7 @@ def _speed_section(col: Collected) -> str:
         ]
         meta = col.meta.get(bench, {})
         parts.append(
-            f"<h3>{html.escape(bench)}</h3><p class=\"note\">{html.escape(str(meta.get('date', '')))}"
+            f'<h3>{html.escape(bench)}</h3><p class="note">{html.escape(str(meta.get("date", "")))}'
             f" · <code>{html.escape(str(meta.get('command', '')))}</code></p>"
         )
         parts.append(_table(["case", *keys], body))
@@ -283,13 +283,17 @@ def _sources_html(col: Collected) -> str:
                      f"<code>{html.escape(str(m.get('command', '')))}</code>"])  # fmt: skip
     out = "<h2>Sources</h2>" + _table(["benchmark", "date", "machine", "command"], rows)
     if col.skipped:
-        out += "<p>Skipped:</p><ul>" + "".join(
-            f"<li>{html.escape(s)}</li>" for s in col.skipped
-        ) + "</ul>"
+        out += (
+            "<p>Skipped:</p><ul>"
+            + "".join(f"<li>{html.escape(s)}</li>" for s in col.skipped)
+            + "</ul>"
+        )
     return out
 
 
-def build_report(results_dir: Path, out_dir: Path, papers_file: Path | None = None) -> dict[str, Any]:
+def build_report(
+    results_dir: Path, out_dir: Path, papers_file: Path | None = None
+) -> dict[str, Any]:
     """Write ``out_dir/index.html`` and its figures; returns a summary of what was rendered."""
     col = collect(results_dir)
     papers = load_papers(papers_file)
@@ -308,7 +312,7 @@ def build_report(results_dir: Path, out_dir: Path, papers_file: Path | None = No
                 f"<code>{html.escape(str(results_dir))}</code>. Every table names its protocol, "
                 "split, selection and seeds; ⚑ marks where our data or protocol differs from the "
                 "paper's.</p>",
-                f"<p>{toc} · <a href=\"#other\">other</a> · <a href=\"#speed\">speed</a></p>",
+                f'<p>{toc} · <a href="#other">other</a> · <a href="#speed">speed</a></p>',
                 *sections,
                 _other_section(col, claimed, figs),
                 _speed_section(col),

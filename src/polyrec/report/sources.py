@@ -62,7 +62,9 @@ class SpeedRow:
 
 @dataclass
 class Collected:
-    meta: dict[str, dict[str, Any]] = field(default_factory=dict)  # benchmark → date, machine, command
+    meta: dict[str, dict[str, Any]] = field(
+        default_factory=dict
+    )  # benchmark → date, machine, command
     results: list[Result] = field(default_factory=list)
     curves: list[Curve] = field(default_factory=list)
     speed: list[SpeedRow] = field(default_factory=list)
@@ -178,9 +180,11 @@ def _sequential(col: Collected, d: dict[str, Any], path: Path) -> None:
     settings = d.get("settings", {})
     res = d["results"]
     one_dataset = all(isinstance(v, dict) and "test" in v for v in res.values())
-    per_ds = {str(d.get("dataset", "ml100k" if bench == "hpcl4sr" else bench)): res} if (
-        one_dataset
-    ) else res
+    per_ds = (
+        {str(d.get("dataset", "ml100k" if bench == "hpcl4sr" else bench)): res}
+        if (one_dataset)
+        else res
+    )
     for ds, per_model in per_ds.items():
         for model, e in per_model.items():
             if not isinstance(e, dict) or "test" not in e:
@@ -287,8 +291,10 @@ def _which(d: dict[str, Any]) -> Callable[[Collected, dict[str, Any], Path], Non
         first = next(iter(res.values()))
         if isinstance(first, dict) and first:
             inner = next(iter(first.values()))
-            if isinstance(inner, dict) and inner and all(
-                isinstance(v, dict) and "test" in v for v in inner.values()
+            if (
+                isinstance(inner, dict)
+                and inner
+                and all(isinstance(v, dict) and "test" in v for v in inner.values())
             ):
                 return _multibehavior
         return _sequential
