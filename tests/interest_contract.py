@@ -7,20 +7,16 @@ registry entry of kind ``"interest"``.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
 
-from model_contract import ModelSpec, build, fit
+from contract_base import ContractBase, ModelSpec, build, fit
 from polyrec.data.log import IdMap, InteractionLog
 from polyrec.data.sequences import SequenceSet
-from polyrec.errors import ConfigError
-from polyrec.models import REGISTRY, InterestModel, Model, TrainData, build_model
+from polyrec.models import REGISTRY, InterestModel, Model, TrainData
 
 N_USERS, N_ITEMS, N_GROUPS, SEQ_LEN = 160, 100, 5, 16
 
@@ -69,8 +65,13 @@ def interests_of(model: Model, hist: torch.Tensor, lengths: torch.Tensor) -> tor
         return model.interests(hist, lengths)
 
 
-class InterestContract:
-    """Behaviour every registered InterestModel must show. Needs a ``spec`` fixture."""
+class InterestContract(ContractBase):
+    """Behaviour every registered InterestModel must show (and :class:`ContractBase`'s). Needs
+    a ``spec`` fixture."""
+
+    def outputs(self, model: Model, data: TrainData) -> torch.Tensor:
+        hist, lengths = histories(data, self.max_len(model))
+        return interests_of(model, hist, lengths)
 
     @pytest.fixture
     def data(self) -> TrainData:
@@ -91,14 +92,6 @@ class InterestContract:
         assert cls.kind == "interest" and issubclass(cls, InterestModel)
         assert cls.paper
         assert isinstance(build(spec, data), cls)
-
-    def test_config_fields_are_documented(self, spec: ModelSpec) -> None:
-        for name, f in REGISTRY[spec.name].Config.model_fields.items():
-            assert f.description, f"{spec.name}.{name} has no description"
-
-    def test_unknown_config_key_is_config_error(self, spec: ModelSpec, data: TrainData) -> None:
-        with pytest.raises(ConfigError, match="no_such_key"):
-            build_model(spec.name, {**spec.params, "no_such_key": 1}, data)
 
     def test_training_reduces_loss(self, spec: ModelSpec, data: TrainData) -> None:
         model = build(spec, data)
@@ -133,31 +126,3 @@ class InterestContract:
         full = interests_of(fitted, hist[rows], lengths[rows])
         cut = interests_of(fitted, hist[rows][:, -short:], lengths[rows])
         torch.testing.assert_close(full, cut, rtol=1e-4, atol=1e-5)
-
-    def test_save_load_round_trip(self, spec: ModelSpec, fitted: Model, tmp_path: Path) -> None:
-        path = tmp_path / "w.safetensors"
-        save_file({k: v.contiguous() for k, v in fitted.state_dict().items()}, str(path))
-        fresh = build(spec, TrainData(sequence_log()), seed=123)
-        fresh.load_state_dict(load_file(str(path)))
-        fresh.eval()
-        hist, lengths = histories(TrainData(sequence_log()), self.max_len(fitted))
-        torch.testing.assert_close(
-            interests_of(fresh, hist, lengths), interests_of(fitted, hist, lengths), rtol=0, atol=0
-        )
-
-    def test_deepcopy(self, fitted: Model) -> None:
-        hist, lengths = histories(TrainData(sequence_log()), self.max_len(fitted))
-        clone = copy.deepcopy(fitted)
-        torch.testing.assert_close(
-            interests_of(clone, hist, lengths), interests_of(fitted, hist, lengths)
-        )
-
-    def test_deterministic_under_seed(self, spec: ModelSpec) -> None:
-        runs = []
-        for _ in range(2):
-            data = TrainData(sequence_log())
-            model = build(spec, data, seed=7)
-            fit(model, ModelSpec(spec.name, spec.params, lr=spec.lr, epochs=1), data, seed=7)
-            hist, lengths = histories(data, self.max_len(model))
-            runs.append(interests_of(model, hist, lengths))
-        torch.testing.assert_close(runs[0], runs[1], rtol=0, atol=0)

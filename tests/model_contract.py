@@ -8,20 +8,15 @@ small settings in ``SMALL_PARAMS`` there if its defaults are slow).
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
 
+from contract_base import ContractBase, ModelSpec, build, fit
 from polyrec.data.log import IdMap, InteractionLog
-from polyrec.errors import ConfigError
-from polyrec.models import REGISTRY, Model, Scorer, TrainData, build_model
+from polyrec.models import REGISTRY, Model, Scorer, TrainData
 
 N_USERS, N_ITEMS, N_GROUPS = 60, 80, 4
 LONELY_USER = N_USERS - 1  # no interaction at all
@@ -65,40 +60,6 @@ def synthetic_log(seed: int = 0) -> InteractionLog:
     )
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """How to build and fit a small instance of one registered model."""
-
-    name: str
-    params: dict[str, Any] = field(default_factory=dict)
-    lr: float = 0.01
-    weight_decay: float = 0.0
-    optimizer: str = "adam"
-    batch_size: int = 64
-    epochs: int = 5
-
-
-def build(spec: ModelSpec, data: TrainData, seed: int = 0) -> Model:
-    torch.manual_seed(seed)
-    return build_model(spec.name, spec.params, data)
-
-
-def fit(model: Model, spec: ModelSpec, data: TrainData, seed: int = 0) -> list[float]:
-    """Train ``spec.epochs`` epochs; returns the mean training loss of each epoch."""
-    gen = torch.Generator().manual_seed(seed)
-    opts = model.make_optimisers(spec.lr, spec.weight_decay, spec.optimizer)
-    means = []
-    model.train()
-    for epoch in range(spec.epochs):
-        model.on_epoch_start(epoch)
-        losses = [
-            model.train_step(b, opts)["loss"] for b in model.batches(data, spec.batch_size, gen)
-        ]
-        means.append(float(np.mean(losses)) if losses else float("nan"))
-    model.eval()
-    return means
-
-
 def all_users() -> torch.Tensor:
     return torch.arange(N_USERS)
 
@@ -111,8 +72,12 @@ def scores_of(model: Model, users: torch.Tensor, prepare: bool = True) -> torch.
         return model.scores(users)
 
 
-class ModelContract:
-    """Behaviour every registered model must show. Needs a ``spec`` fixture (:class:`ModelSpec`)."""
+class ModelContract(ContractBase):
+    """Behaviour every registered scorer must show (and :class:`ContractBase`'s). Needs a
+    ``spec`` fixture (:class:`ModelSpec`)."""
+
+    def outputs(self, model: Model, data: TrainData) -> torch.Tensor:
+        return scores_of(model, all_users())
 
     @pytest.fixture
     def data(self) -> TrainData:
@@ -132,16 +97,6 @@ class ModelContract:
         assert cls.name == spec.name
         assert cls.paper and cls.__doc__
         assert isinstance(model.config, cls.Config)
-
-    def test_config_fields_are_documented(self, spec: ModelSpec) -> None:
-        cfg = REGISTRY[spec.name].Config
-        for key, f in cfg.model_fields.items():
-            assert f.description, f"{spec.name}.{key} has no description (name the paper section)"
-        cfg()  # every field has a default (the paper's)
-
-    def test_unknown_config_key_is_config_error(self, spec: ModelSpec, data: TrainData) -> None:
-        with pytest.raises(ConfigError, match="no_such_key"):
-            build_model(spec.name, {**spec.params, "no_such_key": 1}, data)
 
     # ------------------------------------------------------------------ training
     def test_training_reduces_loss(self, spec: ModelSpec, data: TrainData) -> None:
@@ -212,37 +167,8 @@ class ModelContract:
         assert u.shape[0] == N_USERS and i.shape[0] == N_ITEMS and u.shape[1] == i.shape[1]
         torch.testing.assert_close(u @ i.T, scores_of(fitted, all_users()))
 
-    # ------------------------------------------------------------------ persistence
-    def test_save_load_round_trip(
-        self, spec: ModelSpec, data: TrainData, fitted: Model, tmp_path: Path
-    ) -> None:
-        state = fitted.state_dict()
-        assert all(t.layout == torch.strided for t in state.values()), "state must be dense"
-        path = tmp_path / "model.safetensors"
-        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
-        fresh = build(spec, data, seed=123)
-        fresh.prepare_scoring()  # a stale cache must not survive loading
-        fresh.load_state_dict(load_file(str(path)))
-        fresh.eval()
+    def test_to_cpu(self, fitted: Model) -> None:
         expected = scores_of(fitted, all_users())
-        torch.testing.assert_close(
-            scores_of(fresh, all_users(), prepare=False), expected, rtol=0, atol=0
-        )
-        torch.testing.assert_close(scores_of(fresh, all_users()), expected, rtol=0, atol=0)
-
-    def test_deepcopy_and_to_cpu(self, fitted: Model) -> None:
-        expected = scores_of(fitted, all_users())
-        clone = copy.deepcopy(fitted)
-        torch.testing.assert_close(scores_of(clone, all_users()), expected, rtol=0, atol=0)
         moved = fitted.to(torch.device("cpu"))
         assert moved.device.type == "cpu"
         torch.testing.assert_close(scores_of(moved, all_users(), prepare=False), expected)
-
-    def test_deterministic_under_seed(self, spec: ModelSpec) -> None:
-        runs = []
-        for _ in range(2):
-            data = TrainData(synthetic_log())
-            model = build(spec, data, seed=7)
-            fit(model, spec, data, seed=7)
-            runs.append(scores_of(model, all_users()))
-        torch.testing.assert_close(runs[0], runs[1], rtol=0, atol=0)

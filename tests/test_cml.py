@@ -15,8 +15,9 @@ import torch.nn.functional as F
 import polyrec
 from model_contract import synthetic_log
 from polyrec import losses
+from polyrec.data.views import BehaviorBatch
 from polyrec.models import TrainData, build_model
-from polyrec.models.cml import CML, CMLBatch
+from polyrec.models.cml import CML
 
 FAST = ["train.batch_size=64", "eval.ks=[10]", "data.n_negatives=20"]
 
@@ -29,7 +30,7 @@ def make(params: dict[str, Any] | None = None, seed: int = 0) -> tuple[CML, Trai
     return model, data
 
 
-def first_batch(model: CML, data: TrainData, batch_size: int = 64) -> CMLBatch:
+def first_batch(model: CML, data: TrainData, batch_size: int = 64) -> BehaviorBatch:
     return next(iter(model.batches(data, batch_size, torch.Generator().manual_seed(0))))
 
 

@@ -13,7 +13,7 @@ def test_defaults_train_lightgcn_on_embedded_data():
     assert cfg.model == "lightgcn"
     assert cfg.data.path == "embedded:retailrocket"
     assert cfg.data.protocol == "leave-one-out"
-    assert cfg.params["dim"] == 64
+    assert cfg.params.dim == 64
 
 
 def test_bare_and_dotted_overrides():
@@ -21,7 +21,7 @@ def test_bare_and_dotted_overrides():
     assert cfg.train.lr == 0.01
     assert cfg.train.epochs == 3
     assert cfg.eval.ks == [5, 10]
-    assert cfg.params["dim"] == 32
+    assert cfg.params.dim == 32
 
 
 def test_unknown_key_names_it():

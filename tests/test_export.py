@@ -205,6 +205,9 @@ def test_not_exportable_scorer_is_a_clear_error(small_log):
         paper = "test"
         Config = REGISTRY["pop"].Config
 
+        def build(self, schema, data):
+            pass
+
         def batches(self, data, batch_size, generator):
             return iter(())
 
@@ -214,7 +217,7 @@ def test_not_exportable_scorer_is_a_clear_error(small_log):
         def scores(self, users):
             return (users.float().unsqueeze(1) - torch.arange(self.n_items).float()) ** 2
 
-    model = Quadratic(REGISTRY["pop"].Config(), TrainData(small_log))
+    model = Quadratic(REGISTRY["pop"].Config()).setup(TrainData(small_log))
     with pytest.raises(ConfigError, match="not exportable for serving"):
         build_bundle(model, small_log, 'model = "pop"\n')
 
@@ -241,7 +244,7 @@ def test_cli_export_writes_a_checked_manifest(lgn_run, tmp_path):
     assert r.exit_code == 0, r.output
     assert "exported lightgcn" in r.output
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["version"] == 1 and manifest["kind"] == "embedding"
+    assert manifest["version"] == 2 and manifest["kind"] == "embedding"
     assert manifest["dataset"]["n_items"] == 150
     assert manifest["protocol"]["split"]["name"] == "leave-one-out"
     listed = set(manifest["files"])

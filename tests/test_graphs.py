@@ -8,16 +8,13 @@ import scipy.sparse as sp
 import torch
 
 from polyrec.data.graphs import (
-    SymmetricPolynomial,
-    SymmetricSpMM,
     bipartite_adjacency,
     is_symmetric,
     normalize,
     normalized_bipartite_adjacency,
-    propagate,
-    spmm,
     to_torch_csr,
 )
+from polyrec.models.propagation import SymmetricPolynomial, SymmetricSpMM, propagate, spmm
 
 # 3 users × 4 items; user 2 and item 3 have no interaction (zero degree)
 R = sp.csr_matrix(np.array([[1, 1, 0, 0], [0, 1, 1, 0], [0, 0, 0, 0]], dtype=np.float32))

@@ -11,6 +11,7 @@ import copy
 import math
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -18,6 +19,7 @@ import polyrec
 from model_contract import ModelContract, ModelSpec, synthetic_log
 from polyrec import losses
 from polyrec.errors import ConfigError
+from polyrec.eval.holdout import holdout_recall
 from polyrec.models import TrainData, build_model
 from polyrec.models.mba import MBA, MBABatch, PretrainBatch
 
@@ -177,7 +179,7 @@ def test_pretraining_stops_each_model_on_its_own_criterion(monkeypatch: pytest.M
     opts = model.make_optimisers(0.01, 0.0, "adam")
     gen = torch.Generator().manual_seed(0)
     aux_values = iter([0.1, 0.3, 0.2, 0.2, 0.5, 0.5])
-    monkeypatch.setattr(model, "aux_holdout_recall", lambda: next(aux_values))
+    monkeypatch.setattr(model, "aux_holdout_recall", lambda evaluate: next(aux_values))
 
     def epoch() -> None:
         model.on_epoch_start(0)
@@ -203,7 +205,7 @@ def test_pretraining_stops_each_model_on_its_own_criterion(monkeypatch: pytest.M
 def test_aux_model_can_outlast_the_target_model(monkeypatch: pytest.MonkeyPatch) -> None:
     model, data = make({"pretrain_epochs": 50, "pretrain_patience": 1})
     aux_values = iter([0.1, 0.2, 0.3, 0.3])
-    monkeypatch.setattr(model, "aux_holdout_recall", lambda: next(aux_values))
+    monkeypatch.setattr(model, "aux_holdout_recall", lambda evaluate: next(aux_values))
     opts = model.make_optimisers(0.01, 0.0, "adam")
     gen = torch.Generator().manual_seed(0)
     model.on_epoch_start(0)
@@ -239,8 +241,19 @@ def test_without_the_trainer_hook_pretraining_lasts_pretrain_epochs() -> None:
 
 def test_aux_holdout_recall_is_a_recall() -> None:
     model, _ = make({"pretrain_epochs": 3})
-    value = model.aux_holdout_recall()
+    value = model.aux_holdout_recall(holdout_recall)
     assert 0.0 <= value <= 1.0
+    # the model evaluates itself only through the evaluator the trainer hands it
+    with pytest.raises(RuntimeError, match="evaluator"):
+        model.aux_holdout_recall(None)
+    seen: list[tuple[int, int, int]] = []
+
+    def spy(m: object, held_out: np.ndarray, masked: np.ndarray, k: int) -> float:
+        seen.append((len(held_out), len(masked), k))
+        return 0.25
+
+    assert model.aux_holdout_recall(spy) == 0.25
+    assert seen == [(len(model._hold_keys), len(model._g_mask_keys), 20)]
     # held-out pairs are not P(R_g)'s pre-training pairs but stay in the main phase's R_g
     hold_u = torch.from_numpy(model._hold_keys // model.n_items)
     hold_i = torch.from_numpy(model._hold_keys % model.n_items)

@@ -17,20 +17,22 @@ from model_contract import LONELY_USER, N_ITEMS, N_USERS, synthetic_log
 from polyrec import losses
 from polyrec.config import load_config
 from polyrec.data.graphs import (
-    co_interaction_degree,
-    co_interaction_diagonal,
-    co_interaction_spmm,
     normalized_bipartite_adjacency,
     normalized_bipartite_from_pairs,
-    propagate,
-    propagate_layerwise,
-    spmm_pair,
     to_torch_csr_pair,
     with_values,
 )
+from polyrec.data.views import BPRBatch
 from polyrec.models import LightGCN, TrainData, build_model, make_config
-from polyrec.models.base import BPRBatch
 from polyrec.models.mbgcn import MBGCN
+from polyrec.models.propagation import (
+    co_interaction_degree,
+    co_interaction_diagonal,
+    co_interaction_spmm,
+    propagate,
+    propagate_layerwise,
+    spmm_pair,
+)
 from polyrec.models.sgl import SGL
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

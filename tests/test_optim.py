@@ -12,9 +12,10 @@ from torch import nn
 import polyrec
 from polyrec.config import load_config
 from polyrec.data.synthetic import synthetic_log
+from polyrec.data.views import BPRBatch
 from polyrec.errors import ConfigError
 from polyrec.models import TrainData, build_model
-from polyrec.models.base import BPRBatch, make_optimizer
+from polyrec.models.base import make_optimizer
 from polyrec.optim import LazyAdam
 from test_trainer import FAST, Killer
 

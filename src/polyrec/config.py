@@ -21,9 +21,10 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, model_validator
 
 from polyrec.errors import ConfigError
+from polyrec.models.base import ModelConfig
 
 Protocol = Literal["leave-one-out", "random-ratio", "user-split", "time-slots"]
 
@@ -144,12 +145,38 @@ class EvalConfig(_Section):
 
 
 class RunConfig(_Section):
+    """A whole run. ``params`` is the model's own typed config (its ``Config`` class, e.g.
+    :class:`~polyrec.models.mf.MFConfig`), from the TOML file to the model's constructor: a
+    table of settings given here is validated by the model named in ``model``."""
+
     model: str = "lightgcn"
     seed: int = 2024
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
-    params: dict[str, Any] = Field(default_factory=dict, description="the model's own config")
+    params: SerializeAsAny[ModelConfig] = Field(
+        default_factory=ModelConfig, description="the model's own config"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _typed_params(cls, values: Any) -> Any:
+        """``params`` as the named model's config object (defaults when absent)."""
+        if isinstance(values, dict):
+            name = values.get("model", cls.model_fields["model"].default)
+            values = dict(values)
+            values["params"] = _model_params(str(name), values.get("params", {}))
+        return values
+
+    @model_validator(mode="after")
+    def _params_match_model(self) -> RunConfig:
+        expected = _model_class(self.model).Config
+        if not isinstance(self.params, expected):
+            raise ValueError(
+                f"params is a {type(self.params).__name__}, not the config of model "
+                f"{self.model!r} ({expected.__name__})"
+            )
+        return self
 
 
 SECTIONS: dict[str, type[BaseModel]] = {
@@ -261,20 +288,25 @@ def load_config(
     for key, value in getattr(model_cls, "run_defaults", {}).items():
         if not _has(tree, key):
             _set(tree, key, value)
+    raw_params = tree.pop("params", {})
+    if not isinstance(raw_params, dict):
+        raise ConfigError(f"config key 'params' must be a table, got {type(raw_params).__name__}")
+    try:
+        params = model_cls.Config.model_validate(raw_params)
+    except ValidationError as e:
+        raise ConfigError(_format_validation(e, "params.")) from None
+    tree["model"] = model_cls.name
+    tree["params"] = params
     try:
         cfg = RunConfig.model_validate(tree)
     except ValidationError as e:
         raise ConfigError(_format_validation(e)) from None
-    try:
-        params = model_cls.Config.model_validate(cfg.params)
-    except ValidationError as e:
-        raise ConfigError(_format_validation(e, "params.")) from None
     if cfg.train.optimizer == "lazy_adam" and model_cls.trainable:
+        from polyrec.models.registry import REGISTRY
         from polyrec.optim import check_lazy_adam
 
-        check_lazy_adam(model_cls.name, model_cls.supports_lazy_adam, cfg.train.weight_decay)
-    cfg.params = params.model_dump(mode="json")
-    cfg.model = model_cls.name
+        lazy = sorted(n for n, c in REGISTRY.items() if c.supports_lazy_adam)
+        check_lazy_adam(model_cls.name, model_cls.supports_lazy_adam, cfg.train.weight_decay, lazy)
     return cfg
 
 
@@ -282,6 +314,12 @@ def _model_class(name: str) -> Any:
     from polyrec.models.registry import get_model_class
 
     return get_model_class(name)
+
+
+def _model_params(name: str, params: Any) -> ModelConfig:
+    from polyrec.models.registry import make_config
+
+    return make_config(name, params, prefix="params")
 
 
 def to_toml(cfg: RunConfig) -> str:

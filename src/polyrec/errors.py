@@ -19,3 +19,7 @@ class ConfigError(PolyrecError):
 
 class CheckpointError(PolyrecError):
     """A checkpoint or run directory is missing, corrupt, truncated or mismatched."""
+
+
+class NotFittedError(PolyrecError, RuntimeError):
+    """A model was used before it was set up for data (``Model.setup``) or restored."""

@@ -107,17 +107,20 @@ class LazyAdam(torch.optim.Optimizer):
         self._link()
 
 
-def check_lazy_adam(model_name: str, supported: bool, weight_decay: float) -> None:
+def check_lazy_adam(
+    model_name: str, supported: bool, weight_decay: float, alternatives: Sequence[str] = ()
+) -> None:
     """The :class:`~polyrec.errors.ConfigError` for ``train.optimizer = "lazy_adam"`` with a
-    model that has no sparse-gradient tables, or with weight decay; nothing otherwise."""
-    if not supported:
-        from polyrec.models.registry import REGISTRY
+    model that has no sparse-gradient tables, or with weight decay; nothing otherwise.
 
-        ok = sorted(n for n, cls in REGISTRY.items() if getattr(cls, "supports_lazy_adam", False))
+    ``alternatives``: the models that do support it, named in the message (the caller knows
+    them; this module imports no model, so that ``models`` → ``optim`` stays one-way)."""
+    if not supported:
+        which = f" (supported: {', '.join(alternatives)})" if alternatives else ""
         raise ConfigError(
             f"train.optimizer='lazy_adam' needs a model whose parameters are embedding tables "
-            f"looked up by index (sparse gradients); model {model_name!r} does not support it "
-            f"(supported: {', '.join(ok)}). Use train.optimizer='adam'."
+            f"looked up by index (sparse gradients); model {model_name!r} does not support it"
+            f"{which}. Use train.optimizer='adam'."
         )
     if weight_decay:
         raise ConfigError(

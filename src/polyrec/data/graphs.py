@@ -1,7 +1,8 @@
-r"""Sparse adjacency builders, normalisations and a fast symmetric sparse × dense product.
+r"""Sparse adjacency builders and normalisations (data side: no autograd here).
 
 Graph models build each normalised adjacency **once** (per dataset, behavior or time slot) and
-keep it as a torch sparse CSR tensor; propagation is then ``spmm(adj, X)``.
+keep it as a torch sparse CSR tensor; the differentiable products over it live in
+:mod:`polyrec.models.propagation`.
 
 * :func:`normalize` — scipy: ``"sym"`` :math:`D_r^{-1/2} M D_c^{-1/2}`, ``"left"``
   :math:`D_r^{-1} M`, ``"right"`` :math:`M D_c^{-1}` (row / column degrees; zero degree → 0).
@@ -9,27 +10,20 @@ keep it as a torch sparse CSR tensor; propagation is then ``spmm(adj, X)``.
 * :func:`normalized_bipartite_adjacency` — :math:`\hat A = D^{-1/2} A D^{-1/2}` as torch CSR
   (LightGCN Eq. 7, NGCF, SGL, CML's encoders).
 * :func:`to_torch_csr` — scipy → torch sparse CSR (int64 indices by default).
-* :class:`SymmetricSpMM` / :func:`spmm` — :math:`\hat A X` whose backward is :math:`\hat A G`
-  (valid because :math:`\hat A^\top = \hat A`): autograd through ``torch.sparse.mm`` computes
-  :math:`\hat A^\top G`, which for CSR means a transpose per backward and is the bottleneck of
-  LightGCN-style training on CPU.
-* :class:`SymmetricPolynomial` / :func:`propagate` — the whole multi-layer propagation
-  :math:`Y = \sum_k w_k \hat A^k X` as one autograd node: a polynomial in a symmetric
-  :math:`\hat A` is symmetric, so the backward is the same propagation of the gradient; no
-  layer output is kept for backward and the products write into two reused buffers.
+* :func:`to_torch_csr_pair` / :func:`with_values` — a matrix kept with its transpose (for
+  :func:`polyrec.models.propagation.spmm_pair`) and new values on a fixed pattern.
+* :func:`normalized_bipartite_from_pairs` — :math:`\hat A` from an edge list, in torch.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 Normalization = Literal["sym", "left", "right"]
 _INT32_MAX = int(np.iinfo(np.int32).max)
@@ -131,123 +125,7 @@ def normalized_bipartite_adjacency(
     return to_torch_csr(normalize(bipartite_adjacency(r), "sym"), dtype=dtype)
 
 
-class SymmetricSpMM(torch.autograd.Function):
-    r"""``Â @ X`` for a **symmetric** sparse ``Â`` (no gradient for ``Â``).
-
-    Backward: :math:`\partial L / \partial X = \hat A^\top G = \hat A G` — the same kind of
-    product as the forward, with no transpose of the sparse matrix. The caller guarantees
-    symmetry (see :func:`spmm`); for an asymmetric matrix the gradient would be wrong.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, adj: Tensor, x: Tensor) -> Tensor:
-        ctx.adj = adj
-        return torch.sparse.mm(adj, x)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[None, Tensor | None]:
-        if not ctx.needs_input_grad[1]:
-            return None, None
-        return None, torch.sparse.mm(ctx.adj, grad.contiguous())
-
-
-def spmm(adj: Tensor, x: Tensor, *, symmetric: bool = False) -> Tensor:
-    """``adj @ x`` for a sparse ``adj`` and dense 2-d ``x``.
-
-    With ``symmetric=True`` (the caller vouches that ``adj`` is symmetric, e.g. it came from
-    :func:`normalized_bipartite_adjacency`) and ``x`` requiring a gradient, the product goes
-    through :class:`SymmetricSpMM`; otherwise through ``torch.sparse.mm`` (plain autograd).
-    A gradient for ``adj`` itself (learnable edge weights) always uses ``torch.sparse.mm``.
-    """
-    if (
-        symmetric
-        and x.requires_grad
-        and not adj.requires_grad
-        and adj.layout in (torch.sparse_csr, torch.sparse_coo)
-        and x.dim() == 2
-    ):
-        out: Tensor = SymmetricSpMM.apply(adj, x)
-        return out
-    return torch.sparse.mm(adj, x)
-
-
-def _polynomial(adj: Tensor, x: Tensor, weights: Sequence[float]) -> Tensor:
-    """``Σ_k weights[k] · adj^k @ x`` without autograd: 2 scratch buffers, in-place sums."""
-    out = torch.mul(x, weights[0])
-    if len(weights) == 1:
-        return out
-    bufs = [torch.empty_like(out) for _ in range(min(2, len(weights) - 1))]
-    h = x
-    for k, w in enumerate(weights[1:]):
-        nxt = bufs[k % len(bufs)]
-        torch.mm(adj, h, out=nxt)
-        out.add_(nxt, alpha=w)
-        h = nxt
-    return out
-
-
-class SymmetricPolynomial(torch.autograd.Function):
-    r""":math:`Y = \sum_{k=0}^{K} w_k \hat A^k X` for a **symmetric** sparse ``Â``, one node.
-
-    :math:`P = \sum_k w_k \hat A^k` is symmetric when ``Â`` is, so
-    :math:`\partial L / \partial X = P^\top G = P G`: the backward runs the same propagation
-    on the gradient, and nothing but ``Â`` is saved for it (no per-layer activations).
-    """
-
-    @staticmethod
-    def forward(ctx: Any, adj: Tensor, x: Tensor, weights: tuple[float, ...]) -> Tensor:
-        ctx.adj = adj
-        ctx.weights = weights
-        return _polynomial(adj, x, weights)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, grad: Tensor) -> tuple[None, Tensor | None, None]:
-        if not ctx.needs_input_grad[1]:
-            return None, None, None
-        return None, _polynomial(ctx.adj, grad.contiguous(), ctx.weights), None
-
-
-def propagate(
-    adj: Tensor, x: Tensor, weights: Sequence[float], *, symmetric: bool = False
-) -> Tensor:
-    """``Σ_k weights[k] · adj^k @ x`` (e.g. LightGCN's layer mean: ``weights = [1/(K+1)] * (K+1)``).
-
-    With ``symmetric=True`` (the caller vouches that ``adj`` is symmetric) the whole sum is one
-    :class:`SymmetricPolynomial` node; otherwise each layer goes through ``torch.sparse.mm``
-    with plain autograd. Without a gradient both use the buffer-reusing product.
-    """
-    w = tuple(float(v) for v in weights)
-    if not w:
-        raise ValueError("propagate needs at least one weight (the weight of layer 0)")
-    if not (x.requires_grad and torch.is_grad_enabled()):
-        return _polynomial(adj, x, w)
-    if symmetric and not adj.requires_grad and x.dim() == 2:
-        out: Tensor = SymmetricPolynomial.apply(adj, x, w)
-        return out
-    total = x * w[0]
-    h = x
-    for wk in w[1:]:
-        h = torch.sparse.mm(adj, h)
-        total = total + wk * h
-    return total
-
-
-__all__ = [
-    "Normalization",
-    "SymmetricPolynomial",
-    "SymmetricSpMM",
-    "bipartite_adjacency",
-    "is_symmetric",
-    "normalize",
-    "normalized_bipartite_adjacency",
-    "propagate",
-    "spmm",
-    "to_torch_csr",
-]
-
-
-# --------------------------------------------------------------------------- paired products
+# --------------------------------------------------------------------------- paired matrices
 # (MBGCN, SGL) a sparse matrix kept together with its transpose, so that autograd never
 # transposes a CSR tensor; bipartite graphs built from edge lists in torch (augmented views).
 def _csr_quiet(
@@ -305,84 +183,6 @@ def with_values(adj: Tensor, values: Tensor) -> Tensor:
     return _csr_quiet(adj.crow_indices(), adj.col_indices(), values, size, check=False)
 
 
-class PairedSpMM(torch.autograd.Function):
-    r"""``M @ X`` for a sparse ``M`` given together with ``Mᵀ`` (no gradient for either).
-
-    Backward: :math:`\partial L / \partial X = M^\top G`, computed with the stored ``Mᵀ`` (a
-    plain product) instead of autograd's transpose of a CSR tensor on every backward.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, adj: Tensor, adj_t: Tensor, x: Tensor) -> Tensor:
-        ctx.adj_t = adj_t
-        return torch.sparse.mm(adj, x)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, grad: Tensor) -> tuple[None, None, Tensor | None]:
-        if not ctx.needs_input_grad[2]:
-            return None, None, None
-        return None, None, torch.sparse.mm(ctx.adj_t, grad.contiguous())
-
-
-def spmm_pair(adj: Tensor, adj_t: Tensor, x: Tensor) -> Tensor:
-    """``adj @ x`` whose backward is ``adj_t @ grad`` (the caller vouches ``adj_t == adj.T``,
-    e.g. both came from :func:`to_torch_csr_pair`). Without a gradient: ``torch.sparse.mm``."""
-    if x.requires_grad and torch.is_grad_enabled() and x.dim() == 2:
-        out: Tensor = PairedSpMM.apply(adj, adj_t, x)
-        return out
-    return torch.sparse.mm(adj, x)
-
-
-def co_interaction_spmm(
-    adj: Tensor,
-    adj_t: Tensor,
-    x: Tensor,
-    self_weight: Tensor | None = None,
-    *,
-    outer: tuple[Tensor, Tensor] | None = None,
-) -> Tensor:
-    r""":math:`(A^\top A - \mathrm{diag}(s))\,X` computed as :math:`A^\top (A X) - s \odot X`.
-
-    ``adj`` is a users × items matrix ``A`` and ``adj_t`` its transpose; :math:`A^\top A` is the
-    item–item co-interaction graph (entry ``(i, j)``: the summed ``A_ui·A_uj`` over users, i.e.
-    the number of users who interacted with both for a binary ``A``). It is never materialised
-    (it can be far denser than ``A``): two sparse products of ``nnz(A)·d`` each. ``self_weight``
-    (``s``, length n_items; typically :func:`co_interaction_diagonal`) removes the self-loops
-    :math:`(A^\top A)_{ii}`. Differentiable in ``X`` through :class:`PairedSpMM`.
-
-    ``outer``: a pair ``(B, Bᵀ)`` replacing ``(Aᵀ, A)`` in the outer product, e.g.
-    ``(D⁻¹Aᵀ, A D⁻¹)`` for the row-normalised (mean) graph :math:`D^{-1} A^\top A`; then
-    ``self_weight`` must carry the same scaling (:math:`D^{-1}` times the diagonal).
-    """
-    left, left_t = (adj_t, adj) if outer is None else outer
-    out = spmm_pair(left, left_t, spmm_pair(adj, adj_t, x))
-    if self_weight is not None:
-        out = torch.addcmul(out, x, self_weight.unsqueeze(1), value=-1.0)
-    return out
-
-
-def co_interaction_degree(adj: Tensor, adj_t: Tensor, *, self_loops: bool) -> Tensor:
-    r"""Row sums of :math:`A^\top A` (``self_loops=True``) or of :math:`A^\top A - \mathrm{diag}`
-    (``False``), as :math:`A^\top (A \mathbf 1)` without a materialised item × item matrix.
-
-    ``adj`` is ``A`` (users × items) and ``adj_t`` its transpose; returns a length-n_items vector.
-    """
-    ones = torch.ones(adj.shape[1], 1, dtype=adj.dtype, device=adj.device)
-    deg = torch.sparse.mm(adj_t, torch.sparse.mm(adj, ones)).squeeze(1)
-    if not self_loops:
-        deg = deg - co_interaction_diagonal(adj_t)
-    return deg
-
-
-def co_interaction_diagonal(adj_t: Tensor) -> Tensor:
-    r"""The diagonal of :math:`A^\top A`, :math:`\sum_u A_{ui}^2`, from ``adj_t`` = :math:`A^\top`
-    (for a binary ``A``: each item's number of users)."""
-    squared = with_values(adj_t, adj_t.values().pow(2))
-    ones = torch.ones(adj_t.shape[1], 1, dtype=adj_t.dtype, device=adj_t.device)
-    return torch.sparse.mm(squared, ones).squeeze(1)
-
-
 def normalized_bipartite_from_pairs(
     users: Tensor, items: Tensor, n_users: int, n_items: int, dtype: torch.dtype = torch.float32
 ) -> Tensor:
@@ -417,33 +217,14 @@ def normalized_bipartite_from_pairs(
         return coo.to_sparse_csr()
 
 
-def propagate_layerwise(
-    adjs: Sequence[Tensor], x: Tensor, weights: Sequence[float], *, symmetric: bool = False
-) -> Tensor:
-    """``Σ_k weights[k] · X⁽ᵏ⁾`` with ``X⁽⁰⁾ = x`` and ``X⁽ᵏ⁾ = adjs[k-1] @ X⁽ᵏ⁻¹⁾``: like
-    :func:`propagate`, but with a different adjacency per layer (SGL's random-walk views).
-
-    ``len(weights)`` must be ``len(adjs) + 1``. ``symmetric=True`` (every ``adjs[k]`` symmetric)
-    routes each product through :class:`SymmetricSpMM`.
-    """
-    if len(weights) != len(adjs) + 1:
-        raise ValueError(f"propagate_layerwise needs {len(adjs) + 1} weights, got {len(weights)}")
-    total = x * float(weights[0])
-    h = x
-    for adj, wk in zip(adjs, weights[1:], strict=True):
-        h = spmm(adj, h, symmetric=symmetric)
-        total = total + float(wk) * h
-    return total
-
-
-__all__ += [
-    "PairedSpMM",
-    "co_interaction_degree",
-    "co_interaction_diagonal",
-    "co_interaction_spmm",
+__all__ = [
+    "Normalization",
+    "bipartite_adjacency",
+    "is_symmetric",
+    "normalize",
+    "normalized_bipartite_adjacency",
     "normalized_bipartite_from_pairs",
-    "propagate_layerwise",
-    "spmm_pair",
+    "to_torch_csr",
     "to_torch_csr_pair",
     "with_values",
 ]

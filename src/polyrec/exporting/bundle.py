@@ -58,6 +58,7 @@ from torch import Tensor
 from polyrec.data.log import IdMap, InteractionLog
 from polyrec.data.sampling import pair_keys
 from polyrec.data.sequences import SequenceSet
+from polyrec.data.views import DataSchema
 from polyrec.errors import CheckpointError, ConfigError, DataError, PolyrecError
 from polyrec.eval.protocols import PairIndex
 from polyrec.exporting.index import (
@@ -69,10 +70,10 @@ from polyrec.exporting.index import (
     write_index,
 )
 from polyrec.fsutil import replace_dir
-from polyrec.models.base import InterestModel, Model, Scorer, TrainData
+from polyrec.models.base import InterestModel, Model, Scorer
 
 FORMAT = "polyrec-export"
-VERSION = 1
+VERSION = 2  # 2: the manifest carries the data schema the network was built for
 MANIFEST = "manifest.json"
 CONFIG = "config.toml"
 METRICS = "metrics.json"
@@ -239,6 +240,7 @@ def build_bundle(
             "target": log.target,
             "path": cfg.get("data", {}).get("path"),
         },
+        "schema": (model.schema or DataSchema.of(log)).to_dict(),
         "definitions": {
             "seen": "every item of the user in the target behavior, all splits",
             "history": "the user's latest max_len items (all splits), chronological",
@@ -430,46 +432,22 @@ def _read_manifest(d: Path) -> dict[str, Any]:
     return manifest
 
 
-def _stub_data(bundle: Bundle) -> TrainData:
-    """A training log with the export's users, items and behaviors (for rebuilding a network).
-
-    Interactions are the exported histories in the target behavior; models build their
-    non-persistent training views from it, which serving does not use.
-    """
-    assert bundle.histories is not None
-    ds = bundle.manifest["dataset"]
-    behaviors = tuple(ds["behaviors"])
-    seqs = bundle.histories
-    user = np.repeat(np.arange(seqs.n_users, dtype=np.int64), seqs.lengths)
-    pos = np.arange(len(seqs.items)) - np.repeat(seqs.indptr[:-1], seqs.lengths)
-    category = None
-    category_map = None
-    if bundle.item_category is not None:
-        category = bundle.item_category[seqs.items].clip(min=0)
-        category_map = IdMap.range(int(bundle.item_category.max(initial=0)) + 1)
-    log = InteractionLog(
-        user=user,
-        item=seqs.items.astype(np.int64),
-        behavior=np.full(len(user), behaviors.index(ds["target"]), dtype=np.int8),
-        behaviors=behaviors,
-        target=ds["target"],
-        user_map=bundle.user_map,
-        item_map=bundle.item_map,
-        timestamp=pos.astype(np.float64),
-        category=category,
-        category_map=category_map,
-        name=str(ds.get("name", "export")),
-    )
-    return TrainData(log)
+def _schema(bundle: Bundle) -> DataSchema:
+    """The data schema the network was built for (the manifest's ``schema``)."""
+    try:
+        return DataSchema.from_dict(bundle.manifest["schema"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"export manifest has no valid data schema ({e})") from None
 
 
 def _rebuild_network(bundle: Bundle, d: Path) -> InterestModel:
+    """The exported network from its config and weights alone (no training data)."""
     from polyrec.config import load_config
-    from polyrec.models.registry import build_model
+    from polyrec.models.registry import create_model
 
     try:
         cfg = load_config(d / CONFIG)
-        model = build_model(cfg.model, cfg.params, _stub_data(bundle))
+        model = create_model(cfg.model, cfg.params).restore(_schema(bundle))
     except PolyrecError as e:
         raise CheckpointError(f"export {str(d)!r}: cannot rebuild the model: {e}") from None
     try:

@@ -2,15 +2,8 @@
 
 from __future__ import annotations
 
-from polyrec.models.base import (
-    BPRBatch,
-    InterestModel,
-    Model,
-    ModelConfig,
-    Scorer,
-    TrainData,
-    bpr_batches,
-)
+from polyrec.data.views import BPRBatch, DataSchema, TrainData, bpr_batches
+from polyrec.models.base import HoldoutEvaluator, InterestModel, Model, ModelConfig, Scorer
 from polyrec.models.lightgcn import LightGCN, LightGCNConfig
 from polyrec.models.mf import MF, MFConfig
 from polyrec.models.pop import Pop, PopConfig
@@ -19,6 +12,7 @@ from polyrec.models.registry import (
     REGISTRY,
     build_model,
     canonical_name,
+    create_model,
     get_model_class,
     list_models,
     make_config,
@@ -29,6 +23,8 @@ __all__ = [
     "MF",
     "REGISTRY",
     "BPRBatch",
+    "DataSchema",
+    "HoldoutEvaluator",
     "InterestModel",
     "LightGCN",
     "LightGCNConfig",
@@ -42,6 +38,7 @@ __all__ = [
     "bpr_batches",
     "build_model",
     "canonical_name",
+    "create_model",
     "get_model_class",
     "list_models",
     "make_config",

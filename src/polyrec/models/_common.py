@@ -9,16 +9,17 @@ from typing import Any, Literal, TypeVar
 import torch
 from torch import Tensor, nn
 
-from polyrec.models.base import Scorer, TrainData
+from polyrec.data.views import DataSchema
+from polyrec.models.base import Scorer
 
 Behaviors = Literal["target", "all"]
 Init = Literal["normal", "xavier"]
 M = TypeVar("M", bound=nn.Module)
 
 
-def train_behavior(data: TrainData, behaviors: Behaviors) -> str | None:
+def train_behavior(schema: DataSchema, behaviors: Behaviors) -> str | None:
     """The behavior name whose pairs train a model: the log's target, or ``None`` (all merged)."""
-    return data.log.target if behaviors == "target" else None
+    return schema.target if behaviors == "target" else None
 
 
 def init_embedding(weight: Tensor, init: Init, std: float) -> None:
@@ -63,8 +64,8 @@ class GraphScorer(Scorer):
     graph buffers (sparse tensors cannot be deep-copied).
     """
 
-    def __init__(self, config: Any, data: TrainData) -> None:
-        super().__init__(config, data)
+    def __init__(self, config: Any = None) -> None:
+        super().__init__(config)
         self._final: tuple[Tensor, Tensor] | None = None
         self.register_load_state_dict_post_hook(_drop_cache)
 

@@ -25,12 +25,11 @@ from polyrec.data.sequences import (
     LogUniformSampler,
     Sampling,
     SeqBatch,
-    SequenceSet,
-    item_counts,
     log_expected_count_unique,
 )
+from polyrec.data.views import DataSchema, TrainData, sequence_views
 from polyrec.models._common import Behaviors, train_behavior
-from polyrec.models.base import InterestModel, ModelConfig, TrainData
+from polyrec.models.base import InterestModel, ModelConfig
 
 
 class SequentialConfig(ModelConfig):
@@ -99,32 +98,32 @@ class SequentialModel(InterestModel):
 
     config: SequentialConfig
 
-    def __init__(self, config: SequentialConfig, data: TrainData) -> None:
-        super().__init__(config, data)
+    def build(self, schema: DataSchema, data: TrainData | None) -> None:
+        config = self.config
         self.dim = config.dim
         self.max_len = config.max_len
         self.item_emb = nn.Embedding(self.n_items + 1, config.dim, padding_idx=0)
         nn.init.normal_(self.item_emb.weight, std=1.0 / math.sqrt(config.dim))
         with torch.no_grad():
             self.item_emb.weight[0].zero_()
-        sampler = self._views(data)[1]
+        # the negative sampler's log-probabilities (training only: zeros when restored)
+        log_q = log1m_q = torch.zeros(self.n_items)
+        if data is not None:
+            sampler = self._views(data)[1]
+            log_q, log1m_q = sampler.log_q.clone(), sampler.log1m_q.float()
         self.log_q: Tensor
-        self.register_buffer("log_q", sampler.log_q.clone(), persistent=False)
+        self.register_buffer("log_q", log_q, persistent=False)
         self.log1m_q: Tensor  # ln(1 − P(i)), for unique negatives' expected counts
-        self.register_buffer("log1m_q", sampler.log1m_q.float(), persistent=False)
+        self.register_buffer("log1m_q", log1m_q, persistent=False)
 
     # ------------------------------------------------------------------ data
     def _views(self, data: TrainData) -> tuple[CutSampler, LogUniformSampler]:
-        behavior = train_behavior(data, self.config.behaviors)
-        key = ("seq-views", behavior or "all", self.max_len, self.config.min_history)
-        if key not in data._cache:
-            seqs = SequenceSet.from_log(data.log, behavior)
-            data._cache[key] = (
-                CutSampler(seqs, max_len=self.max_len, min_history=self.config.min_history),
-                LogUniformSampler(item_counts(seqs)),
-            )
-        views: tuple[CutSampler, LogUniformSampler] = data._cache[key]
-        return views
+        return sequence_views(
+            data,
+            train_behavior(data.schema, self.config.behaviors),
+            max_len=self.max_len,
+            min_history=self.config.min_history,
+        )
 
     def n_batches(self, data: TrainData, batch_size: int) -> int:
         if self.config.sampling == "random-cut":

@@ -5,25 +5,28 @@
 * :class:`InterestModel` – sequential / multi-interest models: ``loss(batch)``,
   ``interests(histories) -> Tensor[B, K, d]`` and ``item_embeddings() -> Tensor[n_items, d]``.
 
-Models receive their config and a :class:`TrainData` (the training log and its views) at
-construction; they never read files. Special schedules override :meth:`Model.train_step` only.
+A model is built from its config (``Model(config)``), then set up for a training log
+(:meth:`Model.setup` with a :class:`~polyrec.data.views.TrainData`) or restored for a dataset
+shape (:meth:`Model.restore` with a :class:`~polyrec.data.views.DataSchema`); it never reads
+files. Special schedules override :meth:`Model.train_step` only; the other trainer hooks
+(:meth:`Model.n_batches`, :meth:`Model.on_epoch_start`, :meth:`Model.on_validation`) are
+declared here with defaults.
 """
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, ClassVar, Protocol, Self
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
-from polyrec.data.log import InteractionLog
-from polyrec.data.sampling import PairSet, sample_negatives_t
+from polyrec.data.views import DataSchema, TrainData
+from polyrec.errors import ConfigError, NotFittedError
 from polyrec.optim import LAZY_ADAM, LazyAdam, check_lazy_adam, split_sparse
 
 
@@ -31,81 +34,6 @@ class ModelConfig(BaseModel):
     """Base of every model's config: unknown keys are errors; defaults are the paper's."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-@dataclass
-class TrainData:
-    """What a model may know about the training data: the training log and cached views.
-
-    ``slot`` is the time slot of each training interaction (time-slots protocol), or None.
-    """
-
-    log: InteractionLog
-    slot: np.ndarray | None = None
-    _cache: dict[Any, Any] = field(default_factory=dict, repr=False)
-
-    @property
-    def n_users(self) -> int:
-        return self.log.n_users
-
-    @property
-    def n_items(self) -> int:
-        return self.log.n_items
-
-    def csr(self, behavior: str | None = None) -> sp.csr_matrix:
-        """Binary users × items CSR of one behavior (``None``/"all": every behavior merged)."""
-        key = ("csr", behavior or "all")
-        if key not in self._cache:
-            self._cache[key] = self.log.csr(behavior)
-        return self._cache[key]
-
-    def pairs(self, behavior: str | None) -> tuple[np.ndarray, np.ndarray]:
-        """Distinct (user, item) pairs of one behavior (or all merged)."""
-        m = self.csr(behavior).tocoo()
-        return m.row.astype(np.int64), m.col.astype(np.int64)
-
-    def pair_set(self, behavior: str | None) -> PairSet:
-        key = ("pairset", behavior or "all")
-        if key not in self._cache:
-            u, i = self.pairs(behavior)
-            self._cache[key] = PairSet(u, i, self.n_items)
-        return self._cache[key]
-
-
-@dataclass
-class BPRBatch:
-    """(user, positive item, negative item) triples."""
-
-    user: Tensor
-    pos: Tensor
-    neg: Tensor
-
-    def to(self, device: torch.device) -> BPRBatch:
-        return BPRBatch(self.user.to(device), self.pos.to(device), self.neg.to(device))
-
-
-def bpr_batches(
-    data: TrainData,
-    behavior: str | None,
-    batch_size: int,
-    generator: torch.Generator,
-) -> Iterator[BPRBatch]:
-    """One epoch of BPR triples over the distinct pairs of ``behavior`` (vectorised sampling).
-
-    Negatives are uniform over items the user has no pair with in ``behavior``.
-    """
-    key = ("pairs_t", behavior or "all")
-    if key not in data._cache:
-        u, i = data.pairs(behavior)
-        data._cache[key] = (torch.from_numpy(u), torch.from_numpy(i))
-    users, items = data._cache[key]
-    exclude = data.pair_set(behavior)
-    perm = torch.randperm(len(users), generator=generator)
-    for start in range(0, len(users), batch_size):
-        idx = perm[start : start + batch_size]
-        u = users[idx]
-        neg = sample_negatives_t(u, data.n_items, exclude, generator)
-        yield BPRBatch(u, items[idx], neg)
 
 
 _OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
@@ -140,8 +68,55 @@ def make_optimizer(
         return cls(params, lr=lr, weight_decay=weight_decay)
 
 
+class HoldoutEvaluator(Protocol):
+    """What the trainer hands a model that evaluates itself during a training phase (MBA's
+    pre-training): the mean Recall@``k`` of ``model`` by full ranking over the users of the
+    ``held_out`` pairs, with the ``masked`` pairs removed from the ranking. Both are sorted
+    ``user * n_items + item`` keys. Models never import ``polyrec.eval`` themselves."""
+
+    def __call__(
+        self, model: Scorer, held_out: np.ndarray, masked: np.ndarray, k: int
+    ) -> float: ...
+
+
+# the contract methods that need a set-up model (guarded in every subclass that defines them)
+_NEEDS_SETUP = (
+    "batches",
+    "n_batches",
+    "loss",
+    "train_step",
+    "make_optimisers",
+    "scores",
+    "user_item_embeddings",
+    "interests",
+    "item_embeddings",
+    "prepare_scoring",
+)
+
+
+def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def call(self: Model, *args: Any, **kwargs: Any) -> Any:
+        if self.schema is None:
+            raise NotFittedError(
+                f"model {self.name!r} is not set up: call model.setup(train_data) (the trainer "
+                f"does) or model.restore(schema) before {fn.__name__}()"
+            )
+        return fn(self, *args, **kwargs)
+
+    call.__polyrec_guarded__ = True  # type: ignore[attr-defined]
+    return call
+
+
 class Model(nn.Module, ABC):
-    """Common part of both contracts."""
+    """Common part of both contracts.
+
+    A model is built from its config alone, ``Model(config)``; :meth:`setup` then creates its
+    parameters for a training log (from the global torch RNG, so a seed makes them
+    reproducible) and binds the views it trains on. :meth:`restore` builds the same network
+    from a :class:`~polyrec.data.views.DataSchema` only, to load saved weights into (export and
+    serving; models with :attr:`rebuildable`). Each model implements :meth:`build`.
+    """
 
     name: ClassVar[str]
     paper: ClassVar[str]
@@ -152,12 +127,76 @@ class Model(nn.Module, ABC):
     run_defaults: ClassVar[dict[str, Any]] = {}
     # train.optimizer = "lazy_adam" is allowed: the model implements sparse_gradients()
     supports_lazy_adam: ClassVar[bool] = False
+    # build() works without training data (restore(schema) + weights gives the trained model)
+    rebuildable: ClassVar[bool] = False
 
-    def __init__(self, config: ModelConfig, data: TrainData) -> None:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for attr in _NEEDS_SETUP:
+            fn = cls.__dict__.get(attr)
+            if callable(fn) and not getattr(fn, "__polyrec_guarded__", False):
+                setattr(cls, attr, _guarded(fn))
+
+    def __init__(self, config: ModelConfig | None = None) -> None:
         super().__init__()
+        if config is None:
+            config = self.Config()
+        if not isinstance(config, self.Config):
+            raise TypeError(
+                f"{type(self).__name__} takes a {self.Config.__name__}, got {type(config).__name__}"
+            )
         self.config = config
-        self.n_users = data.n_users
-        self.n_items = data.n_items
+        self.schema: DataSchema | None = None
+        self.n_users = 0
+        self.n_items = 0
+
+    # ------------------------------------------------------------------ building
+    def setup(self, data: TrainData) -> Self:
+        """Create the parameters for ``data``'s users, items and behaviors and bind the training
+        views (graphs, samplers). Calling it again starts afresh (new parameters)."""
+        self._build(data.schema, data)
+        return self
+
+    def restore(self, schema: DataSchema) -> Self:
+        """The network for a dataset of this shape, without its data, ready for
+        ``load_state_dict`` (export / serving). Only :attr:`rebuildable` models."""
+        if not self.rebuildable:
+            raise ConfigError(
+                f"model {self.name!r} cannot be rebuilt without its training data (its scores "
+                "need the training graph); export its final embeddings instead"
+            )
+        self._build(schema, None)
+        return self
+
+    def _build(self, schema: DataSchema, data: TrainData | None) -> None:
+        self._parameters.clear()
+        self._buffers.clear()
+        self._non_persistent_buffers_set.clear()
+        self._modules.clear()
+        self.schema = schema
+        self.n_users, self.n_items = schema.n_users, schema.n_items
+        self.build(schema, data)
+        self.invalidate()
+
+    @abstractmethod
+    def build(self, schema: DataSchema, data: TrainData | None) -> None:
+        """Create the parameters and persistent buffers for ``schema``; with ``data``, also the
+        views built from the training log. ``data`` is None only when a :attr:`rebuildable`
+        model is restored for its weights."""
+
+    @property
+    def is_setup(self) -> bool:
+        return self.schema is not None
+
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
+    ) -> Any:
+        if self.schema is None:
+            raise NotFittedError(
+                f"model {self.name!r} is not set up: call model.setup(train_data) or "
+                "model.restore(schema) before loading weights"
+            )
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     @property
     def device(self) -> torch.device:
@@ -167,11 +206,16 @@ class Model(nn.Module, ABC):
             return b.device
         return torch.device("cpu")
 
+    # ------------------------------------------------------------------ training
     @abstractmethod
     def batches(
         self, data: TrainData, batch_size: int, generator: torch.Generator
     ) -> Iterator[Any]:
         """One epoch of training batches (on CPU; the trainer moves them to the device)."""
+
+    def n_batches(self, data: TrainData, batch_size: int) -> int | None:
+        """How many batches :meth:`batches` yields this epoch, for progress bars (None: unknown)."""
+        return None
 
     @abstractmethod
     def loss(self, batch: Any) -> dict[str, Tensor]:
@@ -221,11 +265,23 @@ class Model(nn.Module, ABC):
     def on_epoch_start(self, epoch: int) -> None:
         """Hook for per-epoch work (e.g. re-drawing augmented graphs). Default: nothing."""
 
+    def on_validation(self, value: float, evaluate: HoldoutEvaluator | None = None) -> bool:
+        """Trainer hook after each validation, with the selection metric's ``value`` and an
+        evaluator for the model's own held-out pairs. Returns True to restart the trainer's
+        patience (a model in a phase before the one being selected). Default: False."""
+        return False
+
+    # ------------------------------------------------------------------ scoring
     def prepare_scoring(self) -> None:
         """Cache whatever scoring needs (e.g. propagated embeddings); called under no_grad."""
 
     def invalidate(self) -> None:
         """Drop caches made by :meth:`prepare_scoring` (called after every training step)."""
+
+
+for _attr in _NEEDS_SETUP:
+    if _attr in Model.__dict__:
+        setattr(Model, _attr, _guarded(Model.__dict__[_attr]))
 
 
 class Scorer(Model):
@@ -247,9 +303,11 @@ class Scorer(Model):
 
 
 class InterestModel(Model):
-    """Sequential / multi-interest models."""
+    """Sequential / multi-interest models (rebuildable: a trained network needs its weights
+    only, the user's history comes with each request)."""
 
     kind: ClassVar[str] = "interest"
+    rebuildable: ClassVar[bool] = True
     # the ComiRec protocol (KDD 2020 §4.1): 8:1:1 user split, retrieval evaluation at 20 / 50,
     # selection on validation Recall@50, batch 128; a score-all protocol cannot evaluate them
     run_defaults: ClassVar[dict[str, Any]] = {

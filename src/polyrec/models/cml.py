@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import Field
@@ -15,9 +14,10 @@ from torch import Tensor, nn
 
 from polyrec import losses
 from polyrec.data.graphs import bipartite_adjacency, normalized_bipartite_adjacency, to_torch_csr
-from polyrec.data.sampling import sample_negatives_t
+from polyrec.data.views import BehaviorBatch, DataSchema, TrainData, behavior_batches
 from polyrec.models._common import GraphScorer, Init, init_embedding
-from polyrec.models.base import ModelConfig, TrainData, make_optimizer
+from polyrec.models.base import ModelConfig, make_optimizer
+from polyrec.models.propagation import spmm
 
 
 class CMLConfig(ModelConfig):
@@ -178,44 +178,6 @@ class CMLConfig(ModelConfig):
     )
 
 
-@dataclass
-class CMLBatch:
-    """Training triples for every behavior plus a held-out meta batch of target triples.
-
-    ``pos``/``neg`` are ``[K, B, S]`` and ``valid`` is ``[K, B]``: row ``k`` holds, for each
-    batch user, S positive items of behavior ``k`` (drawn uniformly with replacement from the
-    user's behavior-``k`` items; for the target behavior the first is the batch pair's item), S
-    negatives with no behavior-``k`` pair, and whether the user has any behavior-``k`` item.
-    """
-
-    user: Tensor
-    pos: Tensor
-    neg: Tensor
-    valid: Tensor
-    meta_user: Tensor
-    meta_pos: Tensor
-    meta_neg: Tensor
-
-    def to(self, device: torch.device) -> CMLBatch:
-        return CMLBatch(*(t.to(device) for t in vars(self).values()))
-
-
-class _SymSpMM(torch.autograd.Function):
-    """``Â @ X`` for a symmetric sparse ``Â`` whose backward is again ``Â @ G`` through this
-    Function, so it is differentiable any number of times (the second-order meta step
-    differentiates through a backward pass)."""
-
-    @staticmethod
-    def forward(ctx: Any, adj: Tensor, x: Tensor) -> Tensor:
-        ctx.adj = adj
-        return torch.sparse.mm(adj, x)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[None, Tensor]:
-        out: Tensor = _SymSpMM.apply(ctx.adj, grad.contiguous())
-        return None, out
-
-
 def _mean(xs: list[Tensor]) -> Tensor:
     """Element-wise mean of equally shaped tensors by a running sum: unlike
     ``torch.stack(xs).mean(0)`` it never materialises a ``[len(xs), N, d]`` block, neither
@@ -224,13 +186,6 @@ def _mean(xs: list[Tensor]) -> Tensor:
     for x in xs[1:]:
         total = total + x
     return total / len(xs)
-
-
-def _spmm(adj: Tensor, x: Tensor) -> Tensor:
-    if x.requires_grad:
-        out: Tensor = _SymSpMM.apply(adj, x)
-        return out
-    return torch.sparse.mm(adj, x)
 
 
 class _Xi(nn.Module):
@@ -343,8 +298,9 @@ class CML(GraphScorer):
 
     config: CMLConfig
 
-    def __init__(self, config: CMLConfig, data: TrainData) -> None:
-        super().__init__(config, data)
+    def build(self, schema: DataSchema, data: TrainData | None) -> None:
+        config = self.config
+        assert data is not None  # not rebuildable: setup() always passes the data
         log = data.log
         self.behaviors: tuple[str, ...] = tuple(log.behaviors)
         self.target = log.target
@@ -413,7 +369,7 @@ class CML(GraphScorer):
         for layer in range(cfg.n_layers):
             src = cur_beh if cfg.propagation == "behavior" else [cur_agg] * n_beh
             # Eq. 1: e_u^{k,(l+1)} = Σ_{i∈N_u^k} e_i^{k,(l)} (normalised by Â_k), same for items
-            outs = [_spmm(adj, x) for adj, x in zip(adjs, src, strict=True)]
+            outs = [spmm(adj, x, symmetric=True) for adj, x in zip(adjs, src, strict=True)]
             # Eq. 2: e^{(l+1)} = PReLU(W_l · mean_k e^{k,(l+1)})
             cur_agg = F.prelu(_mean(outs) @ p["weight"][layer], p["prelu"][layer : layer + 1])
             cur_beh = outs
@@ -430,85 +386,27 @@ class CML(GraphScorer):
         return users, items, beh_users
 
     # ------------------------------------------------------------------ batches
-    def _views(self, data: TrainData) -> dict[str, Any]:
-        key = ("cml_views", self.behaviors)
-        if key not in data._cache:
-            csrs = []
-            for beh in self.behaviors:
-                m = data.csr(beh)
-                csrs.append(
-                    (
-                        torch.from_numpy(np.asarray(m.indptr, dtype=np.int64)),
-                        torch.from_numpy(np.asarray(m.indices, dtype=np.int64)),
-                    )
-                )
-            u, i = data.pairs(self.target)
-            data._cache[key] = {
-                "csr": csrs,
-                "pairs": (torch.from_numpy(u), torch.from_numpy(i)),
-            }
-        views: dict[str, Any] = data._cache[key]
-        return views
-
     def n_batches(self, data: TrainData, batch_size: int) -> int:
-        return math.ceil(len(self._views(data)["pairs"][0]) / batch_size)
+        return math.ceil(len(data.pairs_t(self.target)[0]) / batch_size)
 
     def batches(
         self, data: TrainData, batch_size: int, generator: torch.Generator
-    ) -> Iterator[CMLBatch]:
+    ) -> Iterator[BehaviorBatch]:
         """One epoch over the target-behavior pairs, with per-behavior positives drawn for the
         batch's users and a held-out meta batch (everything vectorised)."""
-        views = self._views(data)
-        users, items = views["pairs"]
-        n = len(users)
-        perm = torch.randperm(n, generator=generator)
-        excludes = [data.pair_set(b) for b in self.behaviors]
-        s = self.config.pairs_per_user
-        for start in range(0, n, batch_size):
-            idx = perm[start : start + batch_size]
-            u = users[idx]
-            pos, neg, valid = [], [], []
-            for k, (indptr, indices) in enumerate(views["csr"]):
-                lo = indptr[u][:, None]
-                deg = indptr[u + 1][:, None] - lo
-                off = (torch.rand(len(u), s, generator=generator) * deg).long()
-                at = (lo + torch.minimum(off, (deg - 1).clamp(min=0))).clamp(
-                    max=max(len(indices) - 1, 0)
-                )
-                ok = deg[:, 0] > 0
-                p = indices[at] if len(indices) else torch.zeros(len(u), s, dtype=torch.long)
-                p = torch.where(ok[:, None], p, torch.zeros_like(p))
-                if k == self.target_index:
-                    p[:, 0] = items[idx]
-                    ok = torch.ones(len(u), dtype=torch.bool)
-                pos.append(p)
-                valid.append(ok)
-                neg.append(
-                    sample_negatives_t(u, self.n_items, excludes[k], generator, n=s).view(len(u), s)
-                )
-            # held-out meta batch: target triples outside this train batch (when there are any)
-            rest = n - len(idx)
-            m = min(self.config.meta_batch_size, max(rest, 1))
-            if rest > 0:
-                j = torch.randint(0, rest, (m,), generator=generator)
-                j = torch.where(j < start, j, j + len(idx))
-            else:
-                j = torch.randint(0, n, (m,), generator=generator)
-            mu = users[perm[j]]
-            meta_neg = sample_negatives_t(mu, self.n_items, excludes[self.target_index], generator)
-            yield CMLBatch(
-                u,
-                torch.stack(pos),
-                torch.stack(neg),
-                torch.stack(valid),
-                mu,
-                items[perm[j]],
-                meta_neg,
-            )
+        return behavior_batches(
+            data,
+            self.behaviors,
+            self.target,
+            batch_size,
+            generator,
+            pairs_per_user=self.config.pairs_per_user,
+            meta_batch_size=self.config.meta_batch_size,
+        )
 
     # ------------------------------------------------------------------ loss terms
     def _terms(
-        self, users: Tensor, items: Tensor, beh_users: list[Tensor], batch: CMLBatch
+        self, users: Tensor, items: Tensor, beh_users: list[Tensor], batch: BehaviorBatch
     ) -> list[_Term]:
         cfg = self.config
         terms: list[_Term] = []
@@ -577,13 +475,13 @@ class CML(GraphScorer):
             out[t.name] = t.scale * v.mean()
         return out
 
-    def _reg(self, p: dict[str, Tensor], batch: CMLBatch) -> Tensor:
+    def _reg(self, p: dict[str, Tensor], batch: BehaviorBatch) -> Tensor:
         items = torch.cat([batch.pos[batch.valid].flatten(), batch.neg[batch.valid].flatten()])
         return self.config.reg * losses.l2_reg(
             p["user_emb"][batch.user], p["item_emb"][items], batch_size=len(batch.user)
         )
 
-    def _meta_loss(self, p: dict[str, Tensor], batch: CMLBatch) -> Tensor:
+    def _meta_loss(self, p: dict[str, Tensor], batch: BehaviorBatch) -> Tensor:
         """Step ii's objective: unweighted target-behavior BPR on the meta batch."""
         users, items, _ = self._encode(p)
         eu = users[batch.meta_user]
@@ -591,7 +489,7 @@ class CML(GraphScorer):
             (eu * items[batch.meta_pos]).sum(-1), (eu * items[batch.meta_neg]).sum(-1)
         )
 
-    def loss(self, batch: CMLBatch) -> dict[str, Tensor]:
+    def loss(self, batch: BehaviorBatch) -> dict[str, Tensor]:
         """Eq. 8 with the current meta network's weights (constants) and the L2 term."""
         p = self._theta()
         users, items, beh_users = self._encode(p)
@@ -616,7 +514,7 @@ class CML(GraphScorer):
         return opts
 
     def train_step(
-        self, batch: CMLBatch, optimisers: list[torch.optim.Optimizer]
+        self, batch: BehaviorBatch, optimisers: list[torch.optim.Optimizer]
     ) -> dict[str, float]:
         """The three-stage meta step of §3.4.2 (plain step when the meta network is off)."""
         if not self._meta_schedule or len(optimisers) < 2:
@@ -694,4 +592,4 @@ class CML(GraphScorer):
         return users, items
 
 
-__all__ = ["CML", "CMLBatch", "CMLConfig"]
+__all__ = ["CML", "CMLConfig"]

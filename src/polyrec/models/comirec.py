@@ -10,8 +10,9 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
+from polyrec.data.views import DataSchema, TrainData
 from polyrec.models._sequential import SequentialConfig, SequentialModel, key_padding, latest
-from polyrec.models.base import ModelConfig, TrainData
+from polyrec.models.base import ModelConfig
 
 
 def squash(z: Tensor, eps: float = 1e-9) -> Tensor:
@@ -101,8 +102,9 @@ class ComiRecSA(SequentialModel):
     Config: ClassVar[type[ModelConfig]] = ComiRecSAConfig
     config: ComiRecSAConfig
 
-    def __init__(self, config: ComiRecSAConfig, data: TrainData) -> None:
-        super().__init__(config, data)
+    def build(self, schema: DataSchema, data: TrainData | None) -> None:
+        super().build(schema, data)
+        config = self.config
         d = config.dim
         self.pos_emb = nn.Embedding(config.max_len, d) if config.add_pos else None
         if self.pos_emb is not None:
@@ -145,8 +147,9 @@ class ComiRecDR(SequentialModel):
     Config: ClassVar[type[ModelConfig]] = ComiRecDRConfig
     config: ComiRecDRConfig
 
-    def __init__(self, config: ComiRecDRConfig, data: TrainData) -> None:
-        super().__init__(config, data)
+    def build(self, schema: DataSchema, data: TrainData | None) -> None:
+        super().build(schema, data)
+        config = self.config
         d, k = config.dim, config.n_interests
         self.bilinear = nn.Parameter(torch.randn(config.max_len, k, d, d) / d**0.5)
         # ComiRec's routing stops the gradient in the logit updates; subclasses may keep it

@@ -15,16 +15,12 @@ from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from polyrec import losses
-from polyrec.data.graphs import (
-    co_interaction_spmm,
-    normalize,
-    spmm_pair,
-    to_torch_csr_pair,
-    with_values,
-)
+from polyrec.data.graphs import normalize, to_torch_csr_pair, with_values
+from polyrec.data.views import BPRBatch, DataSchema, TrainData, bpr_batches
 from polyrec.errors import ConfigError
 from polyrec.models._common import GraphScorer, Init, init_embedding
-from polyrec.models.base import BPRBatch, ModelConfig, TrainData, bpr_batches
+from polyrec.models.base import ModelConfig
+from polyrec.models.propagation import co_interaction_spmm, spmm_pair
 
 
 class EGCMConfig(ModelConfig):
@@ -415,8 +411,9 @@ class EGCM(GraphScorer):
     edge_key: Tensor  # [nnz] user · I + item of each edge
     edge_perm: Tensor  # [nnz] p_t.values() == p.values()[edge_perm]
 
-    def __init__(self, config: EGCMConfig, data: TrainData) -> None:
-        super().__init__(config, data)
+    def build(self, schema: DataSchema, data: TrainData | None) -> None:
+        config = self.config
+        assert data is not None  # not rebuildable: setup() always passes the data
         log = data.log
         unknown = sorted(set(config.drop_behaviors) - set(log.behaviors))
         if unknown:

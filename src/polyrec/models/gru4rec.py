@@ -9,8 +9,9 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
+from polyrec.data.views import DataSchema, TrainData
 from polyrec.models._sequential import SequentialConfig, SequentialModel
-from polyrec.models.base import ModelConfig, TrainData
+from polyrec.models.base import ModelConfig
 
 
 class GRU4RecConfig(SequentialConfig):
@@ -32,8 +33,9 @@ class GRU4Rec(SequentialModel):
     Config: ClassVar[type[ModelConfig]] = GRU4RecConfig
     config: GRU4RecConfig
 
-    def __init__(self, config: GRU4RecConfig, data: TrainData) -> None:
-        super().__init__(config, data)
+    def build(self, schema: DataSchema, data: TrainData | None) -> None:
+        super().build(schema, data)
+        config = self.config
         self.drop = nn.Dropout(config.dropout)
         self.gru = nn.GRU(config.dim, config.dim, config.n_layers, batch_first=True)
 

@@ -85,9 +85,10 @@ from torch import Tensor, nn
 from polyrec import losses
 from polyrec.data.log import InteractionLog
 from polyrec.data.sequences import SeqBatch, SequenceSet
+from polyrec.data.views import DataSchema, TrainData, category_count
 from polyrec.errors import ConfigError
 from polyrec.models._sequential import SequentialModel, key_padding, latest
-from polyrec.models.base import ModelConfig, TrainData
+from polyrec.models.base import ModelConfig
 from polyrec.models.comirec import ComiRecDRConfig, capsules
 
 # ------------------------------------------------------------------ the category graph (§4.1)
@@ -152,21 +153,13 @@ def attention_diffusion(a2: np.ndarray, alpha: float, hops: int | None) -> np.nd
     return out
 
 
-def n_categories(log: InteractionLog) -> int:
-    """How many category codes the log's ``category`` column can hold."""
-    if log.category is None:
-        return 0
-    top = int(log.category.max()) + 1 if len(log.category) else 0
-    return max(top, len(log.category_map) if log.category_map is not None else 0, 1)
-
-
 def item_categories(log: InteractionLog) -> np.ndarray:
     """``[n_items]`` each item's most frequent category in the log (ties: the smallest code),
     ``-1`` for an item the log never shows."""
     out = np.full(log.n_items, -1, dtype=np.int64)
     if log.category is None or len(log.category) == 0:
         return out
-    c = n_categories(log)
+    c = category_count(log)
     uniq, count = np.unique(log.item.astype(np.int64) * c + log.category, return_counts=True)
     items, cats = uniq // c, uniq % c
     order = np.lexsort((cats, -count, items))
@@ -330,21 +323,26 @@ class HPCL4SR(SequentialModel):
     Config: ClassVar[type[ModelConfig]] = HPCL4SRConfig
     config: HPCL4SRConfig
 
-    def __init__(self, config: HPCL4SRConfig, data: TrainData) -> None:
-        super().__init__(config, data)
+    def build(self, schema: DataSchema, data: TrainData | None) -> None:
+        super().build(schema, data)
+        config = self.config
         d, k, n = config.dim, config.n_interests, config.max_len
-        log = data.log
         needs_categories = config.high_level or config.class_loss
-        if needs_categories and log.category is None:
+        if needs_categories and schema.n_categories == 0:
+            name = data.log.name if data is not None else "of this export"
             raise ConfigError(
-                f"model 'hpcl4sr' needs item categories, but dataset {log.name!r} has no "
+                f"model 'hpcl4sr' needs item categories, but dataset {name!r} has no "
                 "'category' column: import the data with one (e.g. `polyrec data import ... "
                 "--category-col COLUMN`), or set high_level = false and class_loss = false"
             )
-        self.n_categories = n_categories(log)
-        # item → +1-shifted category code (0: padding item or an item without category)
+        self.n_categories = schema.n_categories
+        # item → +1-shifted category code (0: padding item or an item without category);
+        # saved with the weights, so a restored network needs no log
+        codes = np.zeros(self.n_items, dtype=np.int64) - 1
+        if data is not None:
+            codes = item_categories(data.log)
         self.item_category: Tensor
-        self.register_buffer("item_category", torch.from_numpy(np.r_[0, item_categories(log) + 1]))
+        self.register_buffer("item_category", torch.from_numpy(np.r_[0, codes + 1]))
         # low level (§4.2)
         self.pos_emb = nn.Embedding(n, d)  # E^pos of Eq. 7
         nn.init.normal_(self.pos_emb.weight, std=0.02)
@@ -358,7 +356,10 @@ class HPCL4SR(SequentialModel):
         self.position_mix: nn.Parameter | None = None
         self.fuse: nn.Linear | None = None
         if config.high_level:
-            graph = self.category_graph(self._views(data)[0].seqs, self.n_categories, config)
+            # the diffused category graph of the training sequences (saved with the weights)
+            graph = np.zeros((self.n_categories, self.n_categories), dtype=np.float32)
+            if data is not None:
+                graph = self.category_graph(self._views(data)[0].seqs, self.n_categories, config)
             self.register_buffer("diffusion", torch.from_numpy(graph.astype(np.float32)))
             self.cat_emb = nn.Parameter(torch.randn(self.n_categories, d) / d**0.5)  # H⁽⁰⁾
             self.gcn = nn.ModuleList(nn.Linear(d, d, bias=False) for _ in range(config.gcn_layers))
@@ -462,6 +463,5 @@ __all__ = [
     "category_adjacency",
     "category_transitions",
     "item_categories",
-    "n_categories",
     "normalize_category_graph",
 ]

@@ -10,7 +10,8 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from polyrec import losses
-from polyrec.data.graphs import normalized_bipartite_adjacency, propagate, spmm
+from polyrec.data.graphs import normalized_bipartite_adjacency
+from polyrec.data.views import BPRBatch, DataSchema, TrainData, bpr_batches
 from polyrec.models._common import (
     Behaviors,
     GraphScorer,
@@ -18,7 +19,8 @@ from polyrec.models._common import (
     init_embedding,
     train_behavior,
 )
-from polyrec.models.base import BPRBatch, ModelConfig, TrainData, bpr_batches
+from polyrec.models.base import ModelConfig
+from polyrec.models.propagation import propagate, spmm
 
 
 class LightGCNConfig(ModelConfig):
@@ -77,10 +79,10 @@ class LightGCN(GraphScorer):
     (``state_dict`` holds only the two embedding tables); ``.to(device)`` moves it. Training
     propagates the full graph once per batch and gathers the batch's rows. Because Â is
     symmetric, so is the whole propagation ``P = Σ_k α_k Â^k``: it runs as one autograd node
-    (:class:`~polyrec.data.graphs.SymmetricPolynomial`) whose backward is ``P @ G`` and which
+    (:class:`~polyrec.models.propagation.SymmetricPolynomial`) whose backward is ``P @ G`` and which
     keeps no per-layer activations. The instance attribute ``propagation`` selects the
     implementation (for comparisons): ``"fused"`` (default), ``"layerwise"`` (one
-    :class:`~polyrec.data.graphs.SymmetricSpMM` per layer) or ``"autograd"`` (plain autograd
+    :class:`~polyrec.models.propagation.SymmetricSpMM` per layer) or ``"autograd"`` (plain autograd
     through ``torch.sparse.mm``); all give the same values and gradients.
     """
 
@@ -94,14 +96,15 @@ class LightGCN(GraphScorer):
     config: LightGCNConfig
     adj: Tensor
 
-    def __init__(self, config: LightGCNConfig, data: TrainData) -> None:
-        super().__init__(config, data)
-        self.train_behavior = train_behavior(data, config.behaviors)
+    def build(self, schema: DataSchema, data: TrainData | None) -> None:
+        config = self.config
+        self.train_behavior = train_behavior(schema, config.behaviors)
         self.user_emb = nn.Embedding(self.n_users, config.dim)
         self.item_emb = nn.Embedding(self.n_items, config.dim)
         init_embedding(self.user_emb.weight, config.init, config.init_std)
         init_embedding(self.item_emb.weight, config.init, config.init_std)
         # Â = D^{-1/2} A D^{-1/2} (Eq. 7), built once; not saved (rebuilt from the data).
+        assert data is not None  # not rebuildable: setup() always passes the data
         adj = normalized_bipartite_adjacency(data.csr(self.train_behavior))
         self.register_buffer("adj", adj, persistent=False)
         # DDP must not broadcast the (replicated, sparse) graph buffer.

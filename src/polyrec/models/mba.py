@@ -16,11 +16,10 @@ from torch import Tensor, nn
 from polyrec import losses
 from polyrec.data.log import InteractionLog
 from polyrec.data.sampling import PairSet, pair_keys, sample_negatives_t
+from polyrec.data.views import BPRBatch, DataSchema, TrainData
 from polyrec.errors import ConfigError, DataError
-from polyrec.eval.metrics import recall
-from polyrec.eval.protocols import PairIndex, full_ranking
 from polyrec.models._common import GraphScorer, Init
-from polyrec.models.base import BPRBatch, ModelConfig, Scorer, TrainData, make_optimizer
+from polyrec.models.base import HoldoutEvaluator, ModelConfig, Scorer, make_optimizer
 from polyrec.models.lightgcn import LightGCN, LightGCNConfig
 from polyrec.models.mf import MF, MFConfig
 
@@ -356,8 +355,13 @@ class MBA(Scorer):
     snapshot_ok: Tensor
     step_flag: Tensor
 
-    def __init__(self, config: MBAConfig, data: TrainData) -> None:
-        super().__init__(config, data)
+    def __init__(self, config: MBAConfig | None = None) -> None:
+        super().__init__(config)
+        self.register_load_state_dict_post_hook(_after_load)
+
+    def build(self, schema: DataSchema, data: TrainData | None) -> None:
+        config = self.config
+        assert data is not None  # not rebuildable: setup() always passes the data
         log = data.log
         aux, target = config.aux_behavior, log.target
         if aux not in log.behaviors:
@@ -409,15 +413,8 @@ class MBA(Scorer):
         ) -> Scorer:
             if kind == "mf":
                 return MF(
-                    MFConfig(
-                        dim=dim,
-                        reg=reg,
-                        init=config.init,
-                        init_std=std,
-                        behaviors="target",
-                    ),
-                    d,
-                )
+                    MFConfig(dim=dim, reg=reg, init=config.init, init_std=std, behaviors="target")
+                ).setup(d)
             return LightGCN(
                 LightGCNConfig(
                     dim=dim,
@@ -426,9 +423,8 @@ class MBA(Scorer):
                     init=config.init,
                     init_std=config.init_std,
                     behaviors="target",
-                ),
-                d,
-            )
+                )
+            ).setup(d)
 
         h_kind = "mf" if config.h_model == "mf" else config.backbone
         h_dim = config.h_dim if config.h_model == "mf" else config.dim
@@ -465,7 +461,6 @@ class MBA(Scorer):
         self.register_buffer("pre_done", torch.zeros(2, dtype=torch.int64))
         self.register_buffer("snapshot_ok", torch.zeros(2, dtype=torch.int64))
         self.register_buffer("step_flag", torch.tensor(0, dtype=torch.int64))
-        self.register_load_state_dict_post_hook(_after_load)
         # seconds spent per phase (batch building + steps), read by benchmarks
         self.timing: dict[str, float] = {"pretrain_f": 0.0, "pretrain_g": 0.0, "main": 0.0}
         self._apply_phase()
@@ -524,7 +519,7 @@ class MBA(Scorer):
             self.pre_f.prepare_scoring()
             self.pre_g.prepare_scoring()
 
-    def on_validation(self, value: float) -> bool:
+    def on_validation(self, value: float, evaluate: HoldoutEvaluator | None = None) -> bool:
         """Trainer hook, called with the validation metric after each evaluation.
 
         While pre-training: ``value`` (P(R_f) scores the validation split) early-stops P(R_f);
@@ -543,7 +538,7 @@ class MBA(Scorer):
             if g_follows_f and not bool(self.pre_done[1]):
                 self._track(1, value)
         if not g_follows_f and not bool(self.pre_done[1]):
-            self._track(1, self.aux_holdout_recall())
+            self._track(1, self.aux_holdout_recall(evaluate))
         for k in (0, 1):
             if int(self.pre_bad[k]) >= cfg.pretrain_patience or (
                 g_follows_f and k == 1 and bool(self.pre_done[0])
@@ -555,28 +550,25 @@ class MBA(Scorer):
         return True
 
     @torch.no_grad()
-    def aux_holdout_recall(self, k: int = 20, batch_users: int = 1024) -> float:
+    def aux_holdout_recall(self, evaluate: HoldoutEvaluator | None, k: int = 20) -> float:
         """Recall@k of P(R_g) on its held-out auxiliary pairs (full ranking, its pre-training
-        pairs masked), the criterion of its early stopping."""
+        pairs masked), the criterion of its early stopping; ``evaluate`` is the trainer's
+        :class:`~polyrec.models.base.HoldoutEvaluator`."""
         if len(self._hold_keys) == 0:
             return float("nan")
-        device = self.device
-        n_users, n_items = self.n_users, self.n_items
-        positives = PairIndex(self._hold_keys, n_users, n_items, device)
-        masked = PairIndex(self._g_mask_keys, n_users, n_items, device)
-        users = torch.from_numpy(np.unique(self._hold_keys // n_items)).to(device)
+        if evaluate is None:
+            raise RuntimeError(
+                "MBA's pre-training early-stops P(R_g) on held-out auxiliary pairs: "
+                "on_validation needs the trainer's evaluator (evaluate=...)"
+            )
         model = self.pre_g
         was_training = model.training
         model.eval()
         model.prepare_scoring()
-        total = 0.0
-        for start in range(0, len(users), batch_users):
-            u = users[start : start + batch_users]
-            _, hits, n_pos = full_ranking(model.scores(u), u, masked, positives, k)
-            total += float(recall(hits, n_pos, k).sum())
+        value = evaluate(model, self._hold_keys, self._g_mask_keys, k)
         model.invalidate()
         model.train(was_training)
-        return total / len(users)
+        return float(value)
 
     # ------------------------------------------------------------------ batches
     def n_batches(self, data: TrainData, batch_size: int) -> int:

@@ -14,17 +14,16 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from polyrec import losses
-from polyrec.data.graphs import (
+from polyrec.data.graphs import normalize, to_torch_csr_pair, with_values
+from polyrec.data.views import BPRBatch, DataSchema, TrainData, bpr_batches
+from polyrec.models._common import GraphScorer, Init, init_embedding
+from polyrec.models.base import ModelConfig
+from polyrec.models.propagation import (
     co_interaction_degree,
     co_interaction_diagonal,
     co_interaction_spmm,
-    normalize,
     spmm_pair,
-    to_torch_csr_pair,
-    with_values,
 )
-from polyrec.models._common import GraphScorer, Init, init_embedding
-from polyrec.models.base import BPRBatch, ModelConfig, TrainData, bpr_batches
 
 
 class MBGCNConfig(ModelConfig):
@@ -176,7 +175,7 @@ class MBGCN(GraphScorer):
     **Unified graph (§3.1).** Every behavior t of the log (target included) gives a users ×
     items matrix R_t; n_ut is user u's number of behavior-t items. Item–item relevance under t is
     co-interaction by a user, the graph A_tᵀA_t (here R_tᵀR_t), which is never materialised:
-    its products are ``R_tᵀ(R_t X)`` (:func:`~polyrec.data.graphs.co_interaction_spmm`) with
+    its products are ``R_tᵀ(R_t X)`` (:func:`~polyrec.models.propagation.co_interaction_spmm`) with
     left (mean) degree normalisation by its row sums R_tᵀ(R_t 1) and, by default, no self-loop.
 
     **Behavior-aware user–item propagation (§3.3).** Learnable behavior importance w_t and
@@ -233,8 +232,9 @@ class MBGCN(GraphScorer):
     nbr_t: Tensor
     nbr_perm: Tensor
 
-    def __init__(self, config: MBGCNConfig, data: TrainData) -> None:
-        super().__init__(config, data)
+    def build(self, schema: DataSchema, data: TrainData | None) -> None:
+        config = self.config
+        assert data is not None  # not rebuildable: setup() always passes the data
         log = data.log
         self.behaviors: tuple[str, ...] = tuple(log.behaviors)
         self.target = log.target

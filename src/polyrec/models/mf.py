@@ -10,8 +10,9 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from polyrec import losses
+from polyrec.data.views import BPRBatch, DataSchema, TrainData, bpr_batches
 from polyrec.models._common import Behaviors, Init, init_embedding, train_behavior
-from polyrec.models.base import BPRBatch, ModelConfig, Scorer, TrainData, bpr_batches
+from polyrec.models.base import ModelConfig, Scorer
 
 
 class MFConfig(ModelConfig):
@@ -71,12 +72,13 @@ class MF(Scorer):
     )
     Config: ClassVar[type[ModelConfig]] = MFConfig
     supports_lazy_adam: ClassVar[bool] = True
+    rebuildable: ClassVar[bool] = True
 
     config: MFConfig
 
-    def __init__(self, config: MFConfig, data: TrainData) -> None:
-        super().__init__(config, data)
-        self.train_behavior = train_behavior(data, config.behaviors)
+    def build(self, schema: DataSchema, data: TrainData | None) -> None:
+        config = self.config
+        self.train_behavior = train_behavior(schema, config.behaviors)
         self.user_emb = nn.Embedding(self.n_users, config.dim)
         self.item_emb = nn.Embedding(self.n_items, config.dim)
         init_embedding(self.user_emb.weight, config.init, config.init_std)

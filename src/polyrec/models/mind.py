@@ -9,8 +9,9 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
+from polyrec.data.views import DataSchema, TrainData
 from polyrec.models._sequential import SequentialConfig, SequentialModel, key_padding, latest
-from polyrec.models.base import ModelConfig, TrainData
+from polyrec.models.base import ModelConfig
 from polyrec.models.comirec import dynamic_routing
 
 
@@ -50,8 +51,9 @@ class MIND(SequentialModel):
     Config: ClassVar[type[ModelConfig]] = MINDConfig
     config: MINDConfig
 
-    def __init__(self, config: MINDConfig, data: TrainData) -> None:
-        super().__init__(config, data)
+    def build(self, schema: DataSchema, data: TrainData | None) -> None:
+        super().build(schema, data)
+        config = self.config
         d, k = config.dim, config.n_interests
         self.bilinear = nn.Linear(d, d, bias=False)
         self.routing_init: Tensor

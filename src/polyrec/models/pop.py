@@ -10,8 +10,9 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
+from polyrec.data.views import DataSchema, TrainData
 from polyrec.models._common import Behaviors, train_behavior
-from polyrec.models.base import ModelConfig, Scorer, TrainData
+from polyrec.models.base import ModelConfig, Scorer
 
 
 class PopConfig(ModelConfig):
@@ -40,13 +41,17 @@ class Pop(Scorer):
     paper: ClassVar[str] = "Most-popular baseline (as in Re4, WWW 2022, §4.1 Baselines)"
     Config: ClassVar[type[ModelConfig]] = PopConfig
     trainable: ClassVar[bool] = False
+    rebuildable: ClassVar[bool] = True
 
     config: PopConfig
     popularity: Tensor
 
-    def __init__(self, config: PopConfig, data: TrainData) -> None:
-        super().__init__(config, data)
-        m = data.csr(train_behavior(data, config.behaviors))
+    def build(self, schema: DataSchema, data: TrainData | None) -> None:
+        config = self.config
+        if data is None:  # restored: the counts come with the weights
+            self.register_buffer("popularity", torch.zeros(self.n_items))
+            return
+        m = data.csr(train_behavior(schema, config.behaviors))
         counts = np.asarray((m > 0).sum(axis=0)).ravel().astype(np.float32)
         self.register_buffer("popularity", torch.from_numpy(counts))
 

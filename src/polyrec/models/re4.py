@@ -50,7 +50,8 @@ from torch.autograd.function import once_differentiable
 
 from polyrec import losses
 from polyrec.data.sequences import SeqBatch
-from polyrec.models.base import ModelConfig, TrainData
+from polyrec.data.views import DataSchema, TrainData
+from polyrec.models.base import ModelConfig
 from polyrec.models.comirec import (
     ComiRecDR,
     ComiRecDRConfig,
@@ -313,8 +314,9 @@ class Re4SA(ComiRecSA):
     Config: ClassVar[type[ModelConfig]] = Re4SAConfig
     config: Re4SAConfig
 
-    def __init__(self, config: Re4SAConfig, data: TrainData) -> None:
-        super().__init__(config, data)
+    def build(self, schema: DataSchema, data: TrainData | None) -> None:
+        super().build(schema, data)
+        config = self.config
         self.flows = BackwardFlows(config, config.dim, config.max_len)
 
     def loss(self, batch: SeqBatch) -> dict[str, Tensor]:
@@ -330,8 +332,9 @@ class Re4DR(ComiRecDR):
     Config: ClassVar[type[ModelConfig]] = Re4DRConfig
     config: Re4DRConfig
 
-    def __init__(self, config: Re4DRConfig, data: TrainData) -> None:
-        super().__init__(config, data)
+    def build(self, schema: DataSchema, data: TrainData | None) -> None:
+        super().build(schema, data)
+        config = self.config
         self.flows = BackwardFlows(config, config.dim, config.max_len)
 
     def loss(self, batch: SeqBatch) -> dict[str, Tensor]:

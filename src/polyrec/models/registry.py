@@ -1,6 +1,7 @@
 """The explicit registry: model name → class (and its pydantic config).
 
-Add a model by importing its class here and adding one entry to :data:`REGISTRY`.
+Add a model by importing its class here and adding one entry to :data:`REGISTRY` (see the
+README's "Adding a model").
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from polyrec.data.views import TrainData
 from polyrec.errors import ConfigError
-from polyrec.models.base import Model, ModelConfig, TrainData
+from polyrec.models.base import Model, ModelConfig
 from polyrec.models.cml import CML
 from polyrec.models.comirec import ComiRecDR, ComiRecSA
 from polyrec.models.egcm import EGCM
@@ -104,9 +106,20 @@ def _format_validation_error(err: ValidationError, cls: type[Model], prefix: str
     return "; ".join(parts)
 
 
-def make_config(name: str, params: Mapping[str, Any], *, prefix: str = "model") -> ModelConfig:
-    """Validate ``params`` with the model's config; errors become one-line :class:`ConfigError`."""
+def make_config(
+    name: str, params: Mapping[str, Any] | ModelConfig, *, prefix: str = "model"
+) -> ModelConfig:
+    """Validate ``params`` with the model's config; errors become one-line :class:`ConfigError`.
+
+    A config object of the model's own class passes through unchanged."""
     cls = get_model_class(name)
+    if isinstance(params, cls.Config):
+        return params
+    if isinstance(params, ModelConfig):
+        raise ConfigError(
+            f"{prefix}: a {type(params).__name__} is not the config of model {cls.name!r} "
+            f"({cls.Config.__name__})"
+        )
     if not isinstance(params, Mapping):
         raise ConfigError(f"{prefix}: expected a table of settings, got {type(params).__name__}")
     try:
@@ -115,13 +128,25 @@ def make_config(name: str, params: Mapping[str, Any], *, prefix: str = "model") 
         raise ConfigError(_format_validation_error(err, cls, prefix)) from None
 
 
-def build_model(
-    name: str, params: Mapping[str, Any] | None, data: TrainData, *, prefix: str = "model"
+def create_model(
+    name: str, params: Mapping[str, Any] | ModelConfig | None = None, *, prefix: str = "model"
 ) -> Model:
-    """Build model ``name`` with settings ``params`` (validated; unknown keys are errors)."""
+    """Model ``name`` built from its settings alone (no parameters yet: call ``setup(data)`` or
+    ``restore(schema)``)."""
     cls = get_model_class(name)
-    config = make_config(name, params or {}, prefix=prefix)
-    return cls(config, data)
+    return cls(make_config(name, params if params is not None else {}, prefix=prefix))
+
+
+def build_model(
+    name: str,
+    params: Mapping[str, Any] | ModelConfig | None,
+    data: TrainData,
+    *,
+    prefix: str = "model",
+) -> Model:
+    """Model ``name`` with settings ``params`` (validated; unknown keys are errors), set up for
+    ``data``: ``create_model(name, params).setup(data)``."""
+    return create_model(name, params, prefix=prefix).setup(data)
 
 
 __all__ = [
@@ -129,6 +154,7 @@ __all__ = [
     "REGISTRY",
     "build_model",
     "canonical_name",
+    "create_model",
     "get_model_class",
     "list_models",
     "make_config",

@@ -45,7 +45,8 @@ from torch import Tensor
 
 from polyrec import losses
 from polyrec.data.sequences import SeqBatch
-from polyrec.models.base import ModelConfig, TrainData
+from polyrec.data.views import DataSchema, TrainData
+from polyrec.models.base import ModelConfig
 from polyrec.models.comirec import ComiRecDR, ComiRecDRConfig
 
 
@@ -91,8 +92,9 @@ class REMI(ComiRecDR):
     Config: ClassVar[type[ModelConfig]] = REMIConfig
     config: REMIConfig
 
-    def __init__(self, config: REMIConfig, data: TrainData) -> None:
-        super().__init__(config, data)
+    def build(self, schema: DataSchema, data: TrainData | None) -> None:
+        super().build(schema, data)
+        config = self.config
         self.detach_routing = not config.routing_gradient
 
     def recommendation_loss(self, interests: Tensor, batch: SeqBatch) -> dict[str, Tensor]:

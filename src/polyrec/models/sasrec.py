@@ -7,9 +7,10 @@ from typing import ClassVar
 from pydantic import Field
 from torch import Tensor, nn
 
+from polyrec.data.views import DataSchema, TrainData
 from polyrec.models._layers import SelfAttentionBlock, causal_mask, dropout
 from polyrec.models._sequential import SequentialConfig, SequentialModel, key_padding, latest
-from polyrec.models.base import ModelConfig, TrainData
+from polyrec.models.base import ModelConfig
 
 
 class SASRecConfig(SequentialConfig):
@@ -36,8 +37,9 @@ class SASRec(SequentialModel):
     Config: ClassVar[type[ModelConfig]] = SASRecConfig
     config: SASRecConfig
 
-    def __init__(self, config: SASRecConfig, data: TrainData) -> None:
-        super().__init__(config, data)
+    def build(self, schema: DataSchema, data: TrainData | None) -> None:
+        super().build(schema, data)
+        config = self.config
         if config.dim % config.n_heads:
             raise ValueError(f"dim {config.dim} is not divisible by n_heads {config.n_heads}")
         self.pos_emb = nn.Embedding(config.max_len, config.dim)

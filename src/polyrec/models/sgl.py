@@ -9,9 +9,11 @@ from pydantic import Field
 from torch import Tensor
 
 from polyrec import losses
-from polyrec.data.graphs import normalized_bipartite_from_pairs, propagate, propagate_layerwise
-from polyrec.models.base import BPRBatch, ModelConfig, TrainData
+from polyrec.data.graphs import normalized_bipartite_from_pairs
+from polyrec.data.views import BPRBatch, DataSchema, TrainData
+from polyrec.models.base import ModelConfig
 from polyrec.models.lightgcn import LightGCN, LightGCNConfig
+from polyrec.models.propagation import propagate, propagate_layerwise
 
 Augmentation = Literal["ed", "nd", "rw"]
 
@@ -112,8 +114,9 @@ class SGL(LightGCN):
     edge_user: Tensor
     edge_item: Tensor
 
-    def __init__(self, config: SGLConfig, data: TrainData) -> None:
-        super().__init__(config, data)
+    def build(self, schema: DataSchema, data: TrainData | None) -> None:
+        super().build(schema, data)
+        assert data is not None  # not rebuildable: setup() always passes the data
         users, items = data.pairs(self.train_behavior)  # distinct training pairs = graph edges
         self.register_buffer("edge_user", torch.from_numpy(users), persistent=False)
         self.register_buffer("edge_item", torch.from_numpy(items), persistent=False)

@@ -8,8 +8,9 @@ from typing import ClassVar
 from pydantic import Field
 from torch import Tensor, nn
 
+from polyrec.data.views import DataSchema, TrainData
 from polyrec.models._sequential import SequentialConfig, SequentialModel
-from polyrec.models.base import ModelConfig, TrainData
+from polyrec.models.base import ModelConfig
 
 
 class YouTubeDNNConfig(SequentialConfig):
@@ -35,8 +36,9 @@ class YouTubeDNN(SequentialModel):
     Config: ClassVar[type[ModelConfig]] = YouTubeDNNConfig
     config: YouTubeDNNConfig
 
-    def __init__(self, config: YouTubeDNNConfig, data: TrainData) -> None:
-        super().__init__(config, data)
+    def build(self, schema: DataSchema, data: TrainData | None) -> None:
+        super().build(schema, data)
+        config = self.config
         self.dense = nn.Linear(config.dim, config.dim) if config.dense else None
 
     def interests(self, histories: Tensor, lengths: Tensor) -> Tensor:

@@ -39,10 +39,12 @@ from polyrec.config import RunConfig, load_config, to_toml
 from polyrec.data.datasets import load_dataset
 from polyrec.data.log import InteractionLog
 from polyrec.data.splits import Split, make_split
+from polyrec.data.views import TrainData
 from polyrec.errors import CheckpointError, ConfigError, DataError
 from polyrec.eval.audit import audit_split
 from polyrec.eval.evaluator import evaluate
-from polyrec.models.base import Model, TrainData
+from polyrec.eval.holdout import holdout_recall
+from polyrec.models.base import Model
 from polyrec.models.registry import build_model
 from polyrec.runtime import tune_allocator
 from polyrec.training import distributed
@@ -139,8 +141,21 @@ def prepare(cfg: RunConfig, run_dir: Path | None = None, *, reuse_split: bool = 
 
 
 class Trainer:
+    """Trains one prepared run: epochs of ``model.train_step`` over ``model.batches``, validation
+    every ``train.eval_every`` epochs on the **validation** split, early stopping after
+    ``train.patience`` evaluations without a gain, checkpoints after every epoch.
+
+    ``prepared`` is what :func:`prepare` built (config, dataset, split, training view, set-up
+    model, device); ``run_dir`` receives ``last.safetensors`` (resumable state) and
+    ``best.safetensors`` (weights of the best validation epoch); ``reporter`` receives progress.
+    The model is only reached through its contract (:class:`~polyrec.models.base.Model`):
+    ``make_optimisers``, ``batches``/``n_batches``, ``train_step``, ``on_epoch_start`` and
+    ``on_validation`` (handed :func:`~polyrec.eval.holdout.holdout_recall` for models that
+    evaluate themselves during a phase).
+    """
+
     def __init__(self, prepared: Prepared, run_dir: Path, reporter: Reporter | None = None) -> None:
-        self.p = prepared
+        self.prepared = prepared
         self.run_dir = run_dir
         self.main = distributed.is_main()  # only rank 0 reports, validates and writes files
         self.reporter = (reporter if self.main else None) or Reporter()
@@ -151,7 +166,7 @@ class Trainer:
         self.tb = _tensorboard(run_dir) if self.main else None
         self.step = 0  # optimisation steps so far (drives the lr schedule; saved in checkpoints)
         self.schedule: Callable[[int], float] | None = None
-        t = self.p.cfg.train
+        t = self.prepared.cfg.train
         if t.lr_schedule == "cyclic":
             if t.max_lr is None or t.max_lr < t.lr:
                 raise ConfigError(
@@ -164,10 +179,10 @@ class Trainer:
             )
 
     def _validate(self) -> dict[str, Any]:
-        cfg = self.p.cfg
+        cfg = self.prepared.cfg
         return evaluate(
-            self.p.model,
-            self.p.split,
+            self.prepared.model,
+            self.prepared.split,
             "valid",
             protocols=(cfg.train.select_protocol,),
             ks=tuple(self.ks),
@@ -178,7 +193,7 @@ class Trainer:
 
     def _selection_metrics(self) -> dict[str, float]:
         """Validation metrics of the model-selection protocol (run on rank 0 only)."""
-        protocol = self.p.cfg.train.select_protocol
+        protocol = self.prepared.cfg.train.select_protocol
         res = self._validate()
         if not res["metrics"].get(protocol):
             raise DataError(
@@ -191,12 +206,12 @@ class Trainer:
         """The best weights on every process: rank 0 reads them and sends them to the others
         (so machines need no shared filesystem)."""
         if self.main and (path.exists() or not missing_ok):
-            load_weights(path, self.p.model)
-        distributed.broadcast_model(self.p.model)
+            load_weights(path, self.prepared.model)
+        distributed.broadcast_model(self.prepared.model)
 
     def fit(self, *, resume: bool = False) -> dict[str, Any]:
         """Train with early stopping on validation; restore the best weights; return state."""
-        cfg, model = self.p.cfg, self.p.model
+        cfg, model = self.prepared.cfg, self.prepared.model
         generator = torch.Generator().manual_seed(cfg.seed)
         optimisers = (
             model.make_optimisers(cfg.train.lr, cfg.train.weight_decay, cfg.train.optimizer)
@@ -254,8 +269,7 @@ class Trainer:
                     else:
                         state["bad_epochs"] += 1
                     # a model with training phases (MBA's pre-training) may restart the patience
-                    on_validation = getattr(model, "on_validation", None)
-                    if callable(on_validation) and on_validation(value):
+                    if model.on_validation(value, holdout_recall):
                         state["bad_epochs"] = 0
                     self._log_scalars(epoch, record)
                 state["epoch"] = epoch
@@ -290,17 +304,19 @@ class Trainer:
     def _epoch(
         self, epoch: int, generator: torch.Generator, optimisers: list[torch.optim.Optimizer]
     ) -> dict[str, Any]:
-        cfg, model, device = self.p.cfg, self.p.model, self.p.device
+        cfg, model, device = self.prepared.cfg, self.prepared.model, self.prepared.device
         model.train()
         model.on_epoch_start(epoch)
         sums: dict[str, float] = {}
         n = 0
         t0 = time.perf_counter()
-        n_batches = _n_batches(self.p.data, model, cfg.train.batch_size)
+        n_batches = model.n_batches(self.prepared.data, cfg.train.batch_size)
         shards = distributed.world_size() if distributed.is_distributed() else 1
         self.reporter.epoch_start(epoch, None if n_batches is None else n_batches // shards)
         # under torchrun: this process's share of the batches (the same sequence on every one)
-        batches = distributed.shard(model.batches(self.p.data, cfg.train.batch_size, generator))
+        batches = distributed.shard(
+            model.batches(self.prepared.data, cfg.train.batch_size, generator)
+        )
         for batch in batches:
             if hasattr(batch, "to"):
                 batch = batch.to(device)
@@ -342,13 +358,6 @@ def _merge_sums(parts: list[tuple[dict[str, float], int]]) -> tuple[dict[str, fl
         for k, v in part.items():
             sums[k] = sums.get(k, 0.0) + v
     return sums, sum(n for _, n in parts)
-
-
-def _n_batches(data: TrainData, model: Model, batch_size: int) -> int | None:
-    n_fn = getattr(model, "n_batches", None)
-    if callable(n_fn):
-        return int(n_fn(data, batch_size))
-    return None
 
 
 def _tensorboard(run_dir: Path) -> Any:
