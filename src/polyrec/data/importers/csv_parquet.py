@@ -218,14 +218,16 @@ def _from_polars(
     user: str,
     item: str,
     behavior: str | None,
-    timestamp: str | None,
-    timestamp_format: str | None,
-    category: str | None,
-    fold: str | None,
-    target: str | None,
-    behavior_order: Sequence[str] | None,
-    name: str | None,
+    timestamp: str | None = None,
+    timestamp_format: str | None = None,
+    category: str | None = None,
+    fold: str | None = None,
+    target: str | None = None,
+    behavior_order: Sequence[str] | None = None,
+    name: str | None = None,
 ) -> InteractionLog:
+    """``df``, read from ``p``, checked (columns present, timestamps to numbers, fold values)
+    and made a log by :func:`read_frame`; the optional column roles default to absent."""
     if df.height == 0:
         raise DataError(f"{p}: the file has a header but no rows")
     cols = df.columns

@@ -96,10 +96,7 @@ def read_recbole(
         item="item_id",
         behavior="behavior",
         timestamp="timestamp" if "timestamp" in df.columns else None,
-        timestamp_format=None,
         category=category_col,
-        fold=None,
         target=behavior,
-        behavior_order=None,
         name=name or inter.stem,
     )
