@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -110,9 +112,19 @@ def _cut_key(cut: str) -> int:
     return int(cut) if cut.isdigit() else 1 << 30
 
 
-def _fail(e: PolyrecError) -> None:
-    err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code=e.exit_code)
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """A PolyrecError raised inside prints one red line and exits with its status."""
+    try:
+        yield
+    except PolyrecError as e:
+        err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=e.exit_code) from None
+
+
+def _given(options: dict[str, Any]) -> dict[str, Any]:
+    """The options the user gave (those not None), to pass on as keyword arguments."""
+    return {k: v for k, v in options.items() if v is not None}
 
 
 def _metrics_table(title: str, results: dict[str, Any]) -> Table:
@@ -176,7 +188,7 @@ def train(
     as_json: bool = typer.Option(False, "--json", help="print the metrics as JSON"),
 ) -> None:
     """Train a model (default: LightGCN on the embedded Retailrocket data) and print its metrics."""
-    try:
+    with _user_errors():
         result = api.train(
             model,
             data,
@@ -187,9 +199,6 @@ def train(
             resume=resume,
             reporter=RichReporter(quiet=quiet or as_json),
         )
-    except PolyrecError as e:
-        _fail(e)
-        return
     if not distributed.is_main():
         return  # under torchrun rank 0 prints the result
     if as_json:
@@ -209,11 +218,8 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="print the metrics as JSON"),
 ) -> None:
     """Re-evaluate a run's best weights on its saved validation and test split."""
-    try:
+    with _user_errors():
         result = api.evaluate(run_dir)
-    except PolyrecError as e:
-        _fail(e)
-        return
     if as_json:
         print(json.dumps(result, indent=2))
     else:
@@ -238,11 +244,8 @@ def recommend(
     ),
 ) -> None:
     """Write the top-k items for each user in USERS."""
-    try:
+    with _user_errors():
         frame = api.recommend(run_dir, users, k=k, exclude_seen=not include_seen, out=out)
-    except PolyrecError as e:
-        _fail(e)
-        return
     console.print(
         f"wrote {frame.height} recommendations for {frame['user'].n_unique()} users to {out}"
     )
@@ -263,21 +266,11 @@ def export_cmd(
     as_json: bool = typer.Option(False, "--json", help="print the manifest as JSON"),
 ) -> None:
     """Export a run's best weights, embeddings, id maps and item index for serving."""
-    options = {
-        k: v
-        for k, v in {
-            "nprobe": nprobe,
-            "nlist": nlist,
-            "ef_search": ef_search,
-            "recall_k": recall_k,
-        }.items()
-        if v is not None
-    }
-    try:
+    options = _given(
+        {"nprobe": nprobe, "nlist": nlist, "ef_search": ef_search, "recall_k": recall_k}
+    )
+    with _user_errors():
         manifest = api.export(run_dir, out, index=index, force=force, **options)
-    except PolyrecError as e:
-        _fail(e)
-        return
     if as_json:
         print(json.dumps(manifest, indent=2))
         return
@@ -314,7 +307,7 @@ def serve_cmd(
             soft_wrap=True,
         )
 
-    try:
+    with _user_errors():
         serve(
             export_dir,
             host=host,
@@ -326,8 +319,6 @@ def serve_cmd(
             max_batch=max_batch,
             search=search,
         )
-    except PolyrecError as e:
-        _fail(e)
 
 
 @app.command("report")
@@ -343,11 +334,8 @@ def report_cmd(
     """Paper vs polyrec: one HTML page with tables, flags, learning curves and speed figures."""
     from polyrec.report import build_report
 
-    try:
+    with _user_errors():
         summary = build_report(results_dir, out, papers)
-    except PolyrecError as e:
-        _fail(e)
-        return
     console.print(
         f"wrote {summary['out']}: {summary['results']} result rows from "
         f"{len(summary['benchmarks'])} benchmarks, {len(summary['figures'])} figures",
@@ -389,26 +377,20 @@ def data_import(
     category_col: str = typer.Option(None, "--category-col", help="item category column name"),
 ) -> None:
     """Turn a log in a foreign format into a polyrec dataset directory."""
-    options = {
-        k: v
-        for k, v in {
+    options = _given(
+        {
             "target": target,
             "user": user_col,
             "item": item_col,
             "behavior": behavior_col,
             "timestamp": time_col,
             "category": category_col,
-        }.items()
-        if v is not None
-    }
+        }
+    )
     dest = out or path.with_name(path.stem + "-polyrec")
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            log = api.import_data(path, dest, fmt=fmt, **options)
-    except PolyrecError as e:
-        _fail(e)
-        return
+    with _user_errors(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        log = api.import_data(path, dest, fmt=fmt, **options)
     for w in caught:
         err_console.print(f"[yellow]warning:[/yellow] {w.message}", highlight=False)
     console.print(
@@ -424,11 +406,8 @@ def data_info(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Per-behavior counts, users, items, density and time span."""
-    try:
+    with _user_errors():
         info = api.data_info(directory)
-    except PolyrecError as e:
-        _fail(e)
-        return
     if as_json:
         print(json.dumps(info, indent=2))
         return

@@ -13,6 +13,42 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+def _check_temperature(temperature: float) -> None:
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+
+
+def _check_views(
+    fn: str, a: Tensor, b: Tensor, layout: str, temperature: float, noun: str = "tensors"
+) -> None:
+    """ValueError unless ``a`` and ``b`` have one shape of ``layout`` (``"[B, d]"``: 2-d) and
+    ``temperature`` is positive; ``fn`` names the loss in the message."""
+    if a.shape != b.shape or a.dim() != layout.count(",") + 1:
+        raise ValueError(
+            f"{fn} needs two {layout} {noun} of equal shape, got {tuple(a.shape)} and "
+            f"{tuple(b.shape)}"
+        )
+    _check_temperature(temperature)
+
+
+def _cosine_logits(a: Tensor, b: Tensor, temperature: float) -> Tensor:
+    """``[len(a), len(b)]`` cosine similarities of the rows of ``a`` and ``b``, over τ."""
+    return F.normalize(a, dim=1) @ F.normalize(b, dim=1).T / temperature
+
+
+def _reduce(values: Tensor, reduction: str, choices: tuple[str, str, str]) -> Tensor:
+    """``values``' ``"mean"``, ``"sum"`` or themselves (``"none"``); ``choices`` is the order in
+    which the error for another ``reduction`` lists them."""
+    if reduction == "mean":
+        return values.mean()
+    if reduction == "sum":
+        return values.sum()
+    if reduction == "none":
+        return values
+    a, b, c = choices
+    raise ValueError(f"unknown reduction {reduction!r}; use {a!r}, {b!r} or {c!r}")
+
+
 def bpr(pos_scores: Tensor, neg_scores: Tensor) -> Tensor:
     r"""Bayesian Personalised Ranking loss (Rendle et al., UAI 2009, Eq. 7 without the prior).
 
@@ -55,17 +91,9 @@ def info_nce(anchor: Tensor, positive: Tensor, temperature: float) -> Tensor:
 
     Computed as a cross-entropy over the ``[B, B]`` logits (log-sum-exp, numerically stable).
     """
-    if anchor.shape != positive.shape or anchor.dim() != 2:
-        raise ValueError(
-            f"info_nce needs two [B, d] tensors of equal shape, got {tuple(anchor.shape)} and "
-            f"{tuple(positive.shape)}"
-        )
-    if temperature <= 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
-    za = F.normalize(anchor, dim=1)
-    zp = F.normalize(positive, dim=1)
-    logits = za @ zp.T / temperature
-    labels = torch.arange(len(za), device=za.device)
+    _check_views("info_nce", anchor, positive, "[B, d]", temperature)
+    logits = _cosine_logits(anchor, positive, temperature)
+    labels = torch.arange(len(logits), device=logits.device)
     return F.cross_entropy(logits, labels)
 
 
@@ -138,13 +166,7 @@ def info_nce_rows(
     For ``"cosine"`` its mean equals :func:`info_nce`. Models that weight each row (CML's
     per-user meta weights) need the rows, not their mean.
     """
-    if anchor.shape != positive.shape or anchor.dim() != 2:
-        raise ValueError(
-            f"info_nce_rows needs two [B, d] tensors of equal shape, got {tuple(anchor.shape)} "
-            f"and {tuple(positive.shape)}"
-        )
-    if temperature <= 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
+    _check_views("info_nce_rows", anchor, positive, "[B, d]", temperature)
     if similarity == "cosine":
         anchor, positive = F.normalize(anchor, dim=1), F.normalize(positive, dim=1)
     elif similarity != "dot":
@@ -180,11 +202,8 @@ def info_nce_candidates_rows(
         raise ValueError(
             f"positive must hold one index per anchor row, got {tuple(positive.shape)}"
         )
-    if temperature <= 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
-    za = F.normalize(anchor, dim=1)
-    zc = F.normalize(candidates, dim=1)
-    logits = za @ zc.T / temperature
+    _check_temperature(temperature)
+    logits = _cosine_logits(anchor, candidates, temperature)
     pos = logits.gather(1, positive.long().unsqueeze(1)).squeeze(1)
     return torch.logsumexp(logits, dim=1) - pos
 
@@ -210,13 +229,7 @@ def kl_bernoulli(p_logits: Tensor, q_logits: Tensor, reduction: str = "mean") ->
     kl = p * (F.logsigmoid(p_logits) - F.logsigmoid(q_logits)) + (1.0 - p) * (
         F.logsigmoid(-p_logits) - F.logsigmoid(-q_logits)
     )
-    if reduction == "mean":
-        return kl.mean()
-    if reduction == "sum":
-        return kl.sum()
-    if reduction == "none":
-        return kl
-    raise ValueError(f"unknown reduction {reduction!r}; use 'mean', 'sum' or 'none'")
+    return _reduce(kl, reduction, ("mean", "sum", "none"))
 
 
 def bernoulli_channel_loglik(
@@ -336,8 +349,7 @@ def re_contrast(
             f"re_contrast needs interests [B, K, d], items [B, T, d] and sampled [B, S, d], got "
             f"{tuple(interests.shape)}, {tuple(items.shape)}, {tuple(sampled.shape)}"
         )
-    if temperature <= 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
+    _check_temperature(temperature)
     t, k = items.shape[1], interests.shape[1]
     if dots is None:
         dots = interest_dots(interests, torch.cat([items, interests, sampled], dim=1))
@@ -452,13 +464,7 @@ def angular_margin_nce(
     is plain InfoNCE on cosine similarity (Eq. 14). Where θ + m would pass π the ArcFace fallback
     :math:`\cos θ - m \sin m` is used (see :func:`_add_angular_margin`).
     """
-    if view_a.shape != view_b.shape or view_a.dim() != 3:
-        raise ValueError(
-            f"angular_margin_nce needs two [B, K, d] views of equal shape, got "
-            f"{tuple(view_a.shape)} and {tuple(view_b.shape)}"
-        )
-    if temperature <= 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
+    _check_views("angular_margin_nce", view_a, view_b, "[B, K, d]", temperature, noun="views")
     if not 0.0 <= margin < math.pi:
         raise ValueError(f"margin must be in [0, π) radians, got {margin}")
     b, k, _ = view_a.shape
@@ -607,13 +613,7 @@ def routing_variance(
     mean = (routing * keep).sum(dim=2, keepdim=True) / n
     var = ((routing - mean) * keep).pow(2).sum(dim=2) / scale  # diag(C): [B, K]
     per_row = var.pow(2).sum(dim=1)
-    if reduction == "sum":
-        return per_row.sum()
-    if reduction == "mean":
-        return per_row.mean()
-    if reduction == "none":
-        return per_row
-    raise ValueError(f"unknown reduction {reduction!r}; use 'sum', 'mean' or 'none'")
+    return _reduce(per_row, reduction, ("sum", "mean", "none"))
 
 
 __all__ += ["hard_negative_softmax", "routing_variance"]

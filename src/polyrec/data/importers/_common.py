@@ -1,15 +1,19 @@
-"""Helpers shared by the importers: file checks, behavior order, line parsing, log building."""
+"""Helpers shared by the importers: file checks, table reading, dataset choice, behavior order,
+line parsing, log building."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+import re
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
+import polars as pl
 
-from polyrec.data.log import IdMap, InteractionLog
+from polyrec.data.log import DEFAULT_BEHAVIOR, IdMap, InteractionLog
 from polyrec.errors import DataError
 
 PathLike = str | os.PathLike[str]
@@ -49,6 +53,51 @@ def existing_dir(path: PathLike, *, what: str = "folder") -> Path:
     if not p.is_dir():
         raise DataError(f"{p}: is not a folder; expected a {what}")
     return p
+
+
+def read_table(p: Path, what: str, read: Callable[[], pl.DataFrame]) -> pl.DataFrame:
+    """``read()`` (a polars reader of ``p``) with its failures as DataErrors naming ``p``:
+    "file is empty", or "cannot read it as <what> (<polars' first line>)"."""
+    try:
+        return read()
+    except pl.exceptions.NoDataError:
+        raise DataError(f"{p}: file is empty") from None
+    except (pl.exceptions.PolarsError, OSError, ValueError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"{p}: cannot read it as {what} ({msg})") from None
+
+
+K = TypeVar("K", bound=Hashable)
+
+
+def dataset_files(
+    d: Path,
+    pattern: re.Pattern[str],
+    key: Callable[[re.Match[str]], K],
+    dataset: str | None,
+    *,
+    none_found: str,
+) -> tuple[str, dict[K, Path]]:
+    """The files of one dataset in folder ``d``, whose names match ``pattern`` (a ``name``
+    group: the dataset), by ``key(match)``; ``dataset`` picks one when ``d`` holds several.
+    ``none_found`` ends the error when no file matches."""
+    by_name: dict[str, dict[K, Path]] = {}
+    for f in sorted(d.iterdir()):
+        m = pattern.match(f.name)
+        if m and f.is_file():
+            by_name.setdefault(m.group("name"), {})[key(m)] = f
+    if not by_name:
+        raise DataError(f"{d}: {none_found}")
+    if dataset is None:
+        if len(by_name) > 1:
+            raise DataError(
+                f"{d}: holds several datasets ({', '.join(sorted(by_name))}); choose one with "
+                "dataset=..."
+            )
+        dataset = next(iter(by_name))
+    if dataset not in by_name:
+        raise DataError(f"{d}: no files of dataset {dataset!r}; found {', '.join(sorted(by_name))}")
+    return dataset, by_name[dataset]
 
 
 @contextmanager
@@ -182,6 +231,47 @@ def read_sequences(
     is_user[first] = True
     line_of_token = np.repeat(np.arange(len(lines)), lens)
     return Sequences(tokens[first], tokens[~is_user], line_of_token[~is_user])
+
+
+def sequences_log(
+    seqs: Sequence[Sequences],
+    *,
+    behavior: str | None,
+    where: PathLike,
+    name: str,
+    source: str,
+    timestamp: np.ndarray | None = None,
+    folds: Sequence[int] | None = None,
+) -> InteractionLog:
+    """A one-behavior log (named ``behavior``, default ``"interaction"``) of the items of
+    ``seqs``, read from one or more files. Every line's user is in the id map, even one without
+    items. A row's timestamp is ``timestamp[row]``, by default the item's position on its line;
+    ``folds[k]``, when given, is the fold of every row of ``seqs[k]``."""
+    with naming(where):
+        user_map, _ = IdMap.factorize(np.concatenate([s.line_user for s in seqs]), what="user id")
+        item_map, item = IdMap.factorize(np.concatenate([s.item for s in seqs]), what="item id")
+    user = np.concatenate([np.searchsorted(user_map.ids, s.user) for s in seqs])
+    if timestamp is None:
+        timestamp = np.concatenate([s.position for s in seqs]).astype(np.float64)
+    fold = None
+    if folds is not None:
+        fold = np.concatenate(
+            [np.full(len(s.item), f, dtype=np.int8) for s, f in zip(seqs, folds, strict=True)]
+        )
+    beh = behavior or DEFAULT_BEHAVIOR
+    return build_log(
+        user=user,
+        item=item,
+        behavior=np.zeros(len(user), dtype=np.int8),
+        behaviors=(beh,),
+        target=beh,
+        user_map=user_map,
+        item_map=item_map,
+        timestamp=timestamp,
+        fold=fold,
+        name=name,
+        source=source,
+    )
 
 
 def _line_number(text: str, nonblank_index: int) -> int:

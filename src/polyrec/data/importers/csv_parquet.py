@@ -8,7 +8,13 @@ from typing import Any
 
 import polars as pl
 
-from polyrec.data.importers._common import PathLike, existing_file, naming, order_behaviors
+from polyrec.data.importers._common import (
+    PathLike,
+    existing_file,
+    naming,
+    order_behaviors,
+    read_table,
+)
 from polyrec.data.log import InteractionLog
 from polyrec.errors import DataError
 
@@ -134,19 +140,17 @@ def read_csv(
     """
     p = existing_file(path)
     sep = _delimiter_for(p, delimiter)
-    try:
-        df = pl.read_csv(
+    df = read_table(
+        p,
+        "delimited text",
+        lambda: pl.read_csv(
             p,
             separator=sep,
             has_header=has_header,
             infer_schema_length=None,
             null_values=["", "NA", "NaN", "nan", "null", "NULL", "None"],
-        )
-    except pl.exceptions.NoDataError:
-        raise DataError(f"{p}: file is empty") from None
-    except (pl.exceptions.PolarsError, OSError, ValueError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DataError(f"{p}: cannot read it as delimited text ({msg})") from None
+        ),
+    )
     if not has_header:
         df.columns = [f"column_{k + 1}" for k in range(df.width)]
     return _from_polars(
@@ -190,11 +194,7 @@ def read_parquet(
     Timestamps may be numeric or Parquet timestamp/date columns (converted to unix seconds).
     """
     p = existing_file(path)
-    try:
-        df = pl.read_parquet(p)
-    except (pl.exceptions.PolarsError, OSError, ValueError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DataError(f"{p}: cannot read it as Parquet ({msg})") from None
+    df = read_table(p, "Parquet", lambda: pl.read_parquet(p))
     return _from_polars(
         df,
         p,
@@ -218,14 +218,16 @@ def _from_polars(
     user: str,
     item: str,
     behavior: str | None,
-    timestamp: str | None,
-    timestamp_format: str | None,
-    category: str | None,
-    fold: str | None,
-    target: str | None,
-    behavior_order: Sequence[str] | None,
-    name: str | None,
+    timestamp: str | None = None,
+    timestamp_format: str | None = None,
+    category: str | None = None,
+    fold: str | None = None,
+    target: str | None = None,
+    behavior_order: Sequence[str] | None = None,
+    name: str | None = None,
 ) -> InteractionLog:
+    """``df``, read from ``p``, checked (columns present, timestamps to numbers, fold values)
+    and made a log by :func:`read_frame`; the optional column roles default to absent."""
     if df.height == 0:
         raise DataError(f"{p}: the file has a header but no rows")
     cols = df.columns

@@ -16,6 +16,7 @@ from polyrec.data.importers._common import (
     naming,
     order_behaviors,
     read_sequences,
+    sequences_log,
 )
 from polyrec.data.log import (
     DEFAULT_BEHAVIOR,
@@ -84,25 +85,15 @@ def read_lightgcn_txt(
             raise DataError(f"{p}: fold must be train, valid or test, not {fold!r}")
         fold_code = codes[fold]
     seq = read_sequences(p)
-    beh = behavior or DEFAULT_BEHAVIOR
     if len(seq.item) == 0:
         raise DataError(f"{p}: no interactions (every line holds only a user id)")
-    with naming(p):
-        user_map, _ = IdMap.factorize(seq.line_user, what="user id")
-        item_map, i_codes = IdMap.factorize(seq.item, what="item id")
-    u_codes = np.searchsorted(user_map.ids, seq.user)
-    return build_log(
-        user=u_codes,
-        item=i_codes,
-        behavior=np.zeros(len(seq.item), dtype=np.int8),
-        behaviors=(beh,),
-        target=beh,
-        user_map=user_map,
-        item_map=item_map,
-        timestamp=seq.position.astype(np.float64),
-        fold=None if fold_code is None else np.full(len(seq.item), fold_code, dtype=np.int8),
+    return sequences_log(
+        [seq],
+        behavior=behavior,
+        where=p,
         name=name or p.stem,
         source=f"lightgcn-txt:{p}",
+        folds=None if fold_code is None else [fold_code],
     )
 
 

@@ -12,10 +12,12 @@ import polars as pl
 from polyrec.data.importers._common import (
     PathLike,
     build_log,
+    dataset_files,
     existing_dir,
     existing_file,
     naming,
     order_behaviors,
+    read_table,
 )
 from polyrec.data.log import FOLD_TEST, FOLD_TRAIN, IdMap, InteractionLog
 from polyrec.errors import DataError
@@ -58,27 +60,13 @@ def read_mba(
         d = p.parent
     else:
         d = existing_dir(p, what="MBA dataset folder")
-        by_name: dict[str, dict[tuple[str, str], Path]] = {}
-        for f in sorted(d.iterdir()):
-            m = _FILE.match(f.name)
-            if m and f.is_file():
-                by_name.setdefault(m.group("name"), {})[(m.group("beh"), m.group("split"))] = f
-        if not by_name:
-            raise DataError(
-                f"{d}: no MBA files found; expected <dataset>_<behavior>_train.csv / _test.csv"
-            )
-        if dataset is None:
-            if len(by_name) > 1:
-                raise DataError(
-                    f"{d}: holds several datasets ({', '.join(sorted(by_name))}); choose one "
-                    "with dataset=..."
-                )
-            dataset = next(iter(by_name))
-        if dataset not in by_name:
-            raise DataError(
-                f"{d}: no files of dataset {dataset!r}; found {', '.join(sorted(by_name))}"
-            )
-        found = by_name[dataset]
+        dataset, found = dataset_files(
+            d,
+            _FILE,
+            lambda m: (m.group("beh"), m.group("split")),
+            dataset,
+            none_found="no MBA files found; expected <dataset>_<behavior>_train.csv / _test.csv",
+        )
 
     behaviors, target = order_behaviors(
         sorted({b for b, _ in found}), target, behavior_order, where=str(d)
@@ -111,13 +99,9 @@ def read_mba(
 
 def _read_pairs(f: Path, user: str, item: str) -> tuple[np.ndarray, np.ndarray]:
     existing_file(f)
-    try:
-        df = pl.read_csv(f, separator="\t", infer_schema_length=None)
-    except pl.exceptions.NoDataError:
-        raise DataError(f"{f}: file is empty") from None
-    except (pl.exceptions.PolarsError, OSError, ValueError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DataError(f"{f}: cannot read it as tab-separated text ({msg})") from None
+    df = read_table(
+        f, "tab-separated text", lambda: pl.read_csv(f, separator="\t", infer_schema_length=None)
+    )
     for role, col in (("user", user), ("item", item)):
         if col not in df.columns:
             raise DataError(

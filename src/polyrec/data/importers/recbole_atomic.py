@@ -15,7 +15,7 @@ from pathlib import Path
 
 import polars as pl
 
-from polyrec.data.importers._common import PathLike
+from polyrec.data.importers._common import PathLike, read_table
 from polyrec.data.importers.csv_parquet import _from_polars
 from polyrec.data.log import InteractionLog
 from polyrec.errors import DataError
@@ -23,11 +23,11 @@ from polyrec.errors import DataError
 
 def _read_atomic(p: Path) -> pl.DataFrame:
     """A tab-separated atomic file with its ``name:type`` header reduced to the names."""
-    try:
-        df = pl.read_csv(p, separator="\t", quote_char=None, infer_schema_length=0)
-    except (pl.exceptions.PolarsError, OSError, ValueError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DataError(f"{p}: cannot read it as a RecBole atomic file ({msg})") from None
+    df = read_table(
+        p,
+        "a RecBole atomic file",
+        lambda: pl.read_csv(p, separator="\t", quote_char=None, infer_schema_length=0),
+    )
     if df.width == 0 or df.height == 0:
         raise DataError(f"{p}: no rows")
     return df.rename({c: c.split(":", 1)[0] for c in df.columns})
@@ -96,10 +96,7 @@ def read_recbole(
         item="item_id",
         behavior="behavior",
         timestamp="timestamp" if "timestamp" in df.columns else None,
-        timestamp_format=None,
         category=category_col,
-        fold=None,
         target=behavior,
-        behavior_order=None,
         name=name or inter.stem,
     )

@@ -9,13 +9,12 @@ import numpy as np
 from polyrec.data.importers._common import (
     PathLike,
     behavior_name,
-    build_log,
-    naming,
     positions_within,
     read_sequences,
+    sequences_log,
     sniff_text,
 )
-from polyrec.data.log import DEFAULT_BEHAVIOR, IdMap, InteractionLog
+from polyrec.data.log import InteractionLog
 from polyrec.errors import DataError
 
 
@@ -64,20 +63,11 @@ def read_sasrec_txt(
     behavior = behavior_name(behavior, target, path)
     p = _resolve(Path(path))
     seq = read_sequences(p, min_tokens=2, max_tokens=2)
-    with naming(p):
-        user_map, u_codes = IdMap.factorize(seq.user, what="user id")
-        item_map, i_codes = IdMap.factorize(seq.item, what="item id")
-    beh = behavior or DEFAULT_BEHAVIOR
-    return build_log(
-        user=u_codes,
-        item=i_codes,
-        behavior=np.zeros(len(u_codes), dtype=np.int8),
-        behaviors=(beh,),
-        target=beh,
-        user_map=user_map,
-        item_map=item_map,
-        timestamp=positions_within(u_codes).astype(np.float64),
-        fold=None,
+    return sequences_log(
+        [seq],
+        behavior=behavior,
+        where=p,
         name=name or p.stem,
         source=f"sasrec-txt:{p}",
+        timestamp=positions_within(seq.user).astype(np.float64),
     )

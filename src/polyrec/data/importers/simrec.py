@@ -9,21 +9,13 @@ import numpy as np
 
 from polyrec.data.importers._common import (
     PathLike,
-    Sequences,
     behavior_name,
-    build_log,
+    dataset_files,
     existing_dir,
-    naming,
     read_sequences,
+    sequences_log,
 )
-from polyrec.data.log import (
-    DEFAULT_BEHAVIOR,
-    FOLD_TEST,
-    FOLD_TRAIN,
-    FOLD_VALID,
-    IdMap,
-    InteractionLog,
-)
+from polyrec.data.log import FOLD_TEST, FOLD_TRAIN, FOLD_VALID, InteractionLog
 from polyrec.errors import DataError
 
 _FILE = re.compile(r"^(?P<name>.+)_(?P<part>train|valid|test|all)\.txt$")
@@ -52,26 +44,14 @@ def read_simrec(
     """
     behavior = behavior_name(behavior, target, path)
     d = existing_dir(path, what="SimRec dataset folder")
-    by_name: dict[str, dict[str, Path]] = {}
-    for f in sorted(d.iterdir()):
-        m = _FILE.match(f.name)
-        if m and f.is_file():
-            by_name.setdefault(m.group("name"), {})[m.group("part")] = f
-    if not by_name:
-        raise DataError(
-            f"{d}: no SimRec files found; expected <Name>_train.txt, <Name>_valid.txt, "
-            "<Name>_test.txt (or <Name>_all.txt)"
-        )
-    if dataset is None:
-        if len(by_name) > 1:
-            raise DataError(
-                f"{d}: holds several datasets ({', '.join(sorted(by_name))}); choose one with "
-                "dataset=..."
-            )
-        dataset = next(iter(by_name))
-    if dataset not in by_name:
-        raise DataError(f"{d}: no files of dataset {dataset!r}; found {', '.join(sorted(by_name))}")
-    files = by_name[dataset]
+    dataset, files = dataset_files(
+        d,
+        _FILE,
+        lambda m: m.group("part"),
+        dataset,
+        none_found="no SimRec files found; expected <Name>_train.txt, <Name>_valid.txt, "
+        "<Name>_test.txt (or <Name>_all.txt)",
+    )
     split_parts = [p for p in _FOLDS if p in files]
     if split_parts:
         missing = [p for p in _FOLDS if p not in files]
@@ -81,11 +61,10 @@ def read_simrec(
     else:
         parts = [(files["all"], -1)]
 
-    seqs: list[tuple[Sequences, int, Path]] = [(read_sequences(f), fold, f) for f, fold in parts]
-    owner: dict[
-        int, Path
-    ] = {}  # user id -> file it was first seen in (users must be disjoint across files)
-    for s, _, f in seqs:
+    seqs = [read_sequences(f) for f, _ in parts]
+    # user id -> file it was first seen in (users must be disjoint across files)
+    owner: dict[int, Path] = {}
+    for s, (f, _) in zip(seqs, parts, strict=True):
         uniq = np.unique(s.line_user)
         known = np.fromiter(owner, dtype=np.int64, count=len(owner))
         shared = uniq[np.isin(uniq, known)]
@@ -96,29 +75,11 @@ def read_simrec(
                 f"users ({len(shared)} shared)"
             )
         owner.update(dict.fromkeys(uniq.tolist(), f))
-    with naming(d):
-        user_map, _ = IdMap.factorize(
-            np.concatenate([s.line_user for s, _, _ in seqs]), what="user id"
-        )
-        item_map, i_codes = IdMap.factorize(
-            np.concatenate([s.item for s, _, _ in seqs]), what="item id"
-        )
-    users = np.concatenate([np.searchsorted(user_map.ids, s.user) for s, _, _ in seqs])
-    pos = np.concatenate([s.position for s, _, _ in seqs]).astype(np.float64)
-    fold = None
-    if split_parts:
-        fold = np.concatenate([np.full(len(s.item), fd, dtype=np.int8) for s, fd, _ in seqs])
-    beh = behavior or DEFAULT_BEHAVIOR
-    return build_log(
-        user=users,
-        item=i_codes,
-        behavior=np.zeros(len(users), dtype=np.int8),
-        behaviors=(beh,),
-        target=beh,
-        user_map=user_map,
-        item_map=item_map,
-        timestamp=pos,
-        fold=fold,
+    return sequences_log(
+        seqs,
+        behavior=behavior,
+        where=d,
         name=name or dataset,
         source=f"simrec:{d} ({', '.join(f.name for f, _ in parts)})",
+        folds=[fold for _, fold in parts] if split_parts else None,
     )
