@@ -52,12 +52,8 @@ def is_bench_doc(doc: Any) -> bool:
 
 
 def cell_text(v: Any) -> str:
-    """A table cell as text: ``None`` → ``–``, a float in ``%g``."""
-    if v is None:
-        return "–"
-    if isinstance(v, float):
-        return f"{v:g}"
-    return str(v)
+    """A table cell as text (``None`` → ``–``)."""
+    return "–" if v is None else str(v)
 
 
 def _cell(v: Any) -> str:
