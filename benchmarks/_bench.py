@@ -468,3 +468,14 @@ def run_jobs(
     for f in failures:
         print(f, file=sys.stderr)
     return runs, failures
+
+
+def run_specs(
+    specs: list[dict[str, Any]], script: str, args: Any, keep: Path | None, tag: str
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """:func:`run_jobs` with a script's common options (``work_dir``, ``threads``, ``jobs``,
+    ``resume``, ``report_only``)."""
+    return run_jobs(
+        specs, Path(script).resolve(), Path(args.work_dir), threads=args.threads,
+        parallel=args.jobs, resume=args.resume, report_only=args.report_only, keep=keep, tag=tag,
+    )  # fmt: skip

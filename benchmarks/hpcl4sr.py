@@ -284,16 +284,8 @@ def main(argv: list[str] | None = None) -> int:
         if i < args.ablation_seeds:
             specs += [spec(v, seed, data, args) for v in ABLATION_ROWS]
     t0 = time.perf_counter()
-    runs, failures = _bench.run_jobs(
-        specs,
-        Path(__file__).resolve(),
-        Path(args.work_dir),
-        threads=args.threads,
-        parallel=args.jobs,
-        resume=args.resume,
-        report_only=args.report_only,
-        keep=None if args.quick else Path(args.keep),
-        tag=NAME,
+    runs, failures = _bench.run_specs(
+        specs, __file__, args, None if args.quick else Path(args.keep), NAME
     )
     results: dict[str, Any] = {}
     for variant in [*models, *ABLATION_ROWS]:

@@ -326,16 +326,8 @@ def main(argv: list[str] | None = None) -> int:
             sds = seeds if args.other_seeds is None else seeds_from(args.other_seeds)
         specs += [spec_for(d, m, seed, sel, data, args) for sel in sels for seed in sds for m in ms]
     t0 = time.perf_counter()
-    runs, failures = _bench.run_jobs(
-        specs,
-        Path(__file__).resolve(),
-        Path(args.work_dir),
-        threads=args.threads,
-        parallel=args.jobs,
-        resume=args.resume,
-        report_only=args.report_only,
-        keep=Path(args.keep) if args.keep else None,
-        tag="multibehavior",
+    runs, failures = _bench.run_specs(
+        specs, __file__, args, Path(args.keep) if args.keep else None, "multibehavior"
     )
     results: dict[str, dict[str, dict[str, Any]]] = {}
     for d in datasets:

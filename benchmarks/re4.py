@@ -172,16 +172,8 @@ def main(argv: list[str] | None = None) -> int:
                 specs += [spec(d, PAIRS[m], seed, paths[d], args) for m in models]
                 specs += [spec(d, v, seed, paths[d], args) for v in ABLATIONS]
     t0 = time.perf_counter()
-    runs, failures = _bench.run_jobs(
-        specs,
-        Path(__file__).resolve(),
-        Path(args.work_dir),
-        threads=args.threads,
-        parallel=args.jobs,
-        resume=args.resume,
-        report_only=args.report_only,
-        keep=None if args.quick else Path(args.keep),
-        tag="re4",
+    runs, failures = _bench.run_specs(
+        specs, __file__, args, None if args.quick else Path(args.keep), "re4"
     )
     results: dict[str, dict[str, Any]] = {}
     cosine: dict[str, dict[str, Any]] = {}

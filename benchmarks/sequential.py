@@ -238,16 +238,8 @@ def main(argv: list[str] | None = None) -> int:
         spec_for(d, m, seed, paths[d], args) for seed in seeds for d in datasets for m in models
     ]
     t0 = time.perf_counter()
-    runs, failures = _bench.run_jobs(
-        specs,
-        Path(__file__).resolve(),
-        Path(args.work_dir),
-        threads=args.threads,
-        parallel=args.jobs,
-        resume=args.resume,
-        report_only=args.report_only,
-        keep=Path(args.keep) if args.keep else None,
-        tag="sequential",
+    runs, failures = _bench.run_specs(
+        specs, __file__, args, Path(args.keep) if args.keep else None, "sequential"
     )
     results: dict[str, dict[str, Any]] = {}
     for d in datasets:
