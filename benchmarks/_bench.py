@@ -159,37 +159,151 @@ def now_utc() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def write_results(out_dir: Path, name: str, result: dict[str, Any], markdown: str) -> list[Path]:
-    """Write ``name.json`` and ``name.md`` atomically (temp file + rename); returns the paths."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for suffix, text in ((".json", json.dumps(result, indent=2) + "\n"), (".md", markdown)):
-        path = out_dir / f"{name}{suffix}"
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
-        paths.append(path)
-    return paths
+# ------------------------------------------------------------------ the one results format
+class Doc:
+    """A benchmark's report in the making: title, protocol paragraphs, then sections (heading,
+    text, one table, notes) in order — the ``protocol`` and ``tables`` of a ``polyrec-bench/1``
+    document (``polyrec.report.markdown``), which ``polyrec report --markdown`` renders."""
+
+    def __init__(self, title: str) -> None:
+        self.title = title
+        self.protocol: list[str] = []
+        self.tables: list[dict[str, Any]] = []
+
+    def text(self, *paras: str) -> Doc:
+        """Paragraphs: the protocol before any section, else the current section's text (before
+        its table) or notes (after it)."""
+        for p in paras:
+            if not self.tables:
+                self.protocol.append(p)
+            else:
+                t = self.tables[-1]
+                t.setdefault("notes" if t.get("columns") else "text", []).append(p)
+        return self
+
+    def section(self, title: str, level: int = 2) -> Doc:
+        self.tables.append({"title": title, "level": level})
+        return self
+
+    def table(self, columns: list[str], rows: list[list[Any]] | None = None) -> Doc:
+        """A table in the current section (a new untitled section when it already has one)."""
+        if not self.tables or self.tables[-1].get("columns"):
+            self.tables.append({})
+        self.tables[-1].update(columns=list(columns), rows=[list(r) for r in rows or []])
+        return self
+
+    def row(self, *cells: Any) -> Doc:
+        self.tables[-1]["rows"].append(list(cells))
+        return self
 
 
-def header(res: dict[str, Any]) -> str:
-    """The report line every benchmark opens with: date, machine, threads/jobs, command."""
-    s, m = res["settings"], res["machine"]
-    return (
-        f"Date {res['date']}; machine: {m['cpu_model']}, {m['cores']} cores, torch {m['torch']}; "
-        f"{s['threads']} torch thread(s) per run, {s['jobs']} run(s) at a time. "
-        f"Command: `{res['command']}`."
-    )
+def result_row(
+    dataset: str,
+    model: str,
+    protocol: str,
+    selection: str,
+    split: str,
+    seeds: int,
+    test: dict[str, Any],
+    ndcg: str = "standard",
+) -> dict[str, Any]:
+    """One ``results`` row of the document: test ``{metric: [mean, sd]}`` (from ``{"mean",
+    "sd"}`` cells, ``[mean, sd]`` pairs or numbers; entries without an ``@`` are left out)."""
+
+    def ms(v: Any) -> list[float | None] | None:
+        if isinstance(v, dict) and "mean" in v:
+            return [v["mean"], v.get("sd")]
+        if isinstance(v, list | tuple) and len(v) == 2:
+            return [v[0], v[1]]
+        return [v, None] if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+    metrics = {k: ms(v) for k, v in test.items() if "@" in k}
+    return {
+        "dataset": dataset, "model": model, "protocol": protocol, "selection": selection,
+        "split": split, "seeds": seeds, "ndcg": ndcg,
+        "test": {k: v for k, v in metrics.items() if v is not None and v[0] is not None},
+    }  # fmt: skip
 
 
-def emit(res: dict[str, Any], markdown: str, out_dir: Path, quick: bool, tag: str) -> int:
-    """Print the report, write ``<res['name']>.{json,md}`` unless ``quick``; the exit status
-    (1 when a run failed)."""
-    print(markdown)
+STANDARD = ("name", "date", "machine", "command", "settings", "runs", "failures")
+
+
+def document(
+    res: dict[str, Any],
+    doc: Doc,
+    results: list[dict[str, Any]] | None = None,
+    failures: list[str] | None = None,
+) -> dict[str, Any]:
+    """The ``polyrec-bench/1`` document of a benchmark: ``res`` holds ``name``, ``date``,
+    ``machine``, ``command``, ``settings`` (``threads``, ``jobs``, ``seeds``), ``runs``,
+    ``failures``; its other keys go to ``data``."""
+    s = res.get("settings") or {}
+    runs = res.get("runs") if isinstance(res.get("runs"), list) else []
+    loads = [
+        r["contention"]["other_cpu_load"]
+        for r in runs
+        if isinstance(r.get("contention"), dict)
+        and r["contention"].get("other_cpu_load") is not None
+    ]
+    load = {"threads": s.get("threads"), "jobs": s.get("jobs")}
+    if loads:
+        load["other_cpu_load"] = round(statistics.fmean(loads), 2)
+    for r in runs:
+        if r.get("curve") and isinstance(r.get("selection"), str) and "curve_metric" not in r:
+            r["curve_metric"] = "valid " + r["selection"].split()[-1]
+    return {
+        "benchmark": res["name"],
+        "title": doc.title,
+        "date": res.get("date") or now_utc(),
+        "machine": res.get("machine") or machine(),
+        "load": {k: v for k, v in load.items() if v is not None} or None,
+        "command": res.get("command") or "python " + " ".join(sys.argv),
+        "seeds": s.get("seeds", res.get("seeds")),
+        "settings": s,
+        "protocol": doc.protocol,
+        "tables": doc.tables,
+        "results": results or [],
+        "runs": runs,
+        "failures": res.get("failures") or [] if failures is None else failures,
+        "data": {k: v for k, v in res.items() if k not in STANDARD},
+    }
+
+
+def read_document(path: Path) -> dict[str, Any]:
+    """A written document back in the script's own layout (``data`` merged into the top)."""
+    doc = json.loads(path.read_text())
+    std = {k: doc[k] for k in STANDARD[1:] if k in doc}
+    return {"name": doc["benchmark"], **std, **doc.get("data", {})}
+
+
+def emit(
+    res: dict[str, Any],
+    doc: Doc,
+    out_dir: Path,
+    quick: bool,
+    tag: str,
+    results: list[dict[str, Any]] | None = None,
+    failures: list[str] | None = None,
+) -> int:
+    """Print the report and write ``<res['name']>.json`` (``polyrec-bench/1``) unless
+    ``quick``; the exit status (1 when a run failed). The markdown beside it is ``polyrec report
+    <out_dir> --markdown``'s."""
+    from polyrec.report.markdown import render_markdown, write_doc
+
+    d = document(res, doc, results, failures)
+    print(render_markdown(d))
     if not quick:
-        for p in write_results(out_dir, res["name"], res, markdown):
-            print(f"[{tag}] wrote {p}")
+        print(
+            f"[{tag}] wrote {write_doc(out_dir, d)}; markdown: polyrec report {out_dir} --markdown"
+        )
     return 1 if res.get("failures") else 0
+
+
+def gain(a: float | None, b: float | None) -> str:
+    """Relative gain of ``a`` over ``b`` as ``+x.y %`` (``—`` when either is missing)."""
+    if a is None or b is None or b == 0:
+        return "—"
+    return f"{100 * (a / b - 1):+.1f} %"
 
 
 def fmt_mean_sd(vals: list[float], nd: int = 4) -> str:
@@ -354,3 +468,14 @@ def run_jobs(
     for f in failures:
         print(f, file=sys.stderr)
     return runs, failures
+
+
+def run_specs(
+    specs: list[dict[str, Any]], script: str, args: Any, keep: Path | None, tag: str
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """:func:`run_jobs` with a script's common options (``work_dir``, ``threads``, ``jobs``,
+    ``resume``, ``report_only``)."""
+    return run_jobs(
+        specs, Path(script).resolve(), Path(args.work_dir), threads=args.threads,
+        parallel=args.jobs, resume=args.resume, report_only=args.report_only, keep=keep, tag=tag,
+    )  # fmt: skip

@@ -113,37 +113,26 @@ def egcm_spec(
 
 
 # ------------------------------------------------------------------------------------ report
-def _f(a: dict[str, Any], part: str, proto: str, k: str) -> str:
-    c = a[part][proto][k]
-    return _bench.fmt_mean_sd_from(c["mean"], c["sd"])
-
-
-def table(rows: dict[str, dict[str, Any]], proto: str, ref: str | None) -> list[str]:
-    L = [
-        "| model | HR@10 | NDCG@10 | valid NDCG@10 | vs " + (ref or "—") + " (NDCG@10) "
-        "| s / epoch | peak MiB | best epochs |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+def table(doc: _bench.Doc, rows: dict[str, dict[str, Any]], proto: str, ref: str | None) -> None:
+    doc.table(["model", "HR@10", "NDCG@10", "valid NDCG@10", f"vs {ref or '—'} (NDCG@10)",
+               "s / epoch", "peak MiB", "best epochs"])  # fmt: skip
     base = rows.get(ref or "", {}).get("test", {}).get(proto, {}).get("ndcg@10", {}).get("mean")
     for name, a in rows.items():
-        m = a["test"][proto]["ndcg@10"]["mean"]
-        g = f"{100 * (m / base - 1):+.1f} %" if base and m is not None and name != ref else "—"
-        L.append(
-            f"| {name} | {_f(a, 'test', proto, 'hr@10')} | {_f(a, 'test', proto, 'ndcg@10')} "
-            f"| {_f(a, 'valid', proto, 'ndcg@10')} | {g} "
-            f"| {mb._num(a['epoch_seconds_median'])} | {mb._num(a['peak_rss_mib_max'], 0)} "
-            f"| {', '.join(map(str, a['best_epoch']))} |"
-        )
-    return [*L, ""]
+        t, v = a["test"][proto], a["valid"][proto]
+        doc.row(
+            name, mb._ms(t["hr@10"]), mb._ms(t["ndcg@10"]), mb._ms(v["ndcg@10"]),
+            _bench.gain(t["ndcg@10"]["mean"], base) if name != ref else "—",
+            mb._num(a["epoch_seconds_median"]), mb._num(a["peak_rss_mib_max"], 0),
+            ", ".join(map(str, a["best_epoch"])),
+        )  # fmt: skip
 
 
-def markdown(res: dict[str, Any]) -> str:
+def report(res: dict[str, Any]) -> _bench.Doc:
     s = res["settings"]
-    L = [
-        "# EGCM against CML and LightGCN (leave-one-out buy; sampled 1 + 99 and full ranking)",
-        "",
-        _bench.header(res),
-        "",
+    doc = _bench.Doc(
+        "EGCM against CML and LightGCN (leave-one-out buy; sampled 1 + 99 and full ranking)"
+    )
+    doc.text(
         "Protocol: the multi-behavior benchmark's (`multibehavior.md`): leave-one-out on buy, "
         "test = the published held-out purchase, validation = the latest remaining purchase; "
         "*sampled* = the held-out item among 99 stored never-bought negatives, *full* = every "
@@ -163,44 +152,43 @@ def markdown(res: dict[str, Any]) -> str:
         "unchanged); without it EGCM's scores carry no "
         "popularity and its full ranking is near 0 (`score-diagnose-retailrocket.md`). `pop-all` "
         "(item popularity over every behavior) is the bar under full ranking: "
-        "a model below it has learned less than popularity.",
-        "",
-    ]
+        "a model below it has learned less than popularity."
+    )
     for ds, per_sel in res["results"].items():
-        L += [f"## {ds} ({mb.DATASETS[ds][2]})", ""]
+        doc.section(f"{ds} ({mb.DATASETS[ds][2]})")
         for sel, rows in per_sel.items():
             label = "1 + 99 sampled" if sel == "sampled" else "full ranking"
-            L += [f"### test, {label} (selected on validation {sel} NDCG@10)", ""]
-            L += table(rows, sel, "cml" if "cml" in rows else None)
+            doc.section(f"test, {label} (selected on validation {sel} NDCG@10)", 3)
+            table(doc, rows, sel, "cml" if "cml" in rows else None)
         if "full" not in per_sel and "sampled" in per_sel:
             # no runs selected on full-ranking validation here (Tmall: they would double the
             # CPU time): the sampled-selected runs' full-ranking test, labelled as such
-            L += [
-                "### test, full ranking (the same runs, selected on validation sampled NDCG@10)",
-                "",
-            ]
-            L += table(per_sel["sampled"], "full", "cml" if "cml" in per_sel["sampled"] else None)
+            doc.section(
+                "test, full ranking (the same runs, selected on validation sampled NDCG@10)", 3
+            )
+            table(doc, per_sel["sampled"], "full", "cml" if "cml" in per_sel["sampled"] else None)
     abl = res.get("ablations") or {}
     if abl:
-        L += [
-            "## Ablations and slot length (Retailrocket, sampled selection)",
-            "",
+        doc.section("Ablations and slot length (Retailrocket, sampled selection)")
+        doc.text(
             "Appendix A.8 / A.3: the full model should beat each ablation; the appendix finds "
             "a moderate slot length best (too short: sparse slots overfit; too long: the "
-            "dynamics are averaged away).",
-            "",
-        ]
-        L += ["### test, 1 + 99 sampled", "", *table(abl, "sampled", "egcm")]
-        L += ["### test, full ranking (the same runs)", "", *table(abl, "full", "egcm")]
+            "dynamics are averaged away)."
+        )
+        doc.section("test, 1 + 99 sampled", 3)
+        table(doc, abl, "sampled", "egcm")
+        doc.section("test, full ranking (the same runs)", 3)
+        table(doc, abl, "full", "egcm")
     if res.get("plot"):
-        L += [f"Slot-length sensitivity plot: `{res['plot']}`.", ""]
-    failed = [f for f in res.get("failures", []) if "not run yet" not in f.splitlines()[0]]
-    missing = [f.split(":")[0] for f in res.get("failures", []) if f not in failed]
+        doc.text(f"Slot-length sensitivity plot: `{res['plot']}`.")
+    missing = [f.split(":")[0] for f in res.get("failures", []) if not_run(f)]
     if missing:
-        L += ["## Runs not made yet (their rows have fewer seeds)", "", ", ".join(missing), ""]
-    if failed:
-        L += ["## Failures", ""] + [f"- {f.splitlines()[0]}" for f in failed] + [""]
-    return "\n".join(L)
+        doc.section("Runs not made yet (their rows have fewer seeds)").text(", ".join(missing))
+    return doc
+
+
+def not_run(failure: str) -> bool:
+    return "not run yet" in failure.splitlines()[0]
 
 
 def plot_slots(abl: dict[str, dict[str, Any]], out: Path) -> str | None:
@@ -395,7 +383,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     if not args.quick:
         res["plot"] = plot_slots(abl, Path(args.out_dir) / "egcm-slots.png")
-    return _bench.emit(res, markdown(res), Path(args.out_dir), args.quick, NAME)
+    failed = [f for f in failures if not not_run(f)]
+    rows = mb.results_rows(res, mb.SPLIT)
+    return _bench.emit(res, report(res), Path(args.out_dir), args.quick, NAME, rows, failed)
 
 
 if __name__ == "__main__":

@@ -182,20 +182,11 @@ def graph_timing(sizes: list[int], n_users: int, length: int, reps: int) -> list
 
 
 # ------------------------------------------------------------------------------------ report
-def gain(a: float | None, b: float | None) -> str:
-    if a is None or b is None or b == 0:
-        return "—"
-    return f"{100 * (a / b - 1):+.1f} %"
-
-
-def markdown(res: dict[str, Any]) -> str:
+def report(res: dict[str, Any]) -> _bench.Doc:
     s = res["settings"]
     rows: dict[str, Any] = res["results"]
-    L = [
-        "# HPCL4SR against its baselines on MovieLens-100k (genres as categories)",
-        "",
-        _bench.header(res),
-        "",
+    doc = _bench.Doc("HPCL4SR against its baselines on MovieLens-100k (genres as categories)")
+    doc.text(
         "Protocol (HPCL4SR §5.1): users split 8:1:1 (seeded per run), held-out users' first 80 % "
         f"as history (max {MAX_LEN}), the rest as targets; per-interest exact search merged by "
         "score, history not excluded; best validation Recall@50 checked every "
@@ -204,69 +195,46 @@ def markdown(res: dict[str, Any]) -> str:
         "its own user split). `NDCG*` is ComiRec's variant (IDCG over the recalled positives); "
         "`NDCG` is the standard one. Data: MovieLens-100k from the recbole 1.2.1 wheel, each "
         "movie's first listed genre as its category (not one of the paper's datasets). "
-        f"{res.get('data_note', '')}",
-        "",
-        "| model | Recall@20 | NDCG@20 | HR@20 | Recall@50 | NDCG@50 | NDCG*@50 | HR@50 | seeds |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    keys = ("recall@20", "ndcg@20", "hr@20", "recall@50", "ndcg@50", "ndcg_comirec@50", "hr@50")
+        f"{res.get('data_note', '')}"
+    )
+    keys = ["recall@20", "ndcg@20", "hr@20", "recall@50", "ndcg@50", "ndcg_comirec@50", "hr@50"]
+    doc.table(["model", *(sequential.LABELS[k] for k in keys), "seeds"])
     for name, a in rows.items():
-        t = a["test"]
-        cells = [_bench.fmt_mean_sd_from(t[k]["mean"], t[k]["sd"]) for k in keys]
-        L.append(f"| {name} | " + " | ".join(cells) + f" | {len(a['seeds'])} |")
+        doc.row(name, *sequential.metric_cells(a["test"], keys), len(a["seeds"]))
     base = {n: a for n, a in rows.items() if n in MODELS and n != "hpcl4sr"}
     if "hpcl4sr" in rows and base:
-        L += [""]
+        lines = []
         for k in ("recall@20", "recall@50"):
             best = max(base, key=lambda n: base[n]["test"][k]["mean"] or -1.0)
-            L.append(
+            lines.append(
                 f"- HPCL4SR against the best baseline in test {k} ({best}): "
-                + gain(rows["hpcl4sr"]["test"][k]["mean"], base[best]["test"][k]["mean"])
+                + _bench.gain(rows["hpcl4sr"]["test"][k]["mean"], base[best]["test"][k]["mean"])
             )
-        L += [f"- {PAPER_CLAIM}"]
-    L += [
-        "",
-        "| model | iterations / s (in the runs) | best check | interest cosine (test) |",
-        "|---|---|---|---|",
-    ]
+        doc.text("\n".join([*lines, f"- {PAPER_CLAIM}"]))
+    doc.table(["model", "iterations / s (in the runs)", "best check", "interest cosine (test)"])
     for name, a in rows.items():
         c = a.get("interest_cosine") or {}
         cs = _bench.fmt_mean_sd_from(c.get("mean"), c.get("sd"), 3) if c.get("n") else "—"
         ips = a["iterations_per_second"]
-        L.append(
-            f"| {name} | {ips:.1f} | {', '.join(map(str, a['best_epoch']))} | {cs} |"
-            if ips
-            else f"| {name} | — | — | {cs} |"
-        )
-    L += [
-        "",
+        best_checks = ", ".join(map(str, a["best_epoch"]))
+        doc.row(name, f"{ips:.1f}", best_checks, cs) if ips else doc.row(name, "—", "—", cs)
+    doc.text(
         "Iterations per second were measured inside the runs, with other runs sharing the "
-        "cores; `step-speed-hpcl4sr.md` measures them in isolation.",
-        "",
-    ]
+        "cores; `step-speed-hpcl4sr.md` measures them in isolation."
+    )
     if res.get("graph"):
-        L += [
-            "## Category graph build time (synthetic sequences)",
-            "",
-            "| categories | interactions | counts (s) | Eq. 1 normalise (s) | Eq. 2 diffusion (s) "
-            "| total (s) |",
-            "|---|---|---|---|---|---|",
-        ]
+        doc.section("Category graph build time (synthetic sequences)")
+        doc.table(["categories", "interactions", "counts (s)", "Eq. 1 normalise (s)",
+                   "Eq. 2 diffusion (s)", "total (s)"])  # fmt: skip
         for g in res["graph"]:
-            L.append(
-                f"| {g['categories']} | {g['interactions']:,} | {g['counts_s']:.4f} | "
-                f"{g['normalise_s']:.4f} | {g['diffusion_s']:.4f} | {g['total_s']:.4f} |"
-            )
-        L += [
-            "",
+            doc.row(g["categories"], f"{g['interactions']:,}", f"{g['counts_s']:.4f}",
+                    f"{g['normalise_s']:.4f}", f"{g['diffusion_s']:.4f}", f"{g['total_s']:.4f}")  # fmt: skip
+        doc.text(
             f"Diffusion: {res['graph'][0]['diffusion']} (dense C × C matrix products, O(hops·C³)); "
             "the counts are one bincount over the interactions (O(N)). Built once per training "
-            "run, before the first step.",
-            "",
-        ]
-    if res.get("failures"):
-        L += ["## Failures", ""] + [f"- {f}" for f in res["failures"]] + [""]
-    return "\n".join(L)
+            "run, before the first step."
+        )
+    return doc
 
 
 def cell(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -316,16 +284,8 @@ def main(argv: list[str] | None = None) -> int:
         if i < args.ablation_seeds:
             specs += [spec(v, seed, data, args) for v in ABLATION_ROWS]
     t0 = time.perf_counter()
-    runs, failures = _bench.run_jobs(
-        specs,
-        Path(__file__).resolve(),
-        Path(args.work_dir),
-        threads=args.threads,
-        parallel=args.jobs,
-        resume=args.resume,
-        report_only=args.report_only,
-        keep=None if args.quick else Path(args.keep),
-        tag=NAME,
+    runs, failures = _bench.run_specs(
+        specs, __file__, args, None if args.quick else Path(args.keep), NAME
     )
     results: dict[str, Any] = {}
     for variant in [*models, *ABLATION_ROWS]:
@@ -360,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
         "runs": runs,
         "failures": failures,
     }
-    return _bench.emit(res, markdown(res), Path(args.out_dir), args.quick, NAME)
+    rows = sequential.results_rows(res, {"ml100k": res["results"]})
+    return _bench.emit(res, report(res), Path(args.out_dir), args.quick, NAME, rows)
 
 
 if __name__ == "__main__":

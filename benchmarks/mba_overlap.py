@@ -63,27 +63,19 @@ def overlap(config: Path, seed: int) -> dict[str, Any]:
     }
 
 
-def markdown(res: dict[str, Any]) -> str:
-    L = [
-        "# MBA protocol: test purchases that already have an auxiliary row in training",
-        "",
-        f"Date {res['date']}; machine: {res['machine']['cpu_model']}. Command: `{res['command']}`.",
-        "",
+def report(res: dict[str, Any]) -> _bench.Doc:
+    doc = _bench.Doc("MBA protocol: test purchases that already have an auxiliary row in training")
+    doc.text(
         "MBA's random 4:1 split of the target behavior (`configs/mba-<data>.toml`); auxiliary "
         "rows all stay in training. Share of test (user, item) pairs with a training row of "
-        "each behavior (the target's is 0 by construction).",
-        "",
-        "| dataset | seed | test pairs | per behavior | any auxiliary behavior |",
-        "|---|---|---|---|---|",
-    ]
+        "each behavior (the target's is 0 by construction)."
+    )
+    doc.table(["dataset", "seed", "test pairs", "per behavior", "any auxiliary behavior"])
     for ds, rows in res["datasets"].items():
         for r in rows:
             per = ", ".join(f"{b} {v:.3f}" for b, v in r["share_with_training_row"].items())
-            L.append(
-                f"| {ds} | {r['seed']} | {r['test_pairs']} | {per} | "
-                f"{r['share_with_any_auxiliary_row']:.3f} |"
-            )
-    return "\n".join(L) + "\n"
+            doc.row(ds, r["seed"], r["test_pairs"], per, f"{r['share_with_any_auxiliary_row']:.3f}")
+    return doc
 
 
 def main() -> int:
@@ -111,7 +103,7 @@ def main() -> int:
         "wall_seconds": time.perf_counter() - t0,
         "datasets": datasets,
     }
-    return _bench.emit(res, markdown(res), Path(args.out_dir), False, NAME)
+    return _bench.emit(res, report(res), Path(args.out_dir), False, NAME)
 
 
 if __name__ == "__main__":

@@ -160,13 +160,14 @@ def _num(x: float | None, nd: int = 2) -> str:
     return "–" if x is None else f"{x:.{nd}f}"
 
 
-def markdown(res: dict[str, Any]) -> str:
+def _ms(c: dict[str, Any]) -> str:
+    return _bench.fmt_mean_sd_from(c["mean"], c["sd"])
+
+
+def report(res: dict[str, Any]) -> _bench.Doc:
     s = res["settings"]
-    L = [
-        "# Multi-behavior models: CML paper protocol and full ranking",
-        "",
-        _bench.header(res),
-        "",
+    doc = _bench.Doc("Multi-behavior models: CML paper protocol and full ranking")
+    doc.text(
         "Protocol: leave-one-out on the target behavior (buy): test = the published held-out "
         "purchase per user, validation = each user's latest remaining purchase (held-out pairs "
         "removed from every behavior's training rows). *Sampled*: HR@10 / NDCG@10 of the "
@@ -179,28 +180,25 @@ def markdown(res: dict[str, Any]) -> str:
         f"{s.get('patience', '?')} epochs, never before epoch {s.get('min_epochs', '?')} "
         "(MF-BPR: 150); per-model overrides: "
         + "; ".join(f"{k}: {' '.join(v[1])}" for k, v in VARIANTS.items())
-        + ".",
-        "",
-    ]
+        + "."
+    )
     for ds, per_sel in res["results"].items():
-        L += [f"## {ds} ({DATASETS[ds][2]})", ""]
+        doc.section(f"{ds} ({DATASETS[ds][2]})")
         if ds != "retailrocket":
-            L += [
+            doc.text(
                 f"Not comparable with the paper's {ds} row: {DATASETS[ds][2]}. The paper's "
                 "numbers are shown for reference only. Seeds per cell: see `best epochs` "
-                "(one entry per seed).",
-                "",
-            ]
-        for sel, per_model in per_sel.items():
-            proto = sel
-            L += [
-                f"### test, {'1 + 99 sampled' if proto == 'sampled' else 'full ranking'} "
+                "(one entry per seed)."
+            )
+        for proto, per_model in per_sel.items():
+            doc.section(
+                f"test, {'1 + 99 sampled' if proto == 'sampled' else 'full ranking'} "
                 f"(selected on validation {proto} NDCG@10)",
-                "",
-                "| model | HR@10 | NDCG@10 | paper HR@10 | paper NDCG@10 | valid NDCG@10 | "
-                "s / epoch | s / eval (test, 1+99) | peak MiB | best epochs |",
-                "|---|---|---|---|---|---|---|---|---|---|",
-            ]
+                3,
+            )
+            doc.table(["model", "HR@10", "NDCG@10", "paper HR@10", "paper NDCG@10",
+                       "valid NDCG@10", "s / epoch", "s / eval (test, 1+99)", "peak MiB",
+                       "best epochs"])  # fmt: skip
             for model, a in per_model.items():
                 t, v = a["test"][proto], a["valid"][proto]
                 paper = (
@@ -208,31 +206,25 @@ def markdown(res: dict[str, Any]) -> str:
                     if proto == "sampled"
                     else None
                 )
-                L.append(
-                    f"| {model} | {_bench.fmt_mean_sd_from(t['hr@10']['mean'], t['hr@10']['sd'])} "
-                    f"| {_bench.fmt_mean_sd_from(t['ndcg@10']['mean'], t['ndcg@10']['sd'])} "
-                    f"| {paper[0] if paper else '–'} | {paper[1] if paper else '–'} "
-                    f"| {_bench.fmt_mean_sd_from(v['ndcg@10']['mean'], v['ndcg@10']['sd'])} "
-                    f"| {_num(a['epoch_seconds_median'])} | {_num(a['eval_seconds_median'])} "
-                    f"| {_num(a['peak_rss_mib_max'], 0)} | {', '.join(map(str, a['best_epoch']))} |"
-                )
-            L.append("")
+                doc.row(
+                    model, _ms(t["hr@10"]), _ms(t["ndcg@10"]), paper[0] if paper else None,
+                    paper[1] if paper else None, _ms(v["ndcg@10"]),
+                    _num(a["epoch_seconds_median"]), _num(a["eval_seconds_median"]),
+                    _num(a["peak_rss_mib_max"], 0), ", ".join(map(str, a["best_epoch"])),
+                )  # fmt: skip
     cml = res.get("cml_speed")
     if cml:
         o = OFFICIAL_CML
-        L += [
-            "## CML speed against the official implementation",
-            "",
-            "| measure | polyrec | official (ANCHORS.md, same machine class) | ratio |",
-            "|---|---|---|---|",
-            f"| s / training epoch | {cml['epoch_seconds']:.2f} | {o['epoch_seconds']} "
-            f"({o['epoch_seconds_as_shipped']} as shipped) | "
-            f"{o['epoch_seconds'] / cml['epoch_seconds']:.1f}× |",
-            f"| s / evaluation (1+99, all test users) | {cml['eval_seconds']:.2f} | "
-            f"{o['eval_seconds']} | {o['eval_seconds'] / cml['eval_seconds']:.1f}× |",
-            f"| peak memory MiB | {cml['peak_mib']:.0f} | {o['peak_mib']:.0f} | "
-            f"{o['peak_mib'] / cml['peak_mib']:.1f}× |",
-            "",
+        doc.section("CML speed against the official implementation")
+        doc.table(["measure", "polyrec", "official (ANCHORS.md, same machine class)", "ratio"])
+        doc.row("s / training epoch", f"{cml['epoch_seconds']:.2f}",
+                f"{o['epoch_seconds']} ({o['epoch_seconds_as_shipped']} as shipped)",
+                f"{o['epoch_seconds'] / cml['epoch_seconds']:.1f}×")  # fmt: skip
+        doc.row("s / evaluation (1+99, all test users)", f"{cml['eval_seconds']:.2f}",
+                o["eval_seconds"], f"{o['eval_seconds'] / cml['eval_seconds']:.1f}×")  # fmt: skip
+        doc.row("peak memory MiB", f"{cml['peak_mib']:.0f}", f"{o['peak_mib']:.0f}",
+                f"{o['peak_mib'] / cml['peak_mib']:.1f}×")  # fmt: skip
+        doc.text(
             (
                 f"Other processes used on average {cml['other_cpu_load']:.2f} CPUs during our runs "
                 if cml["other_cpu_load"] is not None
@@ -242,12 +234,23 @@ def markdown(res: dict[str, Any]) -> str:
             "separately (they are not re-run here). The epoch times here are the training "
             "runs' own, under whatever load the machine had; `step-speed-cml.md` "
             "(`python benchmarks/step_speed.py --suite cml`) measures the epoch and the "
-            "evaluation in isolation with CPU seconds as well as wall seconds.",
-            "",
-        ]
-    if res.get("failures"):
-        L += ["## Failures", ""] + [f"- {f.splitlines()[0]}" for f in res["failures"]] + [""]
-    return "\n".join(L)
+            "evaluation in isolation with CPU seconds as well as wall seconds."
+        )
+    return doc
+
+
+def results_rows(res: dict[str, Any], split: str) -> list[dict[str, Any]]:
+    """The HTML report's rows: results[dataset][selection][model] (also EGCM's layout)."""
+    return [
+        _bench.result_row(ds, model, sel, f"validation {sel} ndcg@10", split,
+                          len(e.get("seeds") or [1]), e["test"][sel])
+        for ds, per_sel in res["results"].items()
+        for sel, per_model in per_sel.items()
+        for model, e in per_model.items()
+    ]  # fmt: skip
+
+
+SPLIT = "leave-one-out on buy (published test purchase)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -323,16 +326,8 @@ def main(argv: list[str] | None = None) -> int:
             sds = seeds if args.other_seeds is None else seeds_from(args.other_seeds)
         specs += [spec_for(d, m, seed, sel, data, args) for sel in sels for seed in sds for m in ms]
     t0 = time.perf_counter()
-    runs, failures = _bench.run_jobs(
-        specs,
-        Path(__file__).resolve(),
-        Path(args.work_dir),
-        threads=args.threads,
-        parallel=args.jobs,
-        resume=args.resume,
-        report_only=args.report_only,
-        keep=Path(args.keep) if args.keep else None,
-        tag="multibehavior",
+    runs, failures = _bench.run_specs(
+        specs, __file__, args, Path(args.keep) if args.keep else None, "multibehavior"
     )
     results: dict[str, dict[str, dict[str, Any]]] = {}
     for d in datasets:
@@ -375,7 +370,9 @@ def main(argv: list[str] | None = None) -> int:
         "runs": runs,
         "failures": failures,
     }
-    return _bench.emit(res, markdown(res), Path(args.out_dir), args.quick, "multibehavior")
+    return _bench.emit(
+        res, report(res), Path(args.out_dir), args.quick, "multibehavior", results_rows(res, SPLIT)
+    )
 
 
 if __name__ == "__main__":

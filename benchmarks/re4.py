@@ -73,19 +73,10 @@ def cell(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return agg
 
 
-def gain(a: float | None, b: float | None) -> str:
-    if a is None or b is None or b == 0:
-        return "—"
-    return f"{100 * (a / b - 1):+.1f} %"
-
-
-def markdown(res: dict[str, Any]) -> str:
+def report(res: dict[str, Any]) -> _bench.Doc:
     s = res["settings"]
-    L = [
-        "# Re4 against its backbones (ComiRec protocol, retrieval evaluation)",
-        "",
-        _bench.header(res),
-        "",
+    doc = _bench.Doc("Re4 against its backbones (ComiRec protocol, retrieval evaluation)")
+    doc.text(
         "Protocol: as `sequential.md` — users split 8:1:1 (SimRec's published split for Beauty "
         "and Yelp, seeded for Video Games), held-out users' first 80 % as history (max 20), the "
         "rest as targets, per-interest exact search merged by score, history not excluded; "
@@ -94,59 +85,40 @@ def markdown(res: dict[str, Any]) -> str:
         f"{', '.join(map(str, s['seeds']))}. `NDCG*` is ComiRec's NDCG variant (IDCG over the "
         "recalled positives) — the one Re4's paper reports; `NDCG` is the standard one. Backbone "
         "rows are the sequential benchmark's runs (same settings and seeds). Re4: K = 4 (the "
-        "backbone's), lr 1e-3, τ 0.02, d_b 32, γ_c = 1/N_x, λ_CL 0.01, λ_Att 0.01, λ_CT 0.1.",
-        "",
-    ]
+        "backbone's), lr 1e-3, τ 0.02, d_b 32, γ_c = 1/N_x, λ_CL 0.01, λ_Att 0.01, λ_CT 0.1."
+    )
+    keys = ["recall@20", "recall@50", "ndcg@50", "ndcg_comirec@50", "hr@50"]
     for d, rows in res["results"].items():
-        L += [f"## {d}", ""]
-        L += [
-            "| model | Recall@20 | Recall@50 | NDCG@50 | NDCG*@50 | HR@50 | gain Recall@50 "
-            "vs backbone | seeds |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
+        doc.section(d)
+        doc.table(["model", *(sequential.LABELS[k] for k in keys),
+                   "gain Recall@50 vs backbone", "seeds"])  # fmt: skip
         for name, a in rows.items():
             t = a["test"]
             base = PAIRS.get(name.split(" ")[0])
             g = "—"
             if base and base in rows and name in PAIRS:
-                g = gain(t["recall@50"]["mean"], rows[base]["test"]["recall@50"]["mean"])
-            cells = [
-                _bench.fmt_mean_sd_from(t[k]["mean"], t[k]["sd"])
-                for k in ("recall@20", "recall@50", "ndcg@50", "ndcg_comirec@50", "hr@50")
-            ]
-            L.append(f"| {name} | " + " | ".join(cells) + f" | {g} | {len(a['seeds'])} |")
-        L.append("")
-        iters = {n: a["iterations_per_second"] for n, a in rows.items()}
-        L += ["| model | iterations / s (in the runs) | best check | interest cosine (test) |"]
-        L += ["|---|---|---|---|"]
+                g = _bench.gain(t["recall@50"]["mean"], rows[base]["test"]["recall@50"]["mean"])
+            doc.row(name, *sequential.metric_cells(t, keys), g, len(a["seeds"]))
+        doc.table(["model", "iterations / s (in the runs)", "best check", "interest cosine (test)"])
         cos_rows = res.get("cosine", {}).get(d, {})
         for name, a in rows.items():
             c = cos_rows.get(name) or a["interest_cosine"]
             cs = _bench.fmt_mean_sd_from(c["mean"], c["sd"], 3) if c and c["n"] else "—"
-            ips = iters[name]
-            L.append(
-                f"| {name} | {ips:.1f} | {', '.join(map(str, a['best_epoch']))} | {cs} |"
-                if ips
-                else f"| {name} | — | — | {cs} |"
-            )
-        L.append("")
-    L += [
+            ips = a["iterations_per_second"]
+            best = ", ".join(map(str, a["best_epoch"]))
+            doc.row(name, f"{ips:.1f}", best, cs) if ips else doc.row(name, "—", "—", cs)
+    doc.text(
         "Interest cosine: mean pairwise cosine similarity between a test user's K interest "
         "vectors (lower = more distinct interests; Re4 §4.4 claims Re4's are more distinct). "
         "For the backbones it comes from the fresh runs on the ablation datasets.",
-        "",
         "The paper's own gains of Re4 over ComiRec-SA in Recall@50 (Table 2, other datasets): "
         + ", ".join(f"{k} {100 * v:+.1f} %" for k, v in PAPER_GAIN_R50.items())
         + " (Re4 there with N_z = 8, lr 3e-3/5e-3).",
-        "",
         "Iterations per second here were measured inside the runs, several runs sharing the "
         "cores; `step-speed-re4.md` (`python benchmarks/step_speed.py --suite re4`) measures "
         "the overhead of Re4 over its backbone in isolation.",
-        "",
-    ]
-    if res.get("failures"):
-        L += ["## Failures", ""] + [f"- {f}" for f in res["failures"]] + [""]
-    return "\n".join(L)
+    )
+    return doc
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -200,16 +172,8 @@ def main(argv: list[str] | None = None) -> int:
                 specs += [spec(d, PAIRS[m], seed, paths[d], args) for m in models]
                 specs += [spec(d, v, seed, paths[d], args) for v in ABLATIONS]
     t0 = time.perf_counter()
-    runs, failures = _bench.run_jobs(
-        specs,
-        Path(__file__).resolve(),
-        Path(args.work_dir),
-        threads=args.threads,
-        parallel=args.jobs,
-        resume=args.resume,
-        report_only=args.report_only,
-        keep=None if args.quick else Path(args.keep),
-        tag="re4",
+    runs, failures = _bench.run_specs(
+        specs, __file__, args, None if args.quick else Path(args.keep), "re4"
     )
     results: dict[str, dict[str, Any]] = {}
     cosine: dict[str, dict[str, Any]] = {}
@@ -255,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
         "runs": runs,
         "failures": failures,
     }
-    return _bench.emit(res, markdown(res), Path(args.out_dir), args.quick, NAME)
+    rows = sequential.results_rows(res, results)
+    return _bench.emit(res, report(res), Path(args.out_dir), args.quick, NAME, rows)
 
 
 if __name__ == "__main__":

@@ -135,39 +135,41 @@ def run_quick(name: str, work: Path, threads: int) -> dict[str, Any]:
     return rec
 
 
-def quick_markdown(report: dict[str, Any]) -> str:
-    L = [
-        "# Quick reproduction suite: every model, end to end",
-        "",
-        _bench.header(report),
-        "",
+def quick_report(report: dict[str, Any]) -> tuple[_bench.Doc, list[dict[str, Any]]]:
+    """The report and the HTML report's rows (one per model: its selection protocol)."""
+    doc = _bench.Doc("Quick reproduction suite: every model, end to end")
+    doc.text(
         "Every registered model, seed 2024, a few epochs (multi-behavior models: 3 epochs on the "
         "embedded Retailrocket, leave-one-out on buy; sequential models: 2 × 40 iterations, user "
         "split 8:1:1 of the embedded Retailrocket over all behaviors; REMI and HPCL4SR: the "
         "synthetic log with categories). Best epoch on validation; test once. **These numbers "
-        "prove the paths run; they are not reproductions** (see the per-paper benchmarks).",
-        "",
-        "| model | dataset | split | test protocol | metric | validation | test | epochs | "
-        "wall s | status |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
+        "prove the paths run; they are not reproductions** (see the per-paper benchmarks)."
+    )
+    doc.table(["model", "dataset", "split", "test protocol", "metric", "validation", "test",
+               "epochs", "wall s", "status"])  # fmt: skip
+    rows = []
     for r in report["runs"]:
         m = r.get("metrics")
         if not m:
-            L.append(f"| {r['model']} | | | | | | | | {r['wall_seconds']:.0f} | FAILED (exit "
-                     f"{r['exit']}) |")  # fmt: skip
+            doc.row(r["model"], "", "", "", "", "", "", "", f"{r['wall_seconds']:.0f}",
+                    f"FAILED (exit {r['exit']})")  # fmt: skip
             continue
         # "best validation <protocol> <metric>": the selection's protocol and metric
         *_, proto, key = m["protocol"]["selection"].split()
-        test = m["test"]["metrics"].get(proto, {}).get(key)
+        test = m["test"]["metrics"].get(proto, {})
         valid = m["valid"]["metrics"].get(proto, {}).get(key)
-        L.append(
-            f"| {r['model']} | {m['dataset']} | {m['protocol']['split']['name']} | {proto} | "
-            f"{key} | {valid if valid is None else f'{valid:.4f}'} | "
-            f"{test if test is None else f'{test:.4f}'} | {m['epochs_run']} | "
-            f"{r['wall_seconds']:.0f} | ok |"
-        )
-    return "\n".join(L) + "\n"
+        split = m["protocol"]["split"]["name"]
+        doc.row(
+            r["model"], m["dataset"], split, proto, key,
+            None if valid is None else f"{valid:.4f}",
+            None if test.get(key) is None else f"{test[key]:.4f}",
+            m["epochs_run"], f"{r['wall_seconds']:.0f}", "ok",
+        )  # fmt: skip
+        sel = m["protocol"]["selection"]
+        rows.append(_bench.result_row(m["dataset"], r["model"], proto, sel, split, 1, test))
+        r.update(seed=2024, selection=sel, curve_metric=f"valid {key}")
+        r["curve"] = [[h["epoch"], (h.get("valid") or {}).get(key)] for h in m.get("history", [])]
+    return doc, rows
 
 
 def main() -> int:
@@ -216,7 +218,8 @@ def main() -> int:
         "runs": runs,
         "failures": [r["name"] for r in runs if r["exit"] != 0],
     }
-    _bench.emit(report, quick_markdown(report), out_dir, False, "reproduce")
+    doc, rows = quick_report(report)
+    _bench.emit(report, doc, out_dir, False, "reproduce", rows)
     failed = [r["name"] for r in runs if r["exit"] != 0]
     print(f"[reproduce] quick suite: {len(runs) - len(failed)}/{len(runs)} models ran in "
           f"{time.perf_counter() - t0:.0f} s; failed: {failed or 'none'}")  # fmt: skip
@@ -226,7 +229,7 @@ def main() -> int:
 
 def _report(results: Path, out: Path) -> int:
     exe = Path(sys.executable).with_name("polyrec")
-    return subprocess.call([str(exe), "report", str(results), "--out", str(out)])
+    return subprocess.call([str(exe), "report", str(results), "--out", str(out), "--markdown"])
 
 
 if __name__ == "__main__":

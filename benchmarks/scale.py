@@ -353,26 +353,21 @@ ACC_COLUMNS = [
 ]
 
 
-def accuracy_markdown(rows: list[dict[str, Any]]) -> list[str]:
+def accuracy_table(doc: _bench.Doc, rows: list[dict[str, Any]]) -> None:
     if not rows:
-        return []
+        return
     seeds = sorted({r["seed"] for r in rows})
-    L = [
-        "",
-        "## Accuracy on the embedded Retailrocket",
-        "",
+    doc.section("Accuracy on the embedded Retailrocket")
+    doc.text(
         "What lazy Adam trades: MF-BPR's config (`configs/mf-retailrocket.toml`: d = 64, lr 1e-3, "
         "batch 2,048, λ = 1e-4) trained to early stop with each optimiser, seeds "
         f"{', '.join(map(str, seeds))} (the same split, init and batches per seed), selection "
         "on validation full-ranking NDCG@10 with patience 25 and no stop before epoch 150 (as "
         "`multibehavior.py`'s MF row). Mean ± sd over the seeds. Full: every item ranked, "
-        "training buys masked; sampled: the held-out item among 99 stored negatives.",
-        "",
-        "| model | "
-        + " | ".join(f"{part} {proto} {k.upper()}" for part, proto, k in ACC_COLUMNS)
-        + " | best epochs | s / epoch (train) |",
-        "|---" * (len(ACC_COLUMNS) + 3) + "|",
-    ]
+        "training buys masked; sampled: the held-out item among 99 stored negatives."
+    )
+    doc.table(["model", *(f"{part} {proto} {k.upper()}" for part, proto, k in ACC_COLUMNS),
+               "best epochs", "s / epoch (train)"])  # fmt: skip
     for m in [m for m in MODELS if any(r["model"] == m for r in rows)]:
         rs = [r for r in rows if r["model"] == m]
         cells = []
@@ -380,12 +375,13 @@ def accuracy_markdown(rows: list[dict[str, Any]]) -> list[str]:
             vals = [float(r[part][proto][k]) for r in rs if k in (r[part] or {}).get(proto, {})]
             cells.append(_bench.fmt_mean_sd(vals))
         secs = [r["epoch_seconds_mean"] for r in rs if r.get("epoch_seconds_mean")]
-        L.append(
-            f"| {MODELS[m]} | {' | '.join(cells)} | "
-            f"{', '.join(str(r['best_epoch']) for r in rs)} | "
-            f"{_f(sum(secs) / len(secs) if secs else None, 2)} |"
-        )
-    return L
+        doc.row(MODELS[m], *cells, ", ".join(str(r["best_epoch"]) for r in rs),
+                _f(sum(secs) / len(secs) if secs else None, 2))  # fmt: skip
+
+
+def paragraphs(lines: list[str]) -> list[str]:
+    """Markdown lines (blank-line separated) → paragraphs."""
+    return [p for p in "\n".join(lines).split("\n\n") if p.strip()]
 
 
 # --------------------------------------------------------------------------------- report
@@ -397,13 +393,10 @@ def _ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.1f}×" if a and b else "–"
 
 
-def markdown(res: dict[str, Any]) -> str:
+def report(res: dict[str, Any]) -> _bench.Doc:
     s = res["settings"]
-    L = [
-        "# Scale: one training epoch on synthetic multi-behavior logs",
-        "",
-        _bench.header(res),
-        "",
+    doc = _bench.Doc("Scale: one training epoch on synthetic multi-behavior logs")
+    doc.text(
         f"Data: `polyrec.data.synthetic.synthetic_log` (seed {GEN_SEED}, {N_TOPICS} topics = "
         f"item categories, view → cart → buy, timestamps over 60 days), N interactions with "
         f"N / {USERS_PER} users and N / {ITEMS_PER} items; cached under `data/synthetic-<size>`. "
@@ -413,38 +406,28 @@ def markdown(res: dict[str, Any]) -> str:
         'is the MF config with `train.optimizer = "lazy_adam"`). Each case is a '
         "child process; `CPU` is the process's CPU seconds (what the work costs on idle cores: "
         "the machine was shared, see `other CPUs busy` = CPU-seconds per second used by other "
-        "processes meanwhile).",
-        "",
-        "## Data",
-        "",
-        "| size | users | items | interactions | view / cart / buy | generate s (CPU) | "
-        "generator peak MiB |",
-        "|---|---|---|---|---|---|---|",
-    ]
+        "processes meanwhile)."
+    )
+    doc.section("Data")
+    doc.table(["size", "users", "items", "interactions", "view / cart / buy", "generate s (CPU)",
+               "generator peak MiB"])  # fmt: skip
     for d in res["datasets"]:
         g = d.get("generated") or {}
         pb = g.get("per_behavior") or {}
-        L.append(
-            f"| {d['size']} | {d['n_users']:,} | {d['n_items']:,} | "
-            f"{g.get('interactions', 0):,} | "
-            f"{' / '.join(f'{v:,}' for v in pb.values()) or '–'} | "
-            f"{_f(g.get('generate_cpu_s'), 1)} | {_f(g.get('peak_rss_generate_mib'), 0)} |"
-        )
-    L += [
-        "",
-        "## One epoch",
-        "",
+        doc.row(d["size"], f"{d['n_users']:,}", f"{d['n_items']:,}",
+                f"{g.get('interactions', 0):,}", " / ".join(f"{v:,}" for v in pb.values()) or "–",
+                _f(g.get("generate_cpu_s"), 1), _f(g.get("peak_rss_generate_mib"), 0))  # fmt: skip
+    doc.section("One epoch")
+    doc.text(
         "`epoch` = all batches of one epoch at batch 2,048; rows marked * ran the first "
         "`batches timed` batches only and extrapolate (first batch + mean later batch × "
         "(batches − 1)). `setup` = load + split (with leakage audit) + model build (graph "
         "normalisation for LightGCN and CML). `eval batch` = one full-ranking batch of test "
-        "users (propagation, mask index, scores of every item, top-k).",
-        "",
-        "| model | size | train buy pairs | batches timed / epoch | s / batch wall (CPU) | "
-        "s / epoch wall | s / epoch CPU | setup s | eval batch s (users) | peak MiB setup / "
-        "train / eval | other CPUs busy |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+        "users (propagation, mask index, scores of every item, top-k)."
+    )
+    doc.table(["model", "size", "train buy pairs", "batches timed / epoch",
+               "s / batch wall (CPU)", "s / epoch wall", "s / epoch CPU", "setup s",
+               "eval batch s (users)", "peak MiB setup / train / eval", "other CPUs busy"])  # fmt: skip
     for r in res["runs"]:
         star = "" if r["epoch_complete"] else "*"
         ev = (
@@ -452,52 +435,19 @@ def markdown(res: dict[str, Any]) -> str:
             if r.get("eval_batch_wall_s") is not None
             else "–"
         )
-        L.append(
-            f"| {MODELS[r['model']]} | {r['size']} | {r['train_target_pairs']:,} | "
-            f"{r['batches_timed']} / {r['batches_per_epoch']}{star} | "
-            f"{_f(r['batch_wall_s'], 3)} ({_f(r['batch_cpu_s'], 3)}) | "
-            f"{_f(r['epoch_wall_s'], 1)}{star} | {_f(r['epoch_cpu_s'], 1)}{star} | "
-            f"{_f(r['setup_s'], 1)} | {ev} | {_f(r['peak_rss_setup_mib'], 0)} / "
-            f"{_f(r['peak_rss_train_mib'], 0)} / {_f(r['peak_rss_mib'], 0)} | "
-            f"{r['contention'].get('other_cpu_load')} |"
-        )
+        doc.row(
+            MODELS[r["model"]], r["size"], f"{r['train_target_pairs']:,}",
+            f"{r['batches_timed']} / {r['batches_per_epoch']}{star}",
+            f"{_f(r['batch_wall_s'], 3)} ({_f(r['batch_cpu_s'], 3)})",
+            f"{_f(r['epoch_wall_s'], 1)}{star}", f"{_f(r['epoch_cpu_s'], 1)}{star}",
+            _f(r["setup_s"], 1), ev,
+            f"{_f(r['peak_rss_setup_mib'], 0)} / {_f(r['peak_rss_train_mib'], 0)} / "
+            f"{_f(r['peak_rss_mib'], 0)}",
+            str(r["contention"].get("other_cpu_load")),
+        )  # fmt: skip
     sizes = [d["size"] for d in res["datasets"]]
     if len(sizes) >= 2:
-        lo, hi = sizes[0], sizes[-1]
-        dl = {d["size"]: d for d in res["datasets"]}
-        n_lo = (dl[lo].get("generated") or {}).get("interactions")
-        n_hi = (dl[hi].get("generated") or {}).get("interactions")
-        L += [
-            "",
-            f"## Growth {hi} / {lo}",
-            "",
-            f"Interactions grew {_ratio(n_hi, n_lo)} (users and items too). A ratio near that "
-            "figure is linear growth, near its square quadratic. `s / batch` is one optimisation "
-            "step on 2,048 target pairs; `s / epoch` = batches × step. Every case ran under the "
-            "same background load (`other CPUs busy` above), so the ratios compare like with "
-            "like.",
-            "",
-            "| model | interactions | train buy pairs | batches / epoch | s / batch CPU | "
-            "s / epoch CPU | s / epoch wall | setup s | peak MiB (train) | peak MiB (all) |",
-            "|---|---|---|---|---|---|---|---|---|---|",
-        ]
-        by = {(r["model"], r["size"]): r for r in res["runs"]}
-        for m in res["settings"]["models"]:
-            a, b = by.get((m, hi)), by.get((m, lo))
-            if not a or not b:
-                continue
-            L.append(
-                f"| {MODELS[m]} | {_ratio(n_hi, n_lo)} | "
-                f"{_ratio(a['train_target_pairs'], b['train_target_pairs'])} | "
-                f"{_ratio(a['batches_per_epoch'], b['batches_per_epoch'])} | "
-                f"{_ratio(a['batch_cpu_s'], b['batch_cpu_s'])} | "
-                f"{_ratio(a['epoch_cpu_s'], b['epoch_cpu_s'])} | "
-                f"{_ratio(a['epoch_wall_s'], b['epoch_wall_s'])} | "
-                f"{_ratio(a['setup_s'], b['setup_s'])} | "
-                f"{_ratio(a['peak_rss_train_mib'], b['peak_rss_train_mib'])} | "
-                f"{_ratio(a['peak_rss_mib'], b['peak_rss_mib'])} |"
-            )
-        L += ["", *growth_note(res["settings"]["models"])]
+        growth(doc, res, sizes[0], sizes[-1])
     extra = [
         f"{MODELS[r['model']]} {r['size']}: {r['batches_timed']} of {r['batches_per_epoch']} "
         f"batches timed ({r['timed_wall_s']:.0f} s wall); the whole epoch would take about "
@@ -506,15 +456,38 @@ def markdown(res: dict[str, Any]) -> str:
         if not r["epoch_complete"]
     ]
     if extra:
-        L += ["", "Extrapolated epochs (*):", "", *[f"- {x}" for x in extra]]
-    L += accuracy_markdown(res.get("accuracy") or [])
-    L += ["", "## No users × items memory", "", *NO_DENSE_NOTE]
-    L += ["", "Settings: " + json.dumps(s)]
+        doc.text("Extrapolated epochs (*):", "\n".join(f"- {x}" for x in extra))
+    accuracy_table(doc, res.get("accuracy") or [])
+    doc.section("No users × items memory").text(*paragraphs(NO_DENSE_NOTE))
+    doc.text("Settings: " + json.dumps(s))
     if res.get("notes"):
-        L += ["", "## Notes", "", *[f"- {n}" for n in res["notes"]]]
-    if res.get("failures"):
-        L += ["", "## Failures", "", *[f"- {f}" for f in res["failures"]]]
-    return "\n".join(L) + "\n"
+        doc.section("Notes").text("\n".join(f"- {n}" for n in res["notes"]))
+    return doc
+
+
+def growth(doc: _bench.Doc, res: dict[str, Any], lo: str, hi: str) -> None:
+    dl = {d["size"]: d for d in res["datasets"]}
+    n_lo = (dl[lo].get("generated") or {}).get("interactions")
+    n_hi = (dl[hi].get("generated") or {}).get("interactions")
+    doc.section(f"Growth {hi} / {lo}")
+    doc.text(
+        f"Interactions grew {_ratio(n_hi, n_lo)} (users and items too). A ratio near that "
+        "figure is linear growth, near its square quadratic. `s / batch` is one optimisation "
+        "step on 2,048 target pairs; `s / epoch` = batches × step. Every case ran under the "
+        "same background load (`other CPUs busy` above), so the ratios compare like with "
+        "like."
+    )
+    keys = ["train_target_pairs", "batches_per_epoch", "batch_cpu_s", "epoch_cpu_s",
+            "epoch_wall_s", "setup_s", "peak_rss_train_mib", "peak_rss_mib"]  # fmt: skip
+    doc.table(["model", "interactions", "train buy pairs", "batches / epoch", "s / batch CPU",
+               "s / epoch CPU", "s / epoch wall", "setup s", "peak MiB (train)",
+               "peak MiB (all)"])  # fmt: skip
+    by = {(r["model"], r["size"]): r for r in res["runs"]}
+    for m in res["settings"]["models"]:
+        a, b = by.get((m, hi)), by.get((m, lo))
+        if a and b:
+            doc.row(MODELS[m], _ratio(n_hi, n_lo), *(_ratio(a[k], b[k]) for k in keys))
+    doc.text(*paragraphs(growth_note(res["settings"]["models"])))
 
 
 def growth_note(models: list[str]) -> list[str]:
@@ -630,8 +603,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         return worker_main(args.worker)
     if args.report_only:
-        kept = json.loads((Path(args.out_dir) / f"{args.name}.json").read_text())
-        return _bench.emit(kept, markdown(kept), Path(args.out_dir), False, TAG)
+        kept = _bench.read_document(Path(args.out_dir) / f"{args.name}.json")
+        return _bench.emit(kept, report(kept), Path(args.out_dir), False, TAG)
     if args.quick:
         args.sizes = "20k,200k"
     models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -738,7 +711,7 @@ def main(argv: list[str] | None = None) -> int:
         "notes": notes,
         "failures": failures,
     }
-    rc = _bench.emit(res, markdown(res), Path(args.out_dir), args.quick, TAG)
+    rc = _bench.emit(res, report(res), Path(args.out_dir), args.quick, TAG)
     if tmp:
         tmp.cleanup()
     return rc

@@ -103,32 +103,29 @@ def diagnose(run_dir: Path, threads: int) -> dict[str, Any]:
     }
 
 
-def markdown(res: dict[str, Any]) -> str:
-    L = [
-        f"# Score diagnostics: {res['name']}",
-        "",
-        f"Date {res['date']}; machine: {res['machine']['cpu_model']}. Command: `{res['command']}`.",
+def report(res: dict[str, Any]) -> _bench.Doc:
+    doc = _bench.Doc(f"Score diagnostics: {res['label']}")
+    doc.text(
         "Validation users only (test is never read); training popularity = training rows of the "
-        "item (all behaviors).",
-        "",
-        "| run | model | valid users | items | positive scores | median rank of held-out | "
-        "HR@10 (no mask) | top-10 mean popularity | held-out mean popularity | all-item mean "
-        "popularity | corr(‖e_i‖, log(1+pop)) | top-10 slots without training | items tied with "
-        "held-out | held-out scored exactly 0 | top-10 slots in the user's own training items | HR@10 "
-        "with the user's training items masked |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+        "item (all behaviors)."
+    )
+    doc.table(["run", "model", "valid users", "items", "positive scores",
+               "median rank of held-out", "HR@10 (no mask)", "top-10 mean popularity",
+               "held-out mean popularity", "all-item mean popularity", "corr(‖e_i‖, log(1+pop))",
+               "top-10 slots without training", "items tied with held-out",
+               "held-out scored exactly 0", "top-10 slots in the user's own training items",
+               "HR@10 with the user's training items masked"])  # fmt: skip
     for r in res["runs"]:
-        L.append(
-            f"| {r['label']} | {r['model']} | {r['valid_users']} | {r['items']} | "
-            f"{r['share_positive_scores']:.3f} | {r['median_rank_of_held_out']:.0f} | "
-            f"{r['hr@10_unmasked']:.4f} | {r['mean_popularity_top10']:.2f} | "
-            f"{r['mean_popularity_held_out']:.2f} | {r['mean_popularity_items']:.2f} | "
-            f"{r['corr_norm_logpop']:+.2f} | {r['share_top10_without_training']:.3f} | "
-            f"{r['mean_ties_with_held_out']:.1f} | {r['share_held_out_score_zero']:.3f} | "
-            f"{r['share_top10_own_history']:.3f} | {r['hr@10_history_masked']:.3f} |"
-        )
-    return "\n".join(L) + "\n"
+        doc.row(
+            r["label"], r["model"], r["valid_users"], r["items"],
+            f"{r['share_positive_scores']:.3f}", f"{r['median_rank_of_held_out']:.0f}",
+            f"{r['hr@10_unmasked']:.4f}", f"{r['mean_popularity_top10']:.2f}",
+            f"{r['mean_popularity_held_out']:.2f}", f"{r['mean_popularity_items']:.2f}",
+            f"{r['corr_norm_logpop']:+.2f}", f"{r['share_top10_without_training']:.3f}",
+            f"{r['mean_ties_with_held_out']:.1f}", f"{r['share_held_out_score_zero']:.3f}",
+            f"{r['share_top10_own_history']:.3f}", f"{r['hr@10_history_masked']:.3f}",
+        )  # fmt: skip
+    return doc
 
 
 def main() -> int:
@@ -161,7 +158,9 @@ def main() -> int:
         ap.error("give --config or --run")
     t0 = time.perf_counter()
     res: dict[str, Any] = {
-        "name": args.name,
+        "name": f"score-diagnose-{args.name}",
+        "label": args.name,
+        "settings": {"threads": args.threads},
         "date": _bench.now_utc(),
         "machine": _bench.machine(),
         "command": "python benchmarks/score_diagnose.py " + shlex.join(sys.argv[1:]),
@@ -173,10 +172,7 @@ def main() -> int:
         print("[diagnose]", d, flush=True)
         res["runs"].append(d)
     res["wall_seconds"] = time.perf_counter() - t0
-    for p in _bench.write_results(
-        Path(args.out_dir), f"score-diagnose-{args.name}", res, markdown(res)
-    ):
-        print(f"[diagnose] wrote {p}")
+    _bench.emit(res, report(res), Path(args.out_dir), False, "diagnose")
     return 0
 
 

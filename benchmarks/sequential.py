@@ -128,16 +128,27 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return agg
 
 
-def markdown(res: dict[str, Any]) -> str:
+def metric_cells(test: dict[str, Any], keys: list[str]) -> list[str]:
+    return [_bench.fmt_mean_sd_from(test[k]["mean"], test[k]["sd"]) for k in keys]
+
+
+def metrics_table(doc: _bench.Doc, per_model: dict[str, Any]) -> None:
+    """Recall / NDCG / HR @20 and @50 and NDCG*@50 per model."""
+    keys = METRICS + VARIANT[1:]
+    doc.table(["model", *(LABELS[k] for k in keys)])
+    for model, a in per_model.items():
+        doc.row(model, *metric_cells(a["test"], keys))
+
+
+LABELS = {"recall@20": "Recall@20", "ndcg@20": "NDCG@20", "hr@20": "HR@20",
+          "recall@50": "Recall@50", "ndcg@50": "NDCG@50", "hr@50": "HR@50",
+          "ndcg_comirec@50": "NDCG*@50"}  # fmt: skip
+
+
+def report(res: dict[str, Any]) -> _bench.Doc:
     s = res["settings"]
-    L = [
-        "# Sequential and multi-interest models: ComiRec protocol, retrieval evaluation",
-        "",
-        f"Date {res['date']}; machine: {res['machine']['cpu_model']}, "
-        f"{res['machine']['cores']} cores, torch {res['machine']['torch']}, "
-        f"{s['threads']} torch thread(s) per run, {s['jobs']} run(s) at a time. "
-        f"Command: `{res['command']}`.",
-        "",
+    doc = _bench.Doc("Sequential and multi-interest models: ComiRec protocol, retrieval evaluation")
+    doc.text(
         "Protocol: users split 8:1:1 (Beauty, Yelp: SimRec's published per-user split; "
         "Video Games: seeded split); held-out users give the first 80 % of their sequence "
         "(max 20 items) as history and the remaining 20 % as targets; each of the model's K "
@@ -147,40 +158,35 @@ def markdown(res: dict[str, Any]) -> str:
         "reported because Re4 and ComiRec publish it. Model selection: best validation "
         f"Recall@50, checked every {s['batches_per_epoch']} iterations, patience "
         f"{s['patience']}, at most {s['max_epochs']} checks; test evaluated once with the best "
-        f"weights. Seeds: {', '.join(map(str, s['seeds']))}; mean ± sd over seeds.",
-        "",
-    ]
+        f"weights. Seeds: {', '.join(map(str, s['seeds']))}; mean ± sd over seeds."
+    )
     for ds, per_model in res["results"].items():
         info = next(iter(per_model.values()))
-        L += [
-            f"## {ds} ({info['n_items']:,} items, {info['test_users']:,} test users)",
-            "",
-            "| model | Recall@20 | NDCG@20 | HR@20 | Recall@50 | NDCG@50 | HR@50 | NDCG*@50 |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
+        doc.section(f"{ds} ({info['n_items']:,} items, {info['test_users']:,} test users)")
+        metrics_table(doc, per_model)
+        doc.table(["model", "iterations / s (batch 128)", "test eval s (all users)",
+                   "s to best (train + validation)", "best check", "stopped", "peak MiB"])  # fmt: skip
         for model, a in per_model.items():
-            t = a["test"]
-            cells = [
-                _bench.fmt_mean_sd_from(t[k]["mean"], t[k]["sd"]) for k in METRICS + VARIANT[1:]
-            ]
-            L.append(f"| {model} | " + " | ".join(cells) + " |")
-        L += [
-            "",
-            "| model | iterations / s (batch 128) | test eval s (all users) | "
-            "s to best (train + validation) | best check | stopped | peak MiB |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for model, a in per_model.items():
-            L.append(
-                f"| {model} | {a['iterations_per_second']:.1f} | "
-                f"{a['test_eval_seconds_median']:.2f} | {a['seconds_to_best_mean']:.0f} | "
-                f"{', '.join(map(str, a['best_epoch']))} | {', '.join(sorted(set(a['stopped'])))} "
-                f"| {a['peak_rss_mib_max']:.0f} |"
-            )
-        L.append("")
-    if res.get("failures"):
-        L += ["## Failures", ""] + [f"- {f}" for f in res["failures"]] + [""]
-    return "\n".join(L)
+            doc.row(
+                model, f"{a['iterations_per_second']:.1f}", f"{a['test_eval_seconds_median']:.2f}",
+                f"{a['seconds_to_best_mean']:.0f}", ", ".join(map(str, a["best_epoch"])),
+                ", ".join(sorted(set(a["stopped"]))), f"{a['peak_rss_mib_max']:.0f}",
+            )  # fmt: skip
+    return doc
+
+
+SPLIT = "users 8:1:1, first 80 % of held-out users as history"
+
+
+def results_rows(res: dict[str, Any], per_dataset: dict[str, Any]) -> list[dict[str, Any]]:
+    """The HTML report's rows: per_dataset[dataset][model] with ``seeds`` and ``test``."""
+    sel = str(res["settings"].get("selection", "validation"))
+    return [
+        _bench.result_row(ds, model, "retrieval", sel, SPLIT, len(a["seeds"]), a["test"])
+        for ds, per_model in per_dataset.items()
+        for model, a in per_model.items()
+        if isinstance(a, dict) and "test" in a
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -232,16 +238,8 @@ def main(argv: list[str] | None = None) -> int:
         spec_for(d, m, seed, paths[d], args) for seed in seeds for d in datasets for m in models
     ]
     t0 = time.perf_counter()
-    runs, failures = _bench.run_jobs(
-        specs,
-        Path(__file__).resolve(),
-        Path(args.work_dir),
-        threads=args.threads,
-        parallel=args.jobs,
-        resume=args.resume,
-        report_only=args.report_only,
-        keep=Path(args.keep) if args.keep else None,
-        tag="sequential",
+    runs, failures = _bench.run_specs(
+        specs, __file__, args, Path(args.keep) if args.keep else None, "sequential"
     )
     results: dict[str, dict[str, Any]] = {}
     for d in datasets:
@@ -273,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
         "runs": runs,
         "failures": failures,
     }
-    return _bench.emit(res, markdown(res), Path(args.out_dir), args.quick, NAME)
+    rows = results_rows(res, results)
+    return _bench.emit(res, report(res), Path(args.out_dir), args.quick, NAME, rows)
 
 
 if __name__ == "__main__":

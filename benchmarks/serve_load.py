@@ -344,46 +344,34 @@ def load(
 
 
 # ------------------------------------------------------------------------------ report
-def markdown(result: dict[str, Any]) -> str:
+def report(result: dict[str, Any]) -> _bench.Doc:
     s = result["settings"]
-    m = result["machine"]
-    lines = [
-        "# polyrec serve: load on loopback",
-        "",
-        f"{result['date']} · {m['cpu_model']} · {m['cores']} cores · Python {m['python']} · "
-        f"torch {m['torch']} · {s['seconds']} s per scenario · concurrency {s['concurrency']} · "
-        f"k = {s['k']} · server threads {s['server_threads']}",
-        "",
-        "| scenario | export | requests/s | p50 ms | p95 ms | p99 ms | server CPU ms/request | "
-        "5xx | bad → 4xx | health after | goal (≥ 200/s, p99 < 20 ms, 0 × 5xx) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    doc = _bench.Doc("polyrec serve: load on loopback")
+    doc.text(
+        f"{s['seconds']} s per scenario · concurrency {s['concurrency']} · k = {s['k']} · "
+        f"server threads {s['server_threads']}"
+    )
+    doc.table(["scenario", "export", "requests/s", "p50 ms", "p95 ms", "p99 ms",
+               "server CPU ms/request", "5xx", "bad → 4xx", "health after",
+               "goal (≥ 200/s, p99 < 20 ms, 0 × 5xx)"])  # fmt: skip
     for sc in result["scenarios"]:
         r = sc["result"]
         lat = r["latency_ms"]
         bad = f"{r['bad_answered_4xx']}/{r['bad_requests']}" if r["bad_requests"] else "–"
-        lines.append(
-            f"| {sc['name']} | {sc['export']} | {r['requests_per_s']} | {lat['p50']} | "
-            f"{lat['p95']} | {lat['p99']} | {r['server_cpu_ms_per_request']} | {r['5xx']} | {bad} | "
-            f"{sc['health_after']} | "
-            f"{'met' if sc['goal_met'] else 'not met'} |"
-        )
-    lines += ["", "CPU use during each scenario (CPUs busy on average: server / load client / "
-              "other processes on the machine): " + ", ".join(
-                  f"{sc['name']} {sc['result']['server_cpu_s_per_s']} / "
-                  f"{sc['result']['client_cpu_s_per_s']} / {sc['result']['other_processes_cpus']}"
-                  for sc in result["scenarios"])]  # fmt: skip
-    lines += [
-        "",
+        doc.row(sc["name"], sc["export"], r["requests_per_s"], lat["p50"], lat["p95"],
+                lat["p99"], r["server_cpu_ms_per_request"], r["5xx"], bad, sc["health_after"],
+                "met" if sc["goal_met"] else "not met")  # fmt: skip
+    doc.text("CPU use during each scenario (CPUs busy on average: server / load client / "
+             "other processes on the machine): " + ", ".join(
+                 f"{sc['name']} {sc['result']['server_cpu_s_per_s']} / "
+                 f"{sc['result']['client_cpu_s_per_s']} / {sc['result']['other_processes_cpus']}"
+                 for sc in result["scenarios"]))  # fmt: skip
+    doc.text(
         f"Run at niceness {result['niceness']}; load average at the start "
         f"{' '.join(result['loadavg_at_start']) or 'unknown'} (other processes on the machine).",
-        "",
         result["caveat"],
-        "",
-        "Reproduce: `" + result["command"] + "`",
-        "",
-    ]
-    return "\n".join(lines)
+    )
+    return doc
 
 
 def main() -> None:
@@ -484,11 +472,7 @@ def main() -> None:
         + "python benchmarks/serve_load.py "
         + " ".join(sys.argv[1:]),
     }
-    md = markdown(result)
-    print(md)
-    if not args.no_write:
-        for p in _bench.write_results(args.out_dir, NAME, result, md):
-            print(f"[serve-load] wrote {p}")
+    _bench.emit(result, report(result), args.out_dir, args.no_write, "serve-load")
     sys.exit(0 if all(sc["goal_met"] for sc in scenarios) else 1)
 
 

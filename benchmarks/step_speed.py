@@ -231,125 +231,93 @@ def summarise(run: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def markdown(res: dict[str, Any]) -> str:
+def report(res: dict[str, Any]) -> _bench.Doc:
     s = res["settings"]
-    L = [
-        f"# Step and evaluation speed: suite `{s['suite']}`",
-        "",
-        f"Date {res['date']}; machine: {res['machine']['cpu_model']}, {res['machine']['cores']} "
-        f"cores, torch {res['machine']['torch']}. Command: `{res['command']}`. Each case is a "
-        f"child process: {s['warmup']} warm-up batches, then the median of {s['epochs']} timed "
-        f"passes and of {s['eval_reps']} timed evaluations of all test users. `wall` is elapsed "
-        "time; `CPU` is the process's CPU time (for 1 thread: the cost on an idle core — the "
-        "machine was shared, see `other CPUs busy`).",
-        "",
-    ]
+    doc = _bench.Doc(f"Step and evaluation speed: suite `{s['suite']}`")
+    doc.text(
+        f"Each case is a child process: {s['warmup']} warm-up batches, then the median of "
+        f"{s['epochs']} timed passes and of {s['eval_reps']} timed evaluations of all test users. "
+        "`wall` is elapsed time; `CPU` is the process's CPU time (for 1 thread: the cost on an "
+        "idle core — the machine was shared, see `other CPUs busy`)."
+    )
     unit = "epoch" if s["suite"] in EPOCH_SUITES else f"{s['iterations']} iterations"
-    L += [
-        f"| data | case | threads | s / {unit} wall | s / {unit} CPU | iterations / s (CPU) | "
-        "s / eval wall | s / eval CPU | peak MiB | other CPUs busy |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    doc.table(["data", "case", "threads", f"s / {unit} wall", f"s / {unit} CPU",
+               "iterations / s (CPU)", "s / eval wall", "s / eval CPU", "peak MiB",
+               "other CPUs busy"])  # fmt: skip
     for r in res["runs"]:
         a = r["summary"]
-        L.append(
-            f"| {r['group']} | {r['label']} | {r['threads']} | {a['pass_wall_s']:.3f} | "
-            f"{a['pass_cpu_s']:.3f} | {a['it_per_s_cpu']:.1f} | {a['eval_wall_s']:.3f} | "
-            f"{a['eval_cpu_s']:.3f} | {a['peak_rss_mib']:.0f} | "
-            f"{r['contention'].get('other_cpu_load')} |"
-        )
+        doc.row(r["group"], r["label"], r["threads"], f"{a['pass_wall_s']:.3f}",
+                f"{a['pass_cpu_s']:.3f}", f"{a['it_per_s_cpu']:.1f}", f"{a['eval_wall_s']:.3f}",
+                f"{a['eval_cpu_s']:.3f}", f"{a['peak_rss_mib']:.0f}",
+                str(r["contention"].get("other_cpu_load")))  # fmt: skip
+    by = {(r["group"], r["label"], r["threads"]): r["summary"] for r in res["runs"]}
     if s["suite"] == "cml":
         o = CML_OFFICIAL
-        L += [
-            "",
-            "## Against the official CML implementation (ANCHORS.md; not re-run here)",
-            "",
+        doc.section("Against the official CML implementation (ANCHORS.md; not re-run here)")
+        doc.text(
             f"Official, Retailrocket, 2 threads, idle machine: {o['epoch_s']} s / epoch "
             f"(anomaly detection off; {o['epoch_s_shipped']} s as shipped), {o['eval_s']} s / "
             f"evaluation (1+99, all test users), {o['peak_mib']} MiB. Goal: ≤ "
-            f"{CML_GOAL['epoch_s']} s / epoch and ≤ {CML_GOAL['eval_s']} s / evaluation.",
-            "",
-            "| case | threads | s / epoch (wall; CPU) | speed-up vs 10.6 s (wall; CPU) | "
-            "s / eval (wall; CPU) | speed-up vs 4.0 s (wall; CPU) |",
-            "|---|---|---|---|---|---|",
-        ]
+            f"{CML_GOAL['epoch_s']} s / epoch and ≤ {CML_GOAL['eval_s']} s / evaluation."
+        )
+        doc.table(["case", "threads", "s / epoch (wall; CPU)", "speed-up vs 10.6 s (wall; CPU)",
+                   "s / eval (wall; CPU)", "speed-up vs 4.0 s (wall; CPU)"])  # fmt: skip
         for r in res["runs"]:
             a = r["summary"]
-            L.append(
-                f"| {r['label']} | {r['threads']} | {a['pass_wall_s']:.2f}; {a['pass_cpu_s']:.2f} "
-                f"| {o['epoch_s'] / a['pass_wall_s']:.1f}×; {o['epoch_s'] / a['pass_cpu_s']:.1f}× "
-                f"| {a['eval_wall_s']:.2f}; {a['eval_cpu_s']:.2f} "
-                f"| {o['eval_s'] / a['eval_wall_s']:.1f}×; {o['eval_s'] / a['eval_cpu_s']:.1f}× |"
-            )
+            doc.row(
+                r["label"], r["threads"], f"{a['pass_wall_s']:.2f}; {a['pass_cpu_s']:.2f}",
+                f"{o['epoch_s'] / a['pass_wall_s']:.1f}×; {o['epoch_s'] / a['pass_cpu_s']:.1f}×",
+                f"{a['eval_wall_s']:.2f}; {a['eval_cpu_s']:.2f}",
+                f"{o['eval_s'] / a['eval_wall_s']:.1f}×; {o['eval_s'] / a['eval_cpu_s']:.1f}×",
+            )  # fmt: skip
     if s["suite"] == "re4":
-        L += [
-            "",
-            f"## Re4's overhead over its backbone (goal: ≤ {RE4_GOAL}× the step time)",
-            "",
-            "| data | pair | threads | step-time ratio (wall) | step-time ratio (CPU) |",
-            "|---|---|---|---|---|",
-        ]
-        by = {(r["group"], r["label"], r["threads"]): r["summary"] for r in res["runs"]}
+        doc.section(f"Re4's overhead over its backbone (goal: ≤ {RE4_GOAL}× the step time)")
+        doc.table(["data", "pair", "threads", "step-time ratio (wall)", "step-time ratio (CPU)"])
         for (g, label, th), a in by.items():
-            if not label.startswith("re4-"):
-                continue
-            b = by.get((g, "comirec-" + label.split("-")[1], th))
+            base = "comirec-" + label.split("-")[1] if label.startswith("re4-") else ""
+            b = by.get((g, base, th))
             if b:
-                L.append(
-                    f"| {g} | {label} / comirec-{label.split('-')[1]} | {th} | "
-                    f"{a['pass_wall_s'] / b['pass_wall_s']:.2f}× | "
-                    f"{a['pass_cpu_s'] / b['pass_cpu_s']:.2f}× |"
-                )
-    by = {(r["group"], r["label"], r["threads"]): r["summary"] for r in res["runs"]}
+                doc.row(g, f"{label} / {base}", th, f"{a['pass_wall_s'] / b['pass_wall_s']:.2f}×",
+                        f"{a['pass_cpu_s'] / b['pass_cpu_s']:.2f}×")  # fmt: skip
     if s["suite"] == "hpcl4sr":
-        L += [
-            "",
-            "## Against ComiRec-SA (same data, same maximum length 30, same batch)",
-            "",
-            "| model | threads | iterations / s (CPU) | step-time ratio to ComiRec-SA (CPU) |",
-            "|---|---|---|---|",
-        ]
+        doc.section("Against ComiRec-SA (same data, same maximum length 30, same batch)")
+        doc.table(["model", "threads", "iterations / s (CPU)",
+                   "step-time ratio to ComiRec-SA (CPU)"])  # fmt: skip
         for (g, label, th), a in by.items():
             b = by.get((g, "comirec-sa", th))
             if b and a["pass_cpu_s"] and b["pass_cpu_s"]:
-                L.append(
-                    f"| {label} | {th} | {a['it_per_s_cpu']:.1f} | "
-                    f"{a['pass_cpu_s'] / b['pass_cpu_s']:.2f}× |"
-                )
+                doc.row(label, th, f"{a['it_per_s_cpu']:.1f}",
+                        f"{a['pass_cpu_s'] / b['pass_cpu_s']:.2f}×")  # fmt: skip
     if s["suite"] == "egcm":
-        L += [
-            "",
-            "## Scaling (A.4: linear in Λ and in the interactions)",
-            "",
-            "Epoch CPU seconds; `half` keeps a seeded random half of the users (every row of a "
-            "kept user). Ratios: EGCM over CML on the same data, Λ = 10 over Λ = 5, and full "
-            "over half data (≈ 2 if linear in the interactions).",
-            "",
-            "| threads | case | full (s) | half (s) | full / half | over CML (full) |",
-            "|---|---|---|---|---|---|",
-        ]
-        labels = dict.fromkeys(label for (_, label, _) in by)
-        for th in s["threads"]:
-            for label in labels:
-                f = by.get(("retailrocket full", label, th))
-                h = by.get(("retailrocket half", label, th))
-                c = by.get(("retailrocket full", "CML", th))
-                if not f:
-                    continue
-                fh = f"{f['pass_cpu_s'] / h['pass_cpu_s']:.2f}×" if h else "—"
-                oc = f"{f['pass_cpu_s'] / c['pass_cpu_s']:.2f}×" if c else "—"
-                hs = f"{h['pass_cpu_s']:.2f}" if h else "—"
-                L.append(f"| {th} | {label} | {f['pass_cpu_s']:.2f} | {hs} | {fh} | {oc} |")
-            s30 = by.get(("retailrocket full", f"EGCM slot {EGCM_SLOTS[0]:g}d", th))
-            s15 = by.get(("retailrocket full", f"EGCM slot {EGCM_SLOTS[1]:g}d", th))
-            if s30 and s15:
-                L.append(
-                    f"| {th} | Λ 10 / Λ 5 (full data) | | | "
-                    f"{s15['pass_cpu_s'] / s30['pass_cpu_s']:.2f}× | |"
-                )
-    if res.get("failures"):
-        L += ["", "## Failures", ""] + [f"- {f}" for f in res["failures"]]
-    return "\n".join(L) + "\n"
+        egcm_scaling(doc, by, s["threads"])
+    return doc
+
+
+def egcm_scaling(doc: _bench.Doc, by: dict[tuple[str, str, int], Any], threads: list[int]) -> None:
+    doc.section("Scaling (A.4: linear in Λ and in the interactions)")
+    doc.text(
+        "Epoch CPU seconds; `half` keeps a seeded random half of the users (every row of a "
+        "kept user). Ratios: EGCM over CML on the same data, Λ = 10 over Λ = 5, and full "
+        "over half data (≈ 2 if linear in the interactions)."
+    )
+    doc.table(["threads", "case", "full (s)", "half (s)", "full / half", "over CML (full)"])
+    labels = dict.fromkeys(label for (_, label, _) in by)
+    for th in threads:
+        for label in labels:
+            f = by.get(("retailrocket full", label, th))
+            h = by.get(("retailrocket half", label, th))
+            c = by.get(("retailrocket full", "CML", th))
+            if not f:
+                continue
+            fh = f"{f['pass_cpu_s'] / h['pass_cpu_s']:.2f}×" if h else "—"
+            oc = f"{f['pass_cpu_s'] / c['pass_cpu_s']:.2f}×" if c else "—"
+            hs = f"{h['pass_cpu_s']:.2f}" if h else "—"
+            doc.row(th, label, f"{f['pass_cpu_s']:.2f}", hs, fh, oc)
+        s30 = by.get(("retailrocket full", f"EGCM slot {EGCM_SLOTS[0]:g}d", th))
+        s15 = by.get(("retailrocket full", f"EGCM slot {EGCM_SLOTS[1]:g}d", th))
+        if s30 and s15:
+            ratio = f"{s15['pass_cpu_s'] / s30['pass_cpu_s']:.2f}×"
+            doc.row(th, "Λ 10 / Λ 5 (full data)", "", "", ratio, "")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -426,12 +394,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": runs,
         "failures": failures,
     }
-    md = markdown(res)
-    print(md)
-    if not args.quick:
-        for p in _bench.write_results(Path(args.out_dir), res["name"], res, md):
-            print(f"wrote {p}")
-    return 1 if failures else 0
+    return _bench.emit(res, report(res), Path(args.out_dir), args.quick, "step-speed")
 
 
 if __name__ == "__main__":

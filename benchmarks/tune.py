@@ -53,28 +53,22 @@ def run_one(
     }
 
 
-def markdown(res: dict[str, Any]) -> str:
-    L = [
-        f"# Validation tuning: {res['name']}",
-        "",
-        f"Date {res['date']}; machine: {res['machine']['cpu_model']}, {res['machine']['cores']} "
-        f"cores. Config `{res['config']}` with the common overrides `{' '.join(res['common'])}`. "
-        f"Command: `{res['command']}`. Only validation is read (selection: "
-        f"{res['runs'][0].get('selection', '?') if res['runs'] else '?'}); test is not looked at.",
-        "",
-        "| overrides | best validation | best epoch | epochs run | wall s |",
-        "|---|---|---|---|---|",
-    ]
+def report(res: dict[str, Any]) -> _bench.Doc:
+    doc = _bench.Doc(f"Validation tuning: {res['label']}")
+    doc.text(
+        f"Config `{res['config']}` with the common overrides `{' '.join(res['common'])}`. "
+        "Only validation is read (selection: "
+        f"{res['runs'][0].get('selection', '?') if res['runs'] else '?'}); test is not looked at."
+    )
+    doc.table(["overrides", "best validation", "best epoch", "epochs run", "wall s"])
     for r in res["runs"]:
         o = " ".join(r["overrides"]) or "(config as shipped)"
         if "error" in r:
-            L.append(f"| {o} | failed: {r['error'].splitlines()[-1]} | | | |")
+            doc.row(o, f"failed: {r['error'].splitlines()[-1]}", "", "", "")
         else:
-            L.append(
-                f"| {o} | {r['best_valid']:.4f} | {r['best_epoch']} | {r['epochs_run']} "
-                f"| {r['wall_seconds']:.0f} |"
-            )
-    return "\n".join(L) + "\n"
+            doc.row(o, f"{r['best_valid']:.4f}", r["best_epoch"], r["epochs_run"],
+                    f"{r['wall_seconds']:.0f}")  # fmt: skip
+    return doc
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[tune]   → {r.get('best_valid', r.get('error'))}", flush=True)
         runs.append(r)
         res = {
-            "name": args.name,
+            "name": f"tune-{args.name}",
+            "label": args.name,
+            "settings": {"threads": args.threads},
             "date": _bench.now_utc(),
             "machine": _bench.machine(),
             "config": args.config,
@@ -118,8 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             "command": "python benchmarks/tune.py " + shlex.join(argv),
             "runs": runs,
         }
-        _bench.write_results(Path(args.out_dir), f"tune-{args.name}", res, markdown(res))
-    print(markdown(res) if sets else "")
+        _bench.emit(res, report(res), Path(args.out_dir), False, "tune")
     return 0
 
 

@@ -10,68 +10,56 @@ from typer.testing import CliRunner
 
 from polyrec.cli import app
 from polyrec.errors import ConfigError, DataError
-from polyrec.report import build_report, collect, load_papers
+from polyrec.report import build_report, collect, load_papers, render_markdown, write_doc
 from polyrec.report.papers import relative_gain
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def _ms(mean: float, sd: float = 0.01) -> dict[str, float]:
-    return {"mean": mean, "sd": sd, "n": 3}
+def _doc(benchmark: str, **parts: object) -> dict[str, object]:
+    return {"schema": "polyrec-bench/1", "benchmark": benchmark, "title": benchmark,
+            "date": "2026-12-04T00:00:00+00:00", "command": f"python benchmarks/{benchmark}.py",
+            "machine": {"cpu_model": "test cpu", "cores": 2, "torch": "x"}, **parts}  # fmt: skip
+
+
+def _row(ds: str, model: str, proto: str, **test: float) -> dict[str, object]:
+    return {"dataset": ds, "model": model, "protocol": proto, "seeds": 3,
+            "selection": f"validation {proto} ndcg@10", "split": "leave-one-out",
+            "test": {k: [v, 0.01] for k, v in test.items()}}  # fmt: skip
 
 
 def make_results(root: Path) -> Path:
-    """A small results folder in the layouts the benchmark scripts write."""
+    """A small results folder in the one layout the benchmark scripts write."""
     root.mkdir(parents=True)
-    runs = root / "multibehavior-runs"
-    runs.mkdir()
-    mb_runs = []
+    runs = []
     for model in ("cml", "mbgcn"):
         for sel in ("sampled", "full"):
-            name = f"retailrocket-{model}-{sel}-2024"
-            curve = [[e, 0.05 + 0.01 * e] for e in range(1, 6)]
-            (runs / f"{name}.json").write_text(json.dumps({"curve": curve}))
-            mb_runs.append(
-                {"name": name, "dataset": "retailrocket", "model": model, "seed": 2024,
-                 "select": sel}
-            )  # fmt: skip
-    entry = {
-        "cml": {"seeds": [1, 2, 3], "test": {"sampled": {"hr@10": _ms(0.30), "ndcg@10": _ms(0.18)},
-                                              "full": {"hr@10": _ms(0.03), "ndcg@10": _ms(0.02)}}},
-        "mbgcn": {"seeds": [1, 2, 3], "test": {"sampled": {"hr@10": _ms(0.29), "ndcg@10": _ms(0.15)},
-                                                "full": {"hr@10": _ms(0.01), "ndcg@10": _ms(0.01)}}},
-    }  # fmt: skip
-    mb = {
-        "name": "multibehavior",
-        "date": "2026-12-04T00:00:00+00:00",
-        "command": "python benchmarks/multibehavior.py",
-        "machine": {"cpu_model": "test cpu", "cores": 2, "torch": "x"},
-        "results": {
-            "retailrocket": {"sampled": entry, "full": entry},
-            "tmall": {"sampled": {"cml": entry["cml"]}},
-        },
-        "runs": mb_runs,
-    }
-    (root / "multibehavior.json").write_text(json.dumps(mb))
-    seq = {
-        "name": "re4",
-        "settings": {"selection": "validation recall@50"},
-        "results": {
-            "beauty": {
-                "comirec-sa": {"seeds": [1, 2, 3], "test": {"recall@50": _ms(0.100),
-                                                            "ndcg_comirec@50": _ms(0.05)}},
-                "re4-sa": {"seeds": [1, 2, 3], "test": {"recall@50": _ms(0.110),
-                                                        "ndcg_comirec@50": _ms(0.06)}},
-            }
-        },
-    }  # fmt: skip
-    (root / "re4.json").write_text(json.dumps(seq))
-    speed = {
-        "name": "step-speed-cml",
-        "runs": [{"group": "retailrocket", "label": "CML d=16", "threads": 1, "peak_rss_mib": 845.0,
-                  "summary": {"pass_wall_s": 0.97, "pass_cpu_s": 0.95, "eval_wall_s": 0.29}}],
-    }  # fmt: skip
-    (root / "step-speed-cml.json").write_text(json.dumps(speed))
+            for seed in (2024, 2025):
+                curve = [[e, 0.05 + 0.01 * e] for e in range(1, 6)]
+                runs.append(
+                    {"name": f"retailrocket-{model}-{sel}-{seed}", "dataset": "retailrocket",
+                     "model": model, "seed": seed, "selection": f"validation {sel} ndcg@10",
+                     "curve": curve, "curve_metric": "valid ndcg@10"}
+                )  # fmt: skip
+    results = [
+        _row("retailrocket", "cml", "sampled", **{"hr@10": 0.30, "ndcg@10": 0.18}),
+        _row("retailrocket", "cml", "full", **{"hr@10": 0.03, "ndcg@10": 0.02}),
+        _row("retailrocket", "mbgcn", "sampled", **{"hr@10": 0.29, "ndcg@10": 0.15}),
+        _row("retailrocket", "mbgcn", "full", **{"hr@10": 0.01, "ndcg@10": 0.01}),
+        _row("tmall", "cml", "sampled", **{"hr@10": 0.30, "ndcg@10": 0.18}),
+    ]
+    (root / "multibehavior.json").write_text(
+        json.dumps(_doc("multibehavior", results=results, runs=runs))
+    )
+    seq = [
+        _row("beauty", "comirec-sa", "retrieval", **{"recall@50": 0.100, "ndcg_comirec@50": 0.05}),
+        _row("beauty", "re4-sa", "retrieval", **{"recall@50": 0.110, "ndcg_comirec@50": 0.06}),
+    ]
+    (root / "re4.json").write_text(json.dumps(_doc("re4", results=seq)))
+    table = {"columns": ["case", "threads", "s / pass (CPU)"], "rows": [["CML d=16", 1, 0.95]]}
+    (root / "step-speed-cml.json").write_text(
+        json.dumps(_doc("step-speed-cml", tables=[table], protocol=["Each case is a child."]))
+    )
     (root / "unknown.json").write_text(json.dumps({"hello": 1}))
     (root / "broken.json").write_text("{not json")
     return root
@@ -98,7 +86,7 @@ def test_papers_data_is_complete() -> None:
         assert p.benchmarks and p.title
 
 
-def test_collect_normalises_layouts(tmp_path: Path) -> None:
+def test_collect_reads_the_one_layout(tmp_path: Path) -> None:
     col = collect(make_results(tmp_path / "res"))
     keys = {(r.benchmark, r.dataset, r.model, r.protocol) for r in col.results}
     assert ("multibehavior", "retailrocket", "cml", "full") in keys
@@ -106,8 +94,9 @@ def test_collect_normalises_layouts(tmp_path: Path) -> None:
     cml = next(r for r in col.results if r.model == "cml" and r.protocol == "sampled"
                and r.dataset == "retailrocket")  # fmt: skip
     assert cml.test["hr@10"] == (0.30, 0.01) and cml.seeds == 3
+    # one curve per dataset × selection × model: the first seed's
     assert len([c for c in col.curves if c.benchmark == "multibehavior"]) == 4
-    assert col.speed[0].values["s / pass (CPU)"] == 0.95
+    assert col.tables["step-speed-cml"][0]["rows"] == [["CML d=16", 1, 0.95]]
     assert sorted(s.split(":")[0] for s in col.skipped) == ["broken.json", "unknown.json"]
 
 
@@ -170,3 +159,40 @@ def test_report_cli(tmp_path: Path) -> None:
     assert r.exit_code == 2
     assert "no such results directory" in r.output and "Traceback" not in r.output
     assert not (tmp_path / "x").exists()
+
+
+def test_markdown_from_the_same_json(tmp_path: Path) -> None:
+    res = make_results(tmp_path / "res")
+    doc = json.loads((res / "step-speed-cml.json").read_text())
+    doc["load"] = {"threads": 1, "jobs": 2}
+    doc["failures"] = ["x failed (exit 1):\nTraceback"]
+    text = render_markdown(doc)
+    assert text.startswith("# step-speed-cml\n\nDate 2026-12-04T00:00:00+00:00; machine: test cpu")
+    assert "1 torch thread(s) per run, 2 run(s) at a time. Command: `python benchmarks/" in text
+    assert "Each case is a child." in text
+    assert "| case | threads | s / pass (CPU) |\n|---|---|---|\n| CML d=16 | 1 | 0.95 |" in text
+    assert text.endswith("## Failures\n\n- x failed (exit 1):\n")
+    path = write_doc(tmp_path / "out", doc)
+    assert json.loads(path.read_text())["schema"] == "polyrec-bench/1"
+    # polyrec report --markdown writes <name>.md beside each document (not beside other JSON)
+    r = CliRunner().invoke(app, ["report", str(res), "--out", str(tmp_path / "rep"), "--markdown"])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in res.glob("*.md")) == [
+        "multibehavior.md",
+        "re4.md",
+        "step-speed-cml.md",
+    ]
+    assert "| CML d=16 | 1 | 0.95 |" in (res / "step-speed-cml.md").read_text()
+
+
+def test_committed_results_are_documents() -> None:
+    """Every committed result is a polyrec-bench/1 document and its markdown is its rendering."""
+    results = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+    if not results.exists():
+        pytest.skip("no benchmarks/ in this checkout")
+    col = collect(results)
+    assert not col.skipped
+    for path in results.glob("*.json"):
+        md = path.with_suffix(".md")
+        assert md.exists(), md
+        assert md.read_text() == render_markdown(json.loads(path.read_text())), md

@@ -330,12 +330,16 @@ def report_cmd(
     papers: Path = typer.Option(
         None, "--papers", help="published numbers (TOML; default: the packaged papers.toml)"
     ),
+    markdown: bool = typer.Option(
+        False, "--markdown", help="also write <name>.md beside every benchmark JSON in RESULTS_DIR"
+    ),
 ) -> None:
-    """Paper vs polyrec: one HTML page with tables, flags, learning curves and speed figures."""
+    """Paper vs polyrec: one HTML page with tables, flags, learning curves and speed figures;
+    with --markdown, each benchmark's markdown report too."""
     from polyrec.report import build_report
 
     with _user_errors():
-        summary = build_report(results_dir, out, papers)
+        summary = build_report(results_dir, out, papers, markdown=markdown)
     console.print(
         f"wrote {summary['out']}: {summary['results']} result rows from "
         f"{len(summary['benchmarks'])} benchmarks, {len(summary['figures'])} figures",
@@ -343,6 +347,8 @@ def report_cmd(
     )
     for s in summary["skipped"]:
         console.print(f"skipped {s}", highlight=False)
+    if markdown:
+        console.print(f"wrote {len(summary['markdown'])} markdown reports", highlight=False)
 
 
 @app.command("models")

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from polyrec.report.markdown import cell_text, write_markdown
 from polyrec.report.papers import Paper, load_papers, relative_gain
 from polyrec.report.sources import PROTOCOL_LABEL, Collected, Curve, Result, collect
 
@@ -248,25 +249,21 @@ def _other_section(col: Collected, claimed: set[str], figs: _Figures) -> str:
 
 
 def _speed_section(col: Collected) -> str:
-    if not col.speed:
+    """The tables of the benchmarks without test metrics (speed, diagnostics), as written."""
+    if not col.tables:
         return ""
-    parts = ['<h2 id="speed">Speed</h2>']
-    by_bench: dict[str, list[Any]] = defaultdict(list)
-    for s in col.speed:
-        by_bench[s.benchmark].append(s)
-    for bench, rows in by_bench.items():
-        keys = list(dict.fromkeys(k for r in rows for k in r.values))
-        body = [
-            [html.escape(f"{r.group} · {r.case}" if r.group else r.case)]
-            + [f"{r.values[k]:.3g}" if k in r.values else "–" for k in keys]
-            for r in rows
-        ]
+    parts = ['<h2 id="speed">Speed and other measurements</h2>']
+    for bench, tables in col.tables.items():
         meta = col.meta.get(bench, {})
         parts.append(
             f'<h3>{html.escape(bench)}</h3><p class="note">{html.escape(str(meta.get("date", "")))}'
             f" · <code>{html.escape(str(meta.get('command', '')))}</code></p>"
         )
-        parts.append(_table(["case", *keys], body))
+        for t in tables:
+            if t.get("title"):
+                parts.append(f"<h4>{html.escape(str(t['title']))}</h4>")
+            body = [[html.escape(cell_text(c)) for c in r] for r in t.get("rows") or []]
+            parts.append(_table([cell_text(c) for c in t["columns"]], body))
     return "\n".join(parts)
 
 
@@ -292,10 +289,12 @@ def _sources_html(col: Collected) -> str:
 
 
 def build_report(
-    results_dir: Path, out_dir: Path, papers_file: Path | None = None
+    results_dir: Path, out_dir: Path, papers_file: Path | None = None, markdown: bool = False
 ) -> dict[str, Any]:
-    """Write ``out_dir/index.html`` and its figures; returns a summary of what was rendered."""
+    """Write ``out_dir/index.html`` and its figures; returns a summary of what was rendered.
+    ``markdown``: also (re)write ``<name>.md`` beside every benchmark JSON in ``results_dir``."""
     col = collect(results_dir)
+    md_files = [str(p) for p in write_markdown(results_dir)] if markdown else []
     papers = load_papers(papers_file)
     out_dir = out_dir.resolve()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -342,4 +341,5 @@ def build_report(
         "results": len(col.results),
         "benchmarks": sorted(col.meta),
         "skipped": col.skipped,
+        "markdown": md_files,
     }
