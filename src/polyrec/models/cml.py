@@ -272,21 +272,27 @@ class CML(GraphScorer):
     both orders cost about the same (0.6–1.1 s per epoch on 2 shared cores), so the exact
     second order is the default.
 
-    **Choices where the paper is silent or ambiguous** (each configurable): symmetric
-    normalisation of Â_k (Eq. 1 prints a plain sum); per-behavior propagation chains (Eq. 1 as
-    printed); layers combined by their mean; φ = cosine, τ = 0.2; γ = 1; ξ's D outputs reduced
-    to a scalar by their mean; ω squashed by a sigmoid (a deviation from Eq. 5–6, shared with the
-    official code and Meta-Weight-Net: with the unbounded PReLU output the one-step lookahead
-    meta gradient keeps enlarging the weights of every term aligned with the meta loss, which
-    acts as an ever larger learning rate; measured here the weighted loss then rises from the
-    first epoch; ``weight_squash="none"`` gives the printed form); meta
-    knowledge (loss values and embeddings) enters the meta network detached, and the weights
-    are constants for the encoder update (step iii); BPR of every behavior uses the aggregated
-    embeddings; every behavior's BPR rows come from the target-behavior batch's users
-    (``pairs_per_user`` positives of behavior k drawn per user, users without behavior k
-    skipped; a user's BPR value for the meta network is the mean over its pairs); meta loss =
-    the target BPR; α = η = the training lr; meta dropout 0.1 on Z; meta batch 512. The paper's
-    CyclicLR is the trainer's ``train.lr_schedule = "cyclic"`` (set in the shipped configs).
+    **Choices where the paper is silent or ambiguous** (each configurable):
+
+    * Â_k is symmetrically normalised (Eq. 1 prints a plain sum); each behavior has its own
+      propagation chain (Eq. 1 as printed); layers are combined by their mean.
+    * φ = cosine, τ = 0.2; γ = 1.
+    * ξ's D outputs are reduced to a scalar by their mean.
+    * ω is squashed by a sigmoid — a deviation from Eq. 5–6, shared with the official code and
+      Meta-Weight-Net: with the unbounded PReLU output the one-step lookahead meta gradient
+      keeps enlarging the weights of every term aligned with the meta loss, which acts as an
+      ever larger learning rate; measured here the weighted loss then rises from the first
+      epoch. ``weight_squash="none"`` gives the printed form.
+    * Meta knowledge (loss values and embeddings) enters the meta network detached, and the
+      weights are constants for the encoder update (step iii).
+    * BPR of every behavior uses the aggregated embeddings; every behavior's BPR rows come from
+      the target-behavior batch's users (``pairs_per_user`` positives of behavior k drawn per
+      user, users without behavior k skipped); a user's BPR value for the meta network is the
+      mean over its pairs.
+    * Meta loss = the target BPR; α = η = the training lr; meta dropout 0.1 on Z; meta batch
+      512.
+    * The paper's CyclicLR is the trainer's ``train.lr_schedule = "cyclic"`` (set in the
+      shipped configs).
     """
 
     name: ClassVar[str] = "cml"

@@ -316,19 +316,22 @@ class MBA(Scorer):
     ranking as σ of them).
 
     **Choices where the paper is silent or ambiguous** (each configurable where it matters):
-    R_g includes the target's training pairs (``aux_with_target``, as the authors' code);
-    the main phase samples one shuffled pool of R_f ∪ R_g (Algorithm 1's "sample (u, i) from D";
-    the code makes one pass over buy pairs and one over view-only pairs) with one negative per
-    positive from situation (iii), and reduces each term as mean over positives + mean over
-    negatives (as the code); the sign of C_2 in L'_CN/L'_PN is minus (the paper prints plus;
-    C_2 replaces −ln(1 − h_1)); logarithms are exact (``logsigmoid``; the code adds 1e-5);
-    h-models are MF of size ``h_dim`` without L2 (the code's); C_1 = C_2 = 1000, α = 1,
-    β = 0.8 are the code's defaults (the paper gives only the grids; configs/ hold per-dataset
-    values); the main-phase L2 is on the batch embeddings (the code penalises the whole
-    tables); P(R_f)'s pre-training stops on polyrec's validation split and P(R_g)'s on a
-    held-out slice of its own pairs (the code early-stops both on their test files); a LightGCN
-    t_θ propagates over the target behavior's graph (``target_graph``, as the code; "union"
-    = R_f ∪ R_g).
+
+    * R_g includes the target's training pairs (``aux_with_target``, as the authors' code).
+    * The main phase samples one shuffled pool of R_f ∪ R_g (Algorithm 1's "sample (u, i) from
+      D"; the code makes one pass over buy pairs and one over view-only pairs) with one negative
+      per positive from situation (iii), and reduces each term as mean over positives + mean
+      over negatives (as the code).
+    * The sign of C_2 in L'_CN/L'_PN is minus (the paper prints plus; C_2 replaces
+      −ln(1 − h_1)); logarithms are exact (``logsigmoid``; the code adds 1e-5).
+    * h-models are MF of size ``h_dim`` without L2 (the code's).
+    * C_1 = C_2 = 1000, α = 1, β = 0.8 are the code's defaults (the paper gives only the grids;
+      configs/ hold per-dataset values).
+    * The main-phase L2 is on the batch embeddings (the code penalises the whole tables).
+    * P(R_f)'s pre-training stops on polyrec's validation split and P(R_g)'s on a held-out slice
+      of its own pairs (the code early-stops both on their test files).
+    * A LightGCN t_θ propagates over the target behavior's graph (``target_graph``, as the
+      code; "union" = R_f ∪ R_g).
 
     **Cost.** Everything is batched: per main-phase mini-batch t_θ, two h-models and the two
     frozen models score the 2·B pairs by gathered inner products; a LightGCN t_θ propagates once
