@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -185,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         "name": args.name or f"lightgcn_epoch_{'mallopt' if args.mallopt else 'default'}",
         "date": _bench.now_utc(),
         "machine": _bench.machine(),
-        "command": " ".join(["python benchmarks/lightgcn_epoch.py", *(argv or sys.argv[1:])]),
+        "command": _bench.command(__file__, argv),
         "settings": {
             "threads": torch.get_num_threads(),
             "epochs": args.epochs,

@@ -678,7 +678,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     date = _bench.now_utc()
-    args_given = list(argv if argv is not None else sys.argv[1:])
     rb_python, rb_note = (None, "skipped (--skip-recbole)")
     if not args.skip_recbole:
         rb_python, rb_note = _find_recbole_python(args.recbole_python)
@@ -753,7 +752,7 @@ def main(argv: list[str] | None = None) -> int:
             "name": NAME,
             "date": date,
             "machine": _bench.machine(),
-            "command": " ".join(["python benchmarks/speed.py", *args_given]),
+            "command": _bench.command(__file__, argv),
             "threads": args.threads,
             "seeds": seeds,
             "loadavg_start": [round(x, 2) for x in load_start],
