@@ -6,6 +6,7 @@ Not part of the polyrec package: the scripts in this folder import it as ``_benc
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -16,6 +17,9 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 
 
 def peak_rss_mib() -> float:
@@ -153,6 +157,19 @@ def tail(path: Path, n: int = 25) -> str:
 
 def sd(xs: list[float]) -> float | None:
     return statistics.stdev(xs) if len(xs) > 1 else None
+
+
+def command(script: str, argv: list[str] | None = None) -> str:
+    """``python benchmarks/<script> ARGS`` (``argv``, default: this process's arguments)."""
+    args = sys.argv[1:] if argv is None else argv
+    return " ".join(["python", f"benchmarks/{Path(script).name}", *args])
+
+
+def run_header(name: str, script: str, argv: list[str] | None, t0: float) -> dict[str, Any]:
+    """The standard head of a script's results: ``name``, ``date``, ``machine``, ``command``
+    and ``wall_seconds`` since ``t0`` (``time.perf_counter()``)."""
+    return {"name": name, "date": now_utc(), "machine": machine(),
+            "command": command(script, argv), "wall_seconds": time.perf_counter() - t0}  # fmt: skip
 
 
 def now_utc() -> str:
@@ -479,3 +496,42 @@ def run_specs(
         specs, Path(script).resolve(), Path(args.work_dir), threads=args.threads,
         parallel=args.jobs, resume=args.resume, report_only=args.report_only, keep=keep, tag=tag,
     )  # fmt: skip
+
+
+def add_run_options(
+    ap: argparse.ArgumentParser,
+    name: str,
+    *,
+    threads: int,
+    jobs: int,
+    eval_reps: int,
+    shared: bool = True,
+    quick_help: str = "smoke run: 1 seed, few epochs, no files",
+) -> None:
+    """The options every reproduction script takes: ``--threads``, ``--jobs``, ``--eval-reps``,
+    ``--shared`` (unless ``shared`` is false), ``--data-root``, ``--work-dir`` (``runs/bench-
+    <name>``), ``--out-dir``, ``--keep`` (``results/<name>-runs``), ``--quick``, ``--resume``,
+    ``--report-only`` and the hidden ``--worker``."""
+    ap.add_argument("--threads", type=int, default=threads, help="torch threads per run")
+    ap.add_argument("--jobs", type=int, default=jobs, help="runs at a time")
+    ap.add_argument("--eval-reps", type=int, default=eval_reps, help="timed test evaluations")
+    if shared:
+        ap.add_argument("--shared", default=str(ROOT.parent / "shared" / "data"))
+    ap.add_argument("--data-root", default=str(ROOT / "data"))
+    ap.add_argument("--work-dir", default=str(ROOT / "runs" / f"bench-{name}"))
+    ap.add_argument("--out-dir", default=str(HERE / "results"))
+    ap.add_argument(
+        "--keep",
+        default=str(HERE / "results" / f"{name}-runs"),
+        help="folder for each run's result JSON (committed, so later sessions can --resume); "
+        "'' keeps them in --work-dir",
+    )
+    ap.add_argument("--quick", action="store_true", help=quick_help)
+    ap.add_argument("--resume", action="store_true", help="reuse the finished runs kept")
+    ap.add_argument("--report-only", action="store_true", help="tables from the finished runs only")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+
+
+def keep_dir(args: Any) -> Path | None:
+    """Where the runs' result JSON is kept (``--keep``): none for ``--quick`` or ``--keep ''``."""
+    return None if args.quick or not args.keep else Path(args.keep)

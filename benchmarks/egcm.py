@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -231,10 +230,6 @@ def plot_slots(abl: dict[str, dict[str, Any]], out: Path) -> str | None:
 
 # ------------------------------------------------------------------------------------ main
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    done = _bench.worker_main(argv)
-    if done is not None:
-        return done
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--ablation-seeds", type=int, default=1)
@@ -243,18 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-epochs", type=int, default=200)
     ap.add_argument("--patience", type=int, default=25, help="as the multi-behavior benchmark")
     ap.add_argument("--min-epochs", type=int, default=40, help="as the multi-behavior benchmark")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--eval-reps", type=int, default=1)
-    ap.add_argument("--resume", action="store_true")
-    ap.add_argument("--report-only", action="store_true")
-    ap.add_argument("--keep", default=str(HERE / "results" / "egcm-runs"))
     ap.add_argument("--compared-keep", default=str(HERE / "results" / "multibehavior-runs"))
-    ap.add_argument("--shared", default=str(ROOT.parent / "shared" / "data"))
-    ap.add_argument("--data-root", default=str(ROOT / "data"))
-    ap.add_argument("--work-dir", default=str(ROOT / "runs" / "bench-egcm"))
-    ap.add_argument("--out-dir", default=str(HERE / "results"))
-    ap.add_argument("--quick", action="store_true")
+    _bench.add_run_options(ap, "egcm", threads=1, jobs=2, eval_reps=1)
     ap.add_argument(
         "--only",
         default="",
@@ -262,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         "others are reused when kept and reported missing otherwise",
     )
     args = ap.parse_args(argv)
+    if args.worker:
+        return _bench.worker_main(["--worker", args.worker]) or 0
     if args.quick:
         args.seeds, args.ablation_seeds, args.tmall_seeds = 1, 1, 0
         args.max_epochs, args.min_epochs, args.eval_reps, args.slot_days = 2, 0, 1, "60"
@@ -317,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         "tag": NAME,
     }
     script, work = Path(__file__).resolve(), Path(args.work_dir)
-    keep = None if args.quick else Path(args.keep)
+    keep = _bench.keep_dir(args)
     only = [p for p in args.only.split(",") if p]
 
     def run_block(
@@ -360,11 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         if cell:
             abl[v] = mb.aggregate(cell)
     res: dict[str, Any] = {
-        "name": NAME,
-        "date": _bench.now_utc(),
-        "machine": _bench.machine(),
-        "command": "python benchmarks/egcm.py " + " ".join(argv),
-        "wall_seconds": time.perf_counter() - t0,
+        **_bench.run_header(NAME, __file__, argv, t0),
         "settings": {
             "seeds": seeds,
             "ablation_seeds": seeds[: args.ablation_seeds],

@@ -237,13 +237,6 @@ def report(res: dict[str, Any]) -> _bench.Doc:
     return doc
 
 
-def cell(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    agg = sequential.aggregate(runs)
-    cos = [r["interest_cosine"] for r in runs if r.get("interest_cosine") is not None]
-    agg["interest_cosine"] = {"mean": _bench.mean(cos), "sd": _bench.sd(cos), "n": len(cos)}
-    return agg
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--models", default=",".join(MODELS))
@@ -252,20 +245,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-epochs", type=int, default=60)
     ap.add_argument("--patience", type=int, default=5)
     ap.add_argument("--batches-per-epoch", type=int, default=200)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--eval-reps", type=int, default=1)
     ap.add_argument("--graph-sizes", default="20,200,2000", help="'' skips the graph timing")
     ap.add_argument("--graph-users", type=int, default=20000)
     ap.add_argument("--graph-length", type=int, default=50)
-    ap.add_argument("--data-root", default=str(ROOT / "data"))
-    ap.add_argument("--work-dir", default=str(ROOT / "runs" / "bench-hpcl4sr"))
-    ap.add_argument("--out-dir", default=str(HERE / "results"))
-    ap.add_argument("--keep", default=str(HERE / "results" / "hpcl4sr-runs"))
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--resume", action="store_true")
-    ap.add_argument("--report-only", action="store_true")
-    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    _bench.add_run_options(ap, NAME, threads=1, jobs=2, eval_reps=1, shared=False)
     args = ap.parse_args(argv)
     if args.worker:
         return _bench.worker_main(["--worker", args.worker]) or 0
@@ -284,25 +267,19 @@ def main(argv: list[str] | None = None) -> int:
         if i < args.ablation_seeds:
             specs += [spec(v, seed, data, args) for v in ABLATION_ROWS]
     t0 = time.perf_counter()
-    runs, failures = _bench.run_specs(
-        specs, __file__, args, None if args.quick else Path(args.keep), NAME
-    )
+    runs, failures = _bench.run_specs(specs, __file__, args, _bench.keep_dir(args), NAME)
     results: dict[str, Any] = {}
     for variant in [*models, *ABLATION_ROWS]:
         c = [r for r in runs if r.get("variant") == variant]
         if c:
-            results[variant] = cell(c)
+            results[variant] = sequential.interest_cell(c)
     sizes = [int(x) for x in args.graph_sizes.split(",") if x.strip()]
     graph = graph_timing(sizes, args.graph_users, args.graph_length, reps=3) if sizes else []
     from polyrec.data.log import InteractionLog
 
     log = InteractionLog.load(data)
     res = {
-        "name": NAME,
-        "date": _bench.now_utc(),
-        "machine": _bench.machine(),
-        "command": "python benchmarks/hpcl4sr.py " + " ".join(argv or sys.argv[1:]),
-        "wall_seconds": time.perf_counter() - t0,
+        **_bench.run_header(NAME, __file__, argv, t0),
         "data_note": f"{log.n_users} users, {log.n_items} items, {len(log)} interactions.",
         "settings": {
             "seeds": seeds,

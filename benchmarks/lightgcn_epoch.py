@@ -4,7 +4,11 @@ and autograd through torch.sparse.mm.
 Synthetic graph shaped like Retailrocket (2,174 users × 30,113 items; ~97k distinct pairs over
 all behaviors, ~9.5k target pairs), d = 64, 3 layers, batch 2,048, Adam. Not a test.
 
-    python benchmarks/lightgcn_epoch.py [--epochs 3] [--mallopt] [--profile] [--out FILE.json]
+    python benchmarks/lightgcn_epoch.py [--epochs 3] [--mallopt] [--profile] [--note TEXT]
+
+Writes ``results/<name>.json`` (``polyrec-bench/1``; ``--name``, default ``lightgcn_epoch_mallopt``
+or ``lightgcn_epoch_default``; ``--quick``: one timed epoch, no files); its markdown is
+``polyrec report benchmarks/results --markdown``'s.
 
 ``--mallopt`` keeps freed memory in glibc's heap (mallopt M_MMAP_THRESHOLD / M_TRIM_THRESHOLD)
 so that each new 8 MB activation does not page-fault fresh pages; on the 2-core VM used here
@@ -14,12 +18,12 @@ that alone changed per-epoch time a lot (see the printed numbers).
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
+import _bench
 import numpy as np
 import torch
 
@@ -27,8 +31,11 @@ from polyrec.data.log import IdMap, InteractionLog
 from polyrec.models import LightGCN, TrainData, build_model
 from polyrec.runtime import tune_allocator
 
+HERE = Path(__file__).resolve().parent
 # fused: one SymmetricPolynomial node; layerwise: SymmetricSpMM per layer; autograd: sparse.mm
 MODES = ("fused", "layerwise", "autograd")
+COLUMNS = ("behaviors", "propagation", "graph_nnz", "batches", "s_per_epoch_median",
+           "s_per_epoch_all")  # fmt: skip
 
 
 def synthetic_retailrocket(
@@ -85,15 +92,36 @@ def epoch(
     return time.perf_counter() - t, n
 
 
-def main() -> None:
+def report(res: dict[str, Any]) -> _bench.Doc:
+    doc = _bench.Doc(f"LightGCN s / epoch: {res['name']}")
+    note = f" {res['note']}" if res.get("note") else ""
+    doc.text(
+        f"d = {res['d']}, {res['layers']} layers, batch {res['batch_size']}, glibc mallopt "
+        f"{res['mallopt']}.{note}"
+    )
+    doc.table(list(COLUMNS))
+    for r in res["results"]:
+        doc.row(*(str(r[c]) if isinstance(r[c], list) else r[c] for c in COLUMNS))
+    if res.get("profile_top"):
+        doc.section("Profile of one epoch (all behaviors, fused)")
+        doc.text(f"```\n{res['profile_top'].rstrip()}\n```")
+    return doc
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=2048)
     ap.add_argument("--mallopt", action="store_true")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--behaviors", choices=["target", "all", "both"], default="both")
-    ap.add_argument("--out", type=Path)
-    args = ap.parse_args()
+    ap.add_argument("--note", default="", help="a sentence for the report (e.g. machine load)")
+    ap.add_argument("--name", help="default lightgcn_epoch_mallopt / lightgcn_epoch_default")
+    ap.add_argument("--out-dir", type=Path, default=HERE / "results")
+    ap.add_argument("--quick", action="store_true", help="1 timed epoch, no files")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.epochs = 1
     malloc_tuned = set_mallopt() if args.mallopt else False
 
     data = TrainData(synthetic_retailrocket())
@@ -152,25 +180,31 @@ def main() -> None:
         profile_lines = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12)
         print(profile_lines)
 
-    if args.out:
-        args.out.write_text(
-            json.dumps(
-                {
-                    "benchmark": "lightgcn_epoch",
-                    "machine": platform.processor() or platform.machine(),
-                    "threads": torch.get_num_threads(),
-                    "torch": torch.__version__,
-                    "mallopt": malloc_tuned,
-                    "d": 64,
-                    "layers": 3,
-                    "batch_size": args.batch_size,
-                    "results": results,
-                    "profile_top": profile_lines,
-                },
-                indent=2,
-            )
-        )
+    res = {
+        "name": args.name or f"lightgcn_epoch_{'mallopt' if args.mallopt else 'default'}",
+        "date": _bench.now_utc(),
+        "machine": _bench.machine(),
+        "command": _bench.command(__file__, argv),
+        "settings": {
+            "threads": torch.get_num_threads(),
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "mallopt": malloc_tuned,
+            "behaviors": args.behaviors,
+            "profile": args.profile,
+        },
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "mallopt": malloc_tuned,
+        "d": 64,
+        "layers": 3,
+        "batch_size": args.batch_size,
+        "results": results,
+        "profile_top": profile_lines,
+        "note": args.note,
+    }
+    return _bench.emit(res, report(res), args.out_dir, args.quick, "lightgcn_epoch")
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

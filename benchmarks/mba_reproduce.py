@@ -25,7 +25,8 @@ Retailrocket, next to the official code's figures from ``../shared/ANCHORS.md``.
     python benchmarks/mba_reproduce.py --datasets retailrocket --threads 1
 
 Every run is its own child process (``--threads`` torch threads), so its peak memory
-(``ru_maxrss``) is its own. Results: ``benchmarks/results/mba-reproduce.{json,md}``.
+(``ru_maxrss``) is its own. Results: ``benchmarks/results/mba-reproduce.json``
+(``polyrec-bench/1``; its markdown: ``polyrec report benchmarks/results --markdown``).
 """
 
 from __future__ import annotations
@@ -33,16 +34,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import _bench
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -141,12 +142,6 @@ def prepare_data(data_dir: Path, names: list[str]) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------------------------- worker
-def _peak_rss_mib() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
     """Child process: train one configuration, return metrics, per-phase timings and memory."""
     import torch
@@ -223,7 +218,7 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
         "label": spec["label"],
         "seed": spec["seed"],
         "model": cfg.model,
-        "params": cfg.params,
+        "params": cfg.params.model_dump(mode="json"),
         "split": prepared.split.describe(),
         "best_epoch": state["best_epoch"],
         "epochs_run": state["epoch"],
@@ -234,7 +229,7 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
         "test": {k: metrics["test"]["metrics"]["full"][k] for k in METRICS},
         "epochs": reporter.epochs,
         "pretrain_epochs": int(getattr(model, "pre_epochs", 0)),
-        "peak_rss_mib": _peak_rss_mib(),
+        "peak_rss_mib": _bench.peak_rss_mib(),
     }
 
 
@@ -548,172 +543,148 @@ def side_by_side(args: argparse.Namespace, data: str, work: Path) -> dict[str, A
 
 
 # ------------------------------------------------------------------------------------ report
-def markdown(report: dict[str, Any]) -> str:
-    L: list[str] = []
-    L.append("# MBA reproduction (Xin et al., SIGIR 2023)")
-    L.append("")
-    L.append(
-        f"Date: {report['date']}. Machine: {report['machine']['cpu_model']}, "
-        f"{report['machine']['cores']} cores, torch {report['machine']['torch']}, "
-        f"{report['threads']} torch thread(s) per run; seeds per dataset {report['seeds']}."
-    )
-    L.append("")
-    L.append("## Protocol")
-    L.extend(f"- {line}" for line in report["protocol"])
-    L.append("")
-    L.append("## Accuracy (test, full ranking, best validation epoch; mean ± sd over seeds)")
-    for ds, s in report["summary"].items():
-        L.append("")
-        L.append(f"### {ds}")
-        L.append("")
-        L.append(
-            "| model | Recall@10 | Recall@20 | NDCG@10 | NDCG@20 | valid Recall@20 | best epoch | epochs "
-            "| seeds |"
-        )
-        L.append("|---|---|---|---|---|---|---|---|---|")
+SPLIT = "purchases 4:1 at random + 10 % validation (MBA §4.3)"
+SELECTION = "validation recall@20"
+
+
+def report(res: dict[str, Any]) -> _bench.Doc:
+    doc = _bench.Doc("MBA reproduction (Xin et al., SIGIR 2023)")
+    doc.section("Protocol").text("\n".join(f"- {line}" for line in res["protocol"]))
+    doc.section("Accuracy (test, full ranking, best validation epoch; mean ± sd over seeds)")
+    for ds, s in res["summary"].items():
+        doc.section(ds, level=3)
+        doc.table(["model", "Recall@10", "Recall@20", "NDCG@10", "NDCG@20", "valid Recall@20",
+                   "best epoch", "epochs", "seeds"])  # fmt: skip
         for label, row in s["rows"].items():
             if "error" in row:
-                L.append(f"| {label} | cannot run: {row['error']} | | | | | | | |")
+                doc.row(label, f"cannot run: {row['error']}", *[""] * 7)
                 continue
             t, n = row["test"], len(row["seeds"])
-            L.append(
-                f"| {label} | {_fmt(t['recall@10'], n=n)} | {_fmt(t['recall@20'], n=n)} | "
-                f"{_fmt(t['ndcg@10'], n=n)} | {_fmt(t['ndcg@20'], n=n)} | "
-                f"{_fmt(row['valid']['recall@20'], n=n)} | "
-                f"{row['best_epoch'][0]:.0f} | {row['epochs_run'][0]:.0f} | {n} |"
-            )
-    L.append("")
-    L.append("## Relative gain of MBA (Recall@20 / NDCG@20): the paper vs ours")
-    L.append("")
-    L.append("| source | comparison | Recall@20 | NDCG@20 |")
-    L.append("|---|---|---|---|")
-    for k, g in report["paper_gains"].items():
-        L.append(f"| paper Tables 2–3 | {k} | {g['recall@20']:+.1%} | {g['ndcg@20']:+.1%} |")
+            doc.row(label, *(_fmt(t[m], n=n) for m in METRICS),
+                    _fmt(row["valid"]["recall@20"], n=n), f"{row['best_epoch'][0]:.0f}",
+                    f"{row['epochs_run'][0]:.0f}", str(n))  # fmt: skip
+    doc.section("Relative gain of MBA (Recall@20 / NDCG@20): the paper vs ours")
+    doc.table(["source", "comparison", "Recall@20", "NDCG@20"])
+    for k, g in res["paper_gains"].items():
+        doc.row("paper Tables 2–3", k, f"{g['recall@20']:+.1%}", f"{g['ndcg@20']:+.1%}")
     off = OFFICIAL["test_selected_on_test"]
     og = {m: off["MBA-MF"][m] / off["MF-BPR (buy)"][m] - 1 for m in ("recall@20", "ndcg@20")}
-    L.append(
-        f"| official code on Retailrocket (ANCHORS.md, selected on test) | MBA-MF vs MF-BPR (buy) "
-        f"| {og['recall@20']:+.1%} | {og['ndcg@20']:+.1%} |"
-    )
-    for ds, s in report["summary"].items():
+    doc.row("official code on Retailrocket (ANCHORS.md, selected on test)",
+            "MBA-MF vs MF-BPR (buy)", f"{og['recall@20']:+.1%}", f"{og['ndcg@20']:+.1%}")  # fmt: skip
+    for ds, s in res["summary"].items():
         for k, g in s["gains"].items():
-            L.append(f"| ours, {ds} | {k} | {g['recall@20']:+.1%} | {g['ndcg@20']:+.1%} |")
-    L.append("")
-    L.append("## Published numbers next to ours (Recall@10, Recall@20, NDCG@10, NDCG@20)")
-    L.append("")
-    L.append("| dataset | model | paper | ours |")
-    L.append("|---|---|---|---|")
-    pairs = [("Beibei", "beibei"), ("Taobao", "tmall")]
-    for paper_ds, ds in pairs:
-        rows = report["summary"].get(ds, {}).get("rows", {})
+            doc.row(f"ours, {ds}", k, f"{g['recall@20']:+.1%}", f"{g['ndcg@20']:+.1%}")
+    doc.section("Published numbers next to ours (Recall@10, Recall@20, NDCG@10, NDCG@20)")
+    doc.table(["dataset", "model", "paper", "ours"])
+    for paper_ds, ds in (("Beibei", "beibei"), ("Taobao", "tmall")):
+        rows = res["summary"].get(ds, {}).get("rows", {})
         for label, vals in PAPER[paper_ds].items():
             ours = rows.get(label, {})
             ours_s = (
                 " / ".join(f"{ours['test'][m][0]:.4f}" for m in METRICS) if "test" in ours else "—"
             )
-            L.append(
-                f"| {paper_ds} (ours: {ds}) | {label} | {' / '.join(f'{v:.4f}' for v in vals)} | {ours_s} |"
-            )
-    L.append("")
-    L.append(
+            doc.row(f"{paper_ds} (ours: {ds})", label, " / ".join(f"{v:.4f}" for v in vals), ours_s)
+    doc.text(
         "Tmall here is the Taobao UserBehavior period the paper's Taobao also comes from, but "
         "with *cart* as the auxiliary behavior (its page views are missing) and another "
         "preprocessing; it is not the paper's dataset."
     )
-    if report.get("speed"):
-        sp = report["speed"]
-        o, ours = sp["official"], sp["ours"]
-        L.append("")
-        L.append("## Speed on Retailrocket (MBA-MF; CPU)")
-        L.append("")
-        L.append(
-            "| phase | official s / epoch | ours s / epoch (wall) | ours CPU s / epoch | "
-            "speed-up (wall / CPU) | official s / eval | ours s / eval |"
-        )
-        L.append("|---|---|---|---|---|---|---|")
-        names = {
-            "pretrain_view": ("pre-train P(R_g) (view MF)", "pretrain"),
-            "pretrain_buy": ("pre-train P(R_f) (buy MF)", "pretrain"),
-            "main": ("MBA main phase", "main"),
-        }
-
-        def num(x: float | None, fmt: str) -> str:
-            return "—" if x is None else format(x, fmt)
-
-        for k, (label, ek) in names.items():
-            su = sp["speedup_per_epoch"][k]
-            L.append(
-                f"| {label} | {o['seconds_per_epoch'][k]:.2f} | "
-                f"{num(ours['seconds_per_epoch'][k], '.3f')} | "
-                f"{num(ours['cpu_seconds_per_epoch'][k], '.3f')} | "
-                f"{num(su['wall'], '.1f')}× / {num(su['cpu'], '.1f')}× | "
-                f"{o['seconds_per_eval'][k]:.2f} | {num(ours['seconds_per_eval'][ek], '.3f')} |"
-            )
-        L.append("")
-        L.append(
-            f"Peak memory (whole run, one process): ours {ours['peak_memory_mib']:.0f} MiB; "
-            f"official {o['peak_memory_mib']['pretrain']} MiB (pre-training) / "
-            f"{o['peak_memory_mib']['main']} MiB (main phase). A pre-training epoch of ours trains "
-            "both behavior models (the official code trains them in two runs); it is split "
-            "between them by the model's own timers. The official figures are wall seconds on an "
-            "idle 2-core machine; ours were measured with other jobs running — load average "
-            f"(start, end) of each run: {ours['load_avg']} — so the CPU seconds are the fairer "
-            f"comparison. Epochs run: pre-training {ours['pretrain_epochs']}, main "
-            f"{ours['main_epochs']} per seed."
-        )
-    if report.get("side_by_side"):
-        sb = report["side_by_side"]
-        L.append("")
-        L.append(
-            f"### Side by side with the official code ({sb['rounds']} alternating rounds of "
-            f"{sb['epochs_per_phase']} epochs per phase, {sb['threads']} thread(s), same split)"
-        )
-        L.append("")
-        L.append(
-            "| phase | official s / epoch (wall / CPU) | ours s / epoch (wall / CPU) | "
-            "speed-up (wall / CPU) |"
-        )
-        L.append("|---|---|---|---|")
-        for ph in ("pretrain_view", "pretrain_buy", "main"):
-            o, su = sb["official"][ph], sb["speedup"][ph]
-            w, c = sb["ours"]["seconds_per_epoch"][ph], sb["ours"]["cpu_seconds_per_epoch"][ph]
-            L.append(
-                f"| {ph} | {o['wall']:.3f} / {o['cpu']:.3f} | {w:.3f} / {c:.3f} | "
-                f"{su['wall']:.1f}× / {su['cpu']:.1f}× |"
-            )
-        L.append("")
-        L.append(
-            f"Official evaluation (main phase): {sb['official']['main']['eval']:.3f} s; ours: "
-            f"{sb['ours']['seconds_per_eval']['main']:.3f} s. Peak memory: official "
-            f"{sb['peak_memory_mib']['official']:.0f} MiB, ours {sb['peak_memory_mib']['ours']:.0f} MiB."
-        )
-    L.append("")
-    L.append("## Notes")
-    L.extend(f"- {n}" for n in report["notes"])
-    return "\n".join(L) + "\n"
+    if res.get("speed"):
+        speed_section(doc, res["speed"])
+    if res.get("side_by_side"):
+        side_by_side_section(doc, res["side_by_side"])
+    doc.section("Notes").text("\n".join(f"- {n}" for n in res["notes"]))
+    return doc
 
 
-def _machine() -> dict[str, Any]:
-    import torch
+def _num(x: float | None, fmt: str) -> str:
+    return "—" if x is None else format(x, fmt)
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "platform": platform.platform(),
-        "cpu_model": cpu,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
+
+def speed_section(doc: _bench.Doc, sp: dict[str, Any]) -> None:
+    o, ours = sp["official"], sp["ours"]
+    doc.section("Speed on Retailrocket (MBA-MF; CPU)")
+    doc.table(["phase", "official s / epoch", "ours s / epoch (wall)", "ours CPU s / epoch",
+               "speed-up (wall / CPU)", "official s / eval", "ours s / eval"])  # fmt: skip
+    names = {
+        "pretrain_view": ("pre-train P(R_g) (view MF)", "pretrain"),
+        "pretrain_buy": ("pre-train P(R_f) (buy MF)", "pretrain"),
+        "main": ("MBA main phase", "main"),
     }
+    for k, (label, ek) in names.items():
+        su = sp["speedup_per_epoch"][k]
+        doc.row(label, f"{o['seconds_per_epoch'][k]:.2f}",
+                _num(ours["seconds_per_epoch"][k], ".3f"),
+                _num(ours["cpu_seconds_per_epoch"][k], ".3f"),
+                f"{_num(su['wall'], '.1f')}× / {_num(su['cpu'], '.1f')}×",
+                f"{o['seconds_per_eval'][k]:.2f}", _num(ours["seconds_per_eval"][ek], ".3f"))  # fmt: skip
+    doc.text(
+        f"Peak memory (whole run, one process): ours {ours['peak_memory_mib']:.0f} MiB; "
+        f"official {o['peak_memory_mib']['pretrain']} MiB (pre-training) / "
+        f"{o['peak_memory_mib']['main']} MiB (main phase). A pre-training epoch of ours trains "
+        "both behavior models (the official code trains them in two runs); it is split "
+        "between them by the model's own timers. The official figures are wall seconds on an "
+        "idle 2-core machine; ours were measured with other jobs running — load average "
+        f"(start, end) of each run: {[tuple(x) for x in ours['load_avg']]} — so the CPU seconds "
+        "are the fairer "
+        f"comparison. Epochs run: pre-training {ours['pretrain_epochs']}, main "
+        f"{ours['main_epochs']} per seed."
+    )
 
 
-def main() -> None:
+def side_by_side_section(doc: _bench.Doc, sb: dict[str, Any]) -> None:
+    doc.section(
+        f"Side by side with the official code ({sb['rounds']} alternating rounds of "
+        f"{sb['epochs_per_phase']} epochs per phase, {sb['threads']} thread(s), same split)",
+        level=3,
+    )
+    doc.table(["phase", "official s / epoch (wall / CPU)", "ours s / epoch (wall / CPU)",
+               "speed-up (wall / CPU)"])  # fmt: skip
+    for ph in ("pretrain_view", "pretrain_buy", "main"):
+        o, su = sb["official"][ph], sb["speedup"][ph]
+        w, c = sb["ours"]["seconds_per_epoch"][ph], sb["ours"]["cpu_seconds_per_epoch"][ph]
+        doc.row(ph, f"{o['wall']:.3f} / {o['cpu']:.3f}", f"{w:.3f} / {c:.3f}",
+                f"{su['wall']:.1f}× / {su['cpu']:.1f}×")  # fmt: skip
+    doc.text(
+        f"Official evaluation (main phase): {sb['official']['main']['eval']:.3f} s; ours: "
+        f"{sb['ours']['seconds_per_eval']['main']:.3f} s. Peak memory: official "
+        f"{sb['peak_memory_mib']['official']:.0f} MiB, ours {sb['peak_memory_mib']['ours']:.0f} MiB."
+    )
+
+
+def results_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """The document's ``results``: one row per dataset and model (a failed model: no metrics)."""
+    return [
+        _bench.result_row(ds, label, "full", SELECTION, SPLIT, len(row.get("seeds") or [0]),
+                          row.get("test", {}))
+        for ds, s in summary.items()
+        for label, row in s["rows"].items()
+    ]  # fmt: skip
+
+
+def flat_runs(results: dict[str, dict[str, list[dict[str, Any]]]]) -> list[dict[str, Any]]:
+    """The document's ``runs``: every run with its dataset, model and validation curve."""
+    out = []
+    for ds, by_label in results.items():
+        for label, runs in by_label.items():
+            for r in runs:
+                run = {"dataset": ds, "model": r.get("model", label), **r}
+                if r.get("epochs"):
+                    run["curve"] = [[e["epoch"], e.get("valid_recall@20")] for e in r["epochs"]]
+                    run["curve_metric"] = "valid recall@20"
+                out.append(run)
+    return out
+
+
+def grouped_runs(runs: list[dict[str, Any]]) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """:func:`flat_runs` back by dataset and label (an earlier document's runs, ``--reuse``)."""
+    out: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for r in runs:
+        out.setdefault(r["dataset"], {}).setdefault(r.get("label", r["model"]), []).append(r)
+    return out
+
+
+def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -759,7 +730,7 @@ def main() -> None:
         spec = json.loads(Path(args.worker).read_text())
         fn = run_official_worker if spec.get("kind") == "official" else run_worker
         Path(args.result).write_text(json.dumps(fn(spec)))
-        return
+        return 0
 
     names = [d.strip() for d in args.datasets.split(",") if d.strip()]
     unknown = [d for d in names if d not in DATASETS]
@@ -767,11 +738,11 @@ def main() -> None:
         raise SystemExit(f"unknown dataset(s) {unknown}; choose from {', '.join(DATASETS)}")
     folders = prepare_data(Path(args.data_dir), names)
     if args.prepare_only:
-        return
+        return 0
     seeds = [args.first_seed] if args.quick else [args.first_seed + k for k in range(args.seeds)]
     quick = ["train.epochs=3", "params.pretrain_epochs=1"]
     results: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    started = datetime.now(UTC).isoformat(timespec="seconds")
+    started = _bench.now_utc()
     keep = Path(args.out_dir) / "mba-runs"
     jobs: list[tuple[str, str, int, dict[str, Any]]] = []
     for ds in names:
@@ -847,19 +818,31 @@ def main() -> None:
             side = side_by_side(args, folders["retailrocket"], work)
     for path in [] if args.quick else args.reuse:
         try:
-            previous = json.loads(Path(path).read_text())
-        except (OSError, ValueError) as e:  # keep this run's results whatever happens
+            previous = _bench.read_document(Path(path))
+        except (OSError, ValueError, KeyError) as e:  # keep this run's results whatever happens
             print(f"--reuse {path}: not merged ({e})", flush=True)
             continue
-        for ds, runs in previous["runs"].items():
+        for ds, runs in grouped_runs(previous["runs"]).items():
             results.setdefault(ds, runs)
         side = side or previous.get("side_by_side")
     summary = summarise(results)
     speed_runs = [r for r in results.get("retailrocket", {}).get("MBA-MF", []) if "error" not in r]
-    report = {
+    res = {
         "name": NAME,
         "date": started,
-        "machine": _machine(),
+        "machine": _bench.machine(),
+        "command": _bench.command(__file__),
+        "settings": {
+            "threads": args.threads,
+            "jobs": args.jobs,
+            "datasets": names,
+            "first_seed": args.first_seed,
+            "seeds_per_model": 1 if args.quick else args.seeds,
+            "quick": args.quick,
+            "official": args.official,
+            "official_rounds": args.official_rounds,
+            "official_epochs": args.official_epochs,
+        },
         "threads": args.threads,
         "seeds": {
             ds: sorted({r["seed"] for runs in by.values() for r in runs if "seed" in r})
@@ -889,7 +872,7 @@ def main() -> None:
         "paper_gains": paper_gains(),
         "speed": speed_summary(speed_runs) if speed_runs else None,
         "side_by_side": side,
-        "runs": results,
+        "runs": flat_runs(results),
         "notes": [
             "MF-BPR (all behaviors) merges every behavior into one positive set. Under MBA's "
             "protocol the auxiliary rows of held-out purchases stay in training (the official code "
@@ -900,19 +883,11 @@ def main() -> None:
             "Accuracy runs are the same runs as the speed runs (Retailrocket MBA-MF).",
         ],
     }
-    text = markdown(report)
-    if args.quick:
-        print(text)
-        return
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    for suffix, content in (("json", json.dumps(report, indent=2)), ("md", text)):
-        tmp_file = out / f".{NAME}.{suffix}.tmp"
-        tmp_file.write_text(content)
-        tmp_file.replace(out / f"{NAME}.{suffix}")
-    print(text)
-    print(f"wrote {out / NAME}.json and .md")
+    # a model that cannot run on a dataset (MBA on Beibei) is a result (its table row), not a
+    # failure; a run that crashes stops the script
+    return _bench.emit(res, report(res), Path(args.out_dir), args.quick, "mba",
+                       results=results_rows(summary), failures=[])  # fmt: skip
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -254,10 +253,6 @@ SPLIT = "leave-one-out on buy (published test purchase)"
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    done = _bench.worker_main(argv)
-    if done is not None:
-        return done
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--datasets", default="retailrocket")
     ap.add_argument("--models", default=",".join(MODELS))
@@ -288,24 +283,13 @@ def main(argv: list[str] | None = None) -> int:
         help="no early stop before this epoch (MF-BPR at lr 1e-3 shows no validation signal "
         "for ~30 epochs from its Xavier init)",
     )
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--jobs", type=int, default=1)
-    ap.add_argument("--eval-reps", type=int, default=3)
-    ap.add_argument("--resume", action="store_true", help="reuse finished runs in --work-dir")
-    ap.add_argument("--report-only", action="store_true", help="tables from the finished runs only")
-    ap.add_argument(
-        "--keep",
-        default=str(HERE / "results" / "multibehavior-runs"),
-        help="folder for each run's result JSON (committed, so later sessions can --resume); "
-        "'' keeps them in --work-dir",
-    )
-    ap.add_argument("--shared", default=str(ROOT.parent / "shared" / "data"))
-    ap.add_argument("--data-root", default=str(ROOT / "data"))
-    ap.add_argument("--work-dir", default=str(ROOT / "runs" / "bench-multibehavior"))
-    ap.add_argument("--out-dir", default=str(HERE / "results"))
     ap.add_argument("--name", default="multibehavior")
-    ap.add_argument("--quick", action="store_true", help="1 seed, 2 epochs, no files")
+    _bench.add_run_options(
+        ap, "multibehavior", threads=2, jobs=1, eval_reps=3, quick_help="1 seed, 2 epochs, no files"
+    )
     args = ap.parse_args(argv)
+    if args.worker:
+        return _bench.worker_main(["--worker", args.worker]) or 0
     if args.quick:
         args.seeds, args.max_epochs, args.eval_reps = 1, 2, 1
     datasets = [d for d in args.datasets.split(",") if d]
@@ -326,9 +310,7 @@ def main(argv: list[str] | None = None) -> int:
             sds = seeds if args.other_seeds is None else seeds_from(args.other_seeds)
         specs += [spec_for(d, m, seed, sel, data, args) for sel in sels for seed in sds for m in ms]
     t0 = time.perf_counter()
-    runs, failures = _bench.run_specs(
-        specs, __file__, args, Path(args.keep) if args.keep else None, "multibehavior"
-    )
+    runs, failures = _bench.run_specs(specs, __file__, args, _bench.keep_dir(args), "multibehavior")
     results: dict[str, dict[str, dict[str, Any]]] = {}
     for d in datasets:
         for sel in selects:
@@ -347,11 +329,7 @@ def main(argv: list[str] | None = None) -> int:
             "other_cpu_load": a["other_cpu_load"],
         }
     res = {
-        "name": args.name,
-        "date": _bench.now_utc(),
-        "machine": _bench.machine(),
-        "command": "python benchmarks/multibehavior.py " + " ".join(argv),
-        "wall_seconds": time.perf_counter() - t0,
+        **_bench.run_header(args.name, __file__, argv, t0),
         "settings": {
             "seeds": seeds,
             "select": selects,

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -64,13 +63,6 @@ def backbone_runs(keep: Path, d: str, model: str, seeds: list[int]) -> list[dict
         if p.exists():
             out.append({"seed": seed, **json.loads(p.read_text())})
     return out
-
-
-def cell(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    agg = sequential.aggregate(runs)
-    cos = [r["interest_cosine"] for r in runs if r.get("interest_cosine") is not None]
-    agg["interest_cosine"] = {"mean": _bench.mean(cos), "sd": _bench.sd(cos), "n": len(cos)}
-    return agg
 
 
 def report(res: dict[str, Any]) -> _bench.Doc:
@@ -131,19 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-epochs", type=int, default=60)
     ap.add_argument("--patience", type=int, default=4)
     ap.add_argument("--batches-per-epoch", type=int, default=500)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--eval-reps", type=int, default=1)
-    ap.add_argument("--shared", default=str(ROOT.parent / "shared" / "data"))
-    ap.add_argument("--data-root", default=str(ROOT / "data"))
-    ap.add_argument("--work-dir", default=str(ROOT / "runs" / "bench-re4"))
-    ap.add_argument("--out-dir", default=str(HERE / "results"))
-    ap.add_argument("--keep", default=str(HERE / "results" / "re4-runs"))
     ap.add_argument("--backbone-runs", default=str(HERE / "results" / "sequential-runs"))
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--resume", action="store_true")
-    ap.add_argument("--report-only", action="store_true")
-    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    _bench.add_run_options(ap, NAME, threads=1, jobs=2, eval_reps=1)
     args = ap.parse_args(argv)
     if args.worker:
         return _bench.worker_main(["--worker", args.worker]) or 0
@@ -172,9 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                 specs += [spec(d, PAIRS[m], seed, paths[d], args) for m in models]
                 specs += [spec(d, v, seed, paths[d], args) for v in ABLATIONS]
     t0 = time.perf_counter()
-    runs, failures = _bench.run_specs(
-        specs, __file__, args, None if args.quick else Path(args.keep), "re4"
-    )
+    runs, failures = _bench.run_specs(specs, __file__, args, _bench.keep_dir(args), "re4")
     results: dict[str, dict[str, Any]] = {}
     cosine: dict[str, dict[str, Any]] = {}
     for d in datasets:
@@ -182,26 +161,24 @@ def main(argv: list[str] | None = None) -> int:
         for m in models:
             base = backbone_runs(Path(args.backbone_runs), d, PAIRS[m], seeds)
             if base:
-                rows[PAIRS[m]] = cell(base)
+                rows[PAIRS[m]] = sequential.interest_cell(base)
             mine = [r for r in runs if r["dataset"] == d and r["variant"] == m]
             if mine:
-                rows[m] = cell(mine)
+                rows[m] = sequential.interest_cell(mine)
         for v in ABLATIONS:
             mine = [r for r in runs if r["dataset"] == d and r["variant"] == v]
             if mine:
-                rows[v] = cell(mine)
+                rows[v] = sequential.interest_cell(mine)
         for m in models:  # fresh backbone runs: their interest cosine
             fresh = [r for r in runs if r["dataset"] == d and r["variant"] == PAIRS[m]]
             if fresh:
-                cosine.setdefault(d, {})[PAIRS[m]] = cell(fresh)["interest_cosine"]
+                cosine.setdefault(d, {})[PAIRS[m]] = sequential.interest_cell(fresh)[
+                    "interest_cosine"
+                ]
         if rows:
             results[d] = rows
     res = {
-        "name": NAME,
-        "date": _bench.now_utc(),
-        "machine": _bench.machine(),
-        "command": "python benchmarks/re4.py " + " ".join(argv or sys.argv[1:]),
-        "wall_seconds": time.perf_counter() - t0,
+        **_bench.run_header(NAME, __file__, argv, t0),
         "settings": {
             "seeds": seeds,
             "ablation_datasets": abl_ds,

@@ -136,9 +136,9 @@ def train_worker(spec: dict[str, Any]) -> dict[str, Any]:
     from polyrec.config import load_config
     from polyrec.data.datasets import load_dataset
     from polyrec.data.splits import Holdout, make_split
+    from polyrec.data.views import TrainData
     from polyrec.eval.audit import audit_split
     from polyrec.eval.evaluator import evaluate
-    from polyrec.models.base import TrainData
     from polyrec.models.registry import build_model
     from polyrec.runtime import tune_allocator
     from polyrec.training.trainer import seed_everything
@@ -554,7 +554,7 @@ NO_DENSE_NOTE = [
     "- split (`data/splits.py`, leave-one-out) and audit (`eval/audit.py`): sorts and "
     "`PairSet` membership tests over sorted `user * n_items + item` int64 keys; sampled-protocol "
     "negatives are [held-out users, 99];",
-    "- training views (`models/base.py` `TrainData`): scipy CSR per behavior (nnz-sized); BPR "
+    "- training views (`data/views.py` `TrainData`): scipy CSR per behavior (nnz-sized); BPR "
     "negatives by rejection against the sorted pair keys (`data/sampling.py`); CML's "
     "per-behavior positives from CSR `indptr`/`indices`;",
     "- graphs (`data/graphs.py`): the normalised (users + items)² adjacency is sparse CSR "

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -128,6 +127,14 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return agg
 
 
+def interest_cell(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """:func:`aggregate` plus the mean pairwise cosine between a user's interests (Re4, HPCL4SR)."""
+    agg = aggregate(runs)
+    cos = [r["interest_cosine"] for r in runs if r.get("interest_cosine") is not None]
+    agg["interest_cosine"] = {"mean": _bench.mean(cos), "sd": _bench.sd(cos), "n": len(cos)}
+    return agg
+
+
 def metric_cells(test: dict[str, Any], keys: list[str]) -> list[str]:
     return [_bench.fmt_mean_sd_from(test[k]["mean"], test[k]["sd"]) for k in keys]
 
@@ -197,23 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-epochs", type=int, default=60, help="validation checks at most")
     ap.add_argument("--patience", type=int, default=4, help="checks without improvement")
     ap.add_argument("--batches-per-epoch", type=int, default=500, help="iterations per check")
-    ap.add_argument("--threads", type=int, default=2, help="torch threads per run")
-    ap.add_argument("--jobs", type=int, default=1, help="runs at a time")
-    ap.add_argument("--eval-reps", type=int, default=3)
-    ap.add_argument("--shared", default=str(ROOT.parent / "shared" / "data"))
-    ap.add_argument("--data-root", default=str(ROOT / "data"))
-    ap.add_argument("--work-dir", default=str(ROOT / "runs" / "bench-sequential"))
-    ap.add_argument("--out-dir", default=str(HERE / "results"))
-    ap.add_argument("--quick", action="store_true", help="1 seed, 2 checks of 200 iterations")
-    ap.add_argument("--resume", action="store_true", help="reuse finished runs found in --work-dir")
-    ap.add_argument("--report-only", action="store_true", help="tables from the finished runs only")
-    ap.add_argument(
-        "--keep",
-        default=str(HERE / "results" / "sequential-runs"),
-        help="folder for each run's result JSON (committed, so later sessions can --resume); "
-        "'' keeps them in --work-dir",
+    _bench.add_run_options(
+        ap, NAME, threads=2, jobs=1, eval_reps=3, quick_help="1 seed, 2 checks of 200 iterations"
     )
-    ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
         spec = json.loads(Path(args.worker).read_text())
@@ -238,9 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         spec_for(d, m, seed, paths[d], args) for seed in seeds for d in datasets for m in models
     ]
     t0 = time.perf_counter()
-    runs, failures = _bench.run_specs(
-        specs, __file__, args, Path(args.keep) if args.keep else None, "sequential"
-    )
+    runs, failures = _bench.run_specs(specs, __file__, args, _bench.keep_dir(args), "sequential")
     results: dict[str, dict[str, Any]] = {}
     for d in datasets:
         for m in models:
@@ -252,11 +243,7 @@ def main(argv: list[str] | None = None) -> int:
                 agg |= {"n_items": c0["n_items"], "test_users": users}
                 results.setdefault(d, {})[m] = agg
     res = {
-        "name": NAME,
-        "date": _bench.now_utc(),
-        "machine": _bench.machine(),
-        "command": "python benchmarks/sequential.py " + " ".join(argv or sys.argv[1:]),
-        "wall_seconds": time.perf_counter() - t0,
+        **_bench.run_header(NAME, __file__, argv, t0),
         "settings": {
             "seeds": seeds,
             "max_epochs": args.max_epochs,
