@@ -1,65 +1,38 @@
-"""Batched evaluation of a trained model on a split's validation or test pairs.
+"""Evaluate a trained model on a split's validation or test pairs: the one entry point.
 
-One pass over the users with held-out pairs, ``batch_size`` users at a time: the model scores the
-batch on its own device once, the sampled 1+N protocol gathers its candidates' scores from that
-block, then the full-ranking protocol masks and ranks it (see :mod:`polyrec.eval.protocols`).
-Full-ranking metrics are averaged over users, sampled metrics over held-out pairs.
+:func:`evaluate` picks the protocol objects (:mod:`polyrec.eval.protocols`,
+:mod:`polyrec.eval.retrieval`) for the model and the names asked for and runs them: a Scorer
+under full ranking and/or sampled 1+N in one pass over the users (each batch scored once), an
+InterestModel under multi-interest retrieval. Full-ranking and retrieval metrics are averaged
+over users, sampled metrics over held-out pairs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
-
-import numpy as np
-import torch
-from torch import Tensor
 
 from polyrec.data.splits import Split
 from polyrec.errors import ConfigError
-from polyrec.eval import metrics as M
 from polyrec.eval.protocols import (
     MASK_MODES,
-    PairIndex,
-    full_ranking,
-    holdout,
-    mask_keys,
-    pair_keys,
-    result_header,
-    sampled_ranks,
+    PARTS,
+    FullRanking,
+    SampledRanking,
+    ScorerProtocol,
+    check_choice,
+    check_part,
+    check_protocols,
+    evaluate_scorer,
 )
-from polyrec.models.base import InterestModel, Model, Scorer
+from polyrec.eval.ranking import Progress
+from polyrec.eval.retrieval import Retrieval, retrieval_options
+from polyrec.models.base import InterestModel, Model
 
+#: what :func:`evaluate` asks a Scorer for by default
 PROTOCOLS: tuple[str, ...] = ("full", "sampled")
-PARTS: tuple[str, ...] = ("valid", "test")
-
-Progress = Callable[[int, int], None]
-
-
-def _check_args(
-    part: str, protocols: Sequence[str], ks: Sequence[int], mask: str, batch_size: int
-) -> tuple[list[str], list[int]]:
-    if part not in PARTS:
-        raise ConfigError(f"evaluation part must be 'valid' or 'test' (got {part!r})")
-    if isinstance(protocols, str):
-        protocols = (protocols,)
-    protos = list(dict.fromkeys(protocols))
-    bad = [p for p in protos if p not in PROTOCOLS]
-    if bad or not protos:
-        raise ConfigError(
-            f"unknown evaluation protocol(s) {bad or protos}; choose from {', '.join(PROTOCOLS)}"
-        )
-    try:
-        kk = sorted({int(k) for k in ks})
-    except (TypeError, ValueError):
-        raise ConfigError(f"ks must be positive integers (got {ks!r})") from None
-    if not kk or kk[0] < 1:
-        raise ConfigError(f"ks must be positive integers (got {list(ks)!r})")
-    if mask not in MASK_MODES:
-        raise ConfigError(f"mask must be one of {', '.join(MASK_MODES)} (got {mask!r})")
-    if int(batch_size) < 1:
-        raise ConfigError(f"evaluation batch_size must be >= 1 (got {batch_size})")
-    return protos, kk
+#: every protocol name :func:`evaluate` understands
+KNOWN_PROTOCOLS: tuple[str, ...] = ("full", "sampled", "retrieval")
 
 
 def evaluate(
@@ -86,8 +59,8 @@ def evaluate(
             masked too; the evaluated positives never are.
         batch_size: users scored at once (one ``[batch_size, n_items]`` block in memory).
         progress: called as ``progress(done_users, total_users)`` after each batch.
-        retrieval: options for interest models (``ndcg``, ``exclude_history``, ``search``; see
-            :func:`polyrec.eval.retrieval.evaluate_retrieval`).
+        retrieval: options of the :class:`~polyrec.eval.retrieval.Retrieval` protocol for
+            interest models (``ndcg``, ``exclude_history``, ``max_len``, ``search``).
 
     Returns a JSON-serialisable dict::
 
@@ -101,153 +74,40 @@ def evaluate(
     Only users with at least one held-out pair are evaluated. Ties count against the positive in
     both protocols (a constant scorer scores 0 at any k < number of candidates).
 
-    Raises:
-        ConfigError: an unknown part, protocol, k, mask or a batch size < 1.
-        NotImplementedError: a model that is neither a Scorer nor an InterestModel.
+    An InterestModel is evaluated by the :class:`~polyrec.eval.retrieval.Retrieval` protocol
+    (ComiRec retrieval; ``mask`` does not apply, history items are not excluded unless
+    ``retrieval={"exclude_history": True}``): its figures are under ``metrics["retrieval"]``, and
+    also under ``metrics["full"]`` when "full" was asked for (the result's ``retrieval``
+    description then lists ``"aliases": ["full"]``; its ``label`` is ``"retrieval"``).
 
-    An InterestModel is evaluated by :func:`polyrec.eval.retrieval.evaluate_retrieval` (ComiRec
-    retrieval; ``mask`` does not apply, history items are not excluded): its figures are under
-    ``metrics["retrieval"]``, and also under ``metrics["full"]`` when "full" was asked for.
-    Asking a Scorer for "retrieval" is a :class:`ConfigError`.
+    Raises:
+        ConfigError: an unknown part, protocol, k, mask, retrieval option or a batch size < 1;
+            asking a Scorer for "retrieval".
+        NotImplementedError: a model that is neither a Scorer nor an InterestModel.
         FloatingPointError: the model returned NaN scores.
         ValueError: the model's item count or score shape does not match the split.
     """
+    protos = check_protocols(protocols, KNOWN_PROTOCOLS)
+    check_part(part)
+    check_choice("mask", mask, MASK_MODES)
     kind = getattr(model, "kind", "scorer")
     if kind == "interest" and isinstance(model, InterestModel):
-        # retrieval evaluation (polyrec.eval.retrieval): metrics under "retrieval"; a caller
-        # asking for "full" (the trainer's default) gets the same figures under "full" too
-        from polyrec.eval.retrieval import evaluate_retrieval
-
-        wanted = (protocols,) if isinstance(protocols, str) else tuple(protocols)
-        return evaluate_retrieval(
-            model,
-            split,
-            part,
-            ks=ks,
-            batch_size=batch_size,
-            progress=progress,
-            also_as=[p for p in wanted if p == "full"],
-            **dict(retrieval or {}),
-        )
-    wanted_protos = (protocols,) if isinstance(protocols, str) else tuple(protocols)
-    if "retrieval" in wanted_protos:
+        options = retrieval_options(retrieval or {})
+        protocol = Retrieval(ks=ks, batch_size=batch_size, **options)
+        aliases = [p for p in protos if p == "full"]  # the trainer selects on "full" by default
+        return protocol.evaluate(model, split, part, progress=progress, also_as=aliases)
+    if "retrieval" in protos:
         raise ConfigError(
             f"protocol 'retrieval' is for multi-interest/sequential models; "
             f"{type(model).__name__} is a scorer: use 'full' or 'sampled'"
         )
-    protos, kk = _check_args(part, protocols, ks, mask, batch_size)
-    if kind != "scorer" or not isinstance(model, Scorer):
-        raise NotImplementedError(
-            f"cannot evaluate {type(model).__name__} (kind {kind!r}): only Scorer models"
-        )
-
-    train = split.train
-    n_users, n_items = train.n_users, train.n_items
-    if getattr(model, "n_items", n_items) != n_items:
-        raise ValueError(
-            f"model scores {model.n_items} items but the split's dataset has {n_items}"
-        )
-    hold = holdout(split, part)
-    notes: list[str] = []
-    n_neg: int | None = None if hold.negatives is None else int(hold.negatives.shape[1])
-    if "sampled" in protos and hold.negatives is None:
-        protos.remove("sampled")
-        notes.append(
-            "sampled: skipped, the split stores no negatives for this part (made with "
-            "n_negatives=0)"
-        )
-    if hold.negatives is not None and len(hold.negatives) != len(hold):
-        raise ValueError(
-            f"{part} holdout has {len(hold)} pairs but {len(hold.negatives)} rows of negatives"
-        )
-
-    users_np = np.unique(hold.user)
-    if len(users_np) == 0:
-        notes.append(f"{part}: the split holds no {part} pairs; nothing evaluated")
-        protos = []
-
-    result = result_header(split, part, kk, mask, n_neg, notes)
-    if not protos:
-        return result
-
-    do_full = "full" in protos
-    do_sampled = "sampled" in protos
-    device = model.device
-    max_k = kk[-1]
-
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model.prepare_scoring()
-            positives = masked = None
-            if do_full:
-                positives = PairIndex(
-                    pair_keys(hold.user, hold.item, n_items), n_users, n_items, device
-                )
-                masked = PairIndex(mask_keys(split, part, mask), n_users, n_items, device)
-            if do_sampled:
-                order = np.argsort(hold.user, kind="stable")
-                sorted_users = hold.user[order]
-            sums: dict[str, dict[str, Tensor]] = {p: {} for p in protos}
-            total = len(users_np)
-            for start in range(0, total, batch_size):
-                ub = users_np[start : start + batch_size]
-                ub_t = torch.from_numpy(ub).to(device)
-                scores = model.scores(ub_t)
-                _check_scores(scores, len(ub), n_items, type(model).__name__)
-                if do_sampled:
-                    lo = int(np.searchsorted(sorted_users, ub[0], side="left"))
-                    hi = int(np.searchsorted(sorted_users, ub[-1], side="right"))
-                    idx = order[lo:hi]
-                    rows = torch.from_numpy(np.searchsorted(ub, hold.user[idx])).to(device)
-                    items = torch.from_numpy(hold.item[idx]).to(device)
-                    assert hold.negatives is not None
-                    negs = torch.from_numpy(np.asarray(hold.negatives[idx], np.int64)).to(device)
-                    rank = sampled_ranks(scores, rows, items, negs)
-                    _accumulate(sums["sampled"], M.from_rank(rank, kk))
-                if do_full:
-                    assert positives is not None and masked is not None
-                    scores = _writable(scores)
-                    _, hits, n_pos = full_ranking(scores, ub_t, masked, positives, max_k)
-                    _accumulate(sums["full"], M.from_hits(hits, n_pos, kk))
-                del scores
-                if progress is not None:
-                    progress(min(start + batch_size, total), total)
-    finally:
-        model.train(was_training)
-
-    counts = {"full": len(users_np), "sampled": len(hold)}
-    for p in protos:
-        result["metrics"][p] = {k: float(v) / counts[p] for k, v in sums[p].items()}
-        result["n_evaluated"][p] = counts[p]
-    return result
-
-
-def _check_scores(scores: Tensor, rows: int, n_items: int, name: str) -> None:
-    if scores.shape != (rows, n_items):
-        raise ValueError(
-            f"{name}.scores returned shape {tuple(scores.shape)}; expected ({rows}, {n_items})"
-        )
-
-
-def _writable(scores: Tensor) -> Tensor:
-    """``scores`` itself when the ranking may write into it, else a float copy.
-
-    Views and tensors that require grad may alias a model's cache or parameters (the ranking
-    masks in place); ``torch.nextafter`` needs float32/float64.
-    """
-    if scores.dtype not in (torch.float32, torch.float64):
-        return scores.to(torch.float32)
-    if scores._is_view() or scores.requires_grad:
-        return scores.detach().clone()
-    return scores
-
-
-def _accumulate(acc: dict[str, Tensor], values: dict[str, Tensor]) -> None:
-    for k, v in values.items():
-        s = v.sum()
-        acc[k] = acc[k] + s if k in acc else s
+    chosen: list[ScorerProtocol] = [
+        FullRanking(ks=ks, mask=mask, batch_size=batch_size)
+        if name == "full"
+        else SampledRanking(ks=ks, batch_size=batch_size)
+        for name in protos
+    ]
+    return evaluate_scorer(model, split, part, chosen, mask=mask, progress=progress)
 
 
 def metric_value(result: dict[str, Any], name: str = "ndcg@10", protocol: str = "full") -> float:
@@ -264,4 +124,4 @@ def metric_value(result: dict[str, Any], name: str = "ndcg@10", protocol: str = 
     return float(per[name])
 
 
-__all__ = ["PARTS", "PROTOCOLS", "evaluate", "metric_value"]
+__all__ = ["KNOWN_PROTOCOLS", "PARTS", "PROTOCOLS", "evaluate", "metric_value"]

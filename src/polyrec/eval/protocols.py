@@ -1,100 +1,110 @@
-"""Evaluation protocols on one batch of users' scores: full ranking and sampled 1+N.
+"""Evaluation protocols as objects: full ranking and sampled 1+N for scorers.
 
-Both work on a score block ``scores[B, n_items]`` of one user batch (never more), so a dense
-users × items matrix is never built beyond one batch.
+A protocol is a small object holding its options (validated once, when it is made), with a
+``label`` (the key of its figures under ``result["metrics"]``) and one
+``evaluate(model, split, part)`` method that returns the evaluator's result dict. The
+multi-interest retrieval protocol, :class:`polyrec.eval.retrieval.Retrieval`, is the third.
+All three rank through the same batched top-k core, :mod:`polyrec.eval.ranking`.
 
-**Full ranking.** Items the user is known to have (the mask) are set to ``-inf`` through the flat
-(row, item) index built from a CSR — no Python loop over users — then ``torch.topk`` gives the
-top-K list, and each listed item is looked up among the held-out pairs (sorted
-``user * n_items + item`` keys and ``searchsorted``). The mask (see :func:`mask_keys`) is the
-user's training items of the target behavior (``mask="target"``) or of every behavior
-(``mask="all"``), at test time the validation pairs too, and for protocols whose held-out users
-come with a ``history`` (user split) that history; the positives being evaluated are always
-removed from it.
+**Full ranking** (:class:`FullRanking`, ``"full"``). Every item is ranked; the items the user is
+known to have (the mask, see :func:`mask_keys`) are set to ``-inf`` through their CSR indices
+and ``torch.topk`` gives the top-K list, whose items are looked up among the held-out pairs.
+The mask is the user's training items of the target behavior (``mask="target"``) or of every
+behavior (``mask="all"``), at test time the validation pairs too, and for protocols whose
+held-out users come with a ``history`` (user split) that history; the positives being evaluated
+are always removed from it. Metrics are averaged over users.
 
-**Ties.** Both protocols break ties against the positive (pessimistic). Sampled 1+N:
-``rank = #{negatives with score >= the positive's score}``, so a constant scorer puts the
-positive at rank N. Full ranking: each positive's score is lowered to the next representable float
-below it before ``topk`` (``torch.nextafter``), so any item with an equal score is ranked above
-it; a constant scorer hits nothing. (Positives tied with each other stay tied; their order does
-not change any metric.)
+**Sampled 1+N** (:class:`SampledRanking`, ``"sampled"``). Each held-out pair's positive is
+ranked among its N negatives stored in the split (drawn once with the split's seed); metrics
+are averaged over pairs. Skipped, with a note, when the split stores no negatives.
+
+Both break ties against the positive (see :mod:`polyrec.eval.ranking`). Scorer protocols share
+one pass over the users (:func:`evaluate_scorer`): each batch is scored once and handed to every
+protocol, so asking for both costs one scoring pass.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from polyrec.data.sampling import pair_keys, sorted_member_t, sorted_unique
+from polyrec.data.sampling import pair_keys, sorted_unique
 from polyrec.data.splits import Holdout, Split
+from polyrec.errors import ConfigError
+from polyrec.eval import metrics as M
+from polyrec.eval.ranking import (
+    MetricSums,
+    PairIndex,
+    Progress,
+    full_ranking,
+    masked_topk,
+    sampled_ranks,
+    scoring_mode,
+    user_batches,
+)
+from polyrec.models.base import Model, Scorer
 
+PARTS: tuple[str, ...] = ("valid", "test")
 MASK_MODES: tuple[str, ...] = ("target", "all")
-_NAN = "the model's scores contain NaN (has training diverged? try a lower learning rate)"
+
+# one user batch's scores [B, n_items], its user ids (numpy) and the same ids on the device
+# → per-row metric values
+BatchStep = Callable[[Tensor, np.ndarray, Tensor], dict[str, Tensor]]
 
 
-class PairIndex:
-    """Distinct (user, item) pairs held on a device as a CSR plus sorted flat keys.
+# --------------------------------------------------------------------------- argument checks
+def check_part(part: str) -> str:
+    if part not in PARTS:
+        raise ConfigError(f"evaluation part must be 'valid' or 'test' (got {part!r})")
+    return part
 
-    ``keys`` are the sorted distinct ``user * n_items + item`` values; ``indptr[u]:indptr[u+1]``
-    is user u's slice of ``indices`` (the items, ascending).
-    """
 
-    def __init__(
-        self, keys: np.ndarray, n_users: int, n_items: int, device: torch.device | str = "cpu"
-    ) -> None:
-        keys = np.asarray(keys, dtype=np.int64)
-        if len(keys) > 1 and not bool(np.all(keys[1:] > keys[:-1])):
-            keys = sorted_unique(keys)
-        self.n_users = int(n_users)
-        self.n_items = int(n_items)
-        users = keys // self.n_items
-        indptr = np.zeros(self.n_users + 1, dtype=np.int64)
-        np.cumsum(np.bincount(users, minlength=self.n_users), out=indptr[1:])
-        self.keys = torch.from_numpy(keys).to(device)
-        self.indptr = torch.from_numpy(indptr).to(device)
-        self.indices = torch.from_numpy(keys % self.n_items).to(device)
+def check_ks(ks: Sequence[int]) -> list[int]:
+    """Distinct cut-offs, ascending; each a positive integer."""
+    try:
+        kk = sorted({int(k) for k in ks})
+    except (TypeError, ValueError):
+        raise ConfigError(f"ks must be positive integers (got {ks!r})") from None
+    if not kk or kk[0] < 1:
+        raise ConfigError(f"ks must be positive integers (got {list(ks)!r})")
+    return kk
 
-    @classmethod
-    def from_pairs(
-        cls,
-        users: np.ndarray,
-        items: np.ndarray,
-        n_users: int,
-        n_items: int,
-        device: torch.device | str = "cpu",
-    ) -> PairIndex:
-        return cls(pair_keys(users, items, n_items), n_users, n_items, device)
 
-    def __len__(self) -> int:
-        return int(self.keys.numel())
+def check_batch_size(batch_size: int) -> int:
+    if int(batch_size) < 1:
+        raise ConfigError(f"evaluation batch_size must be >= 1 (got {batch_size})")
+    return int(batch_size)
 
-    def counts(self, users: Tensor) -> Tensor:
-        """Number of pairs of each user in ``users``."""
-        return self.indptr[users + 1] - self.indptr[users]
 
-    def flat_index(self, users: Tensor) -> tuple[Tensor, Tensor]:
-        """``(rows, items)``: every pair of the batch ``users``, ``rows`` indexing the batch."""
-        starts = self.indptr[users]
-        counts = self.indptr[users + 1] - starts
-        total = int(counts.sum())
-        rows = torch.repeat_interleave(
-            torch.arange(len(users), device=users.device), counts, output_size=total
+def check_choice(what: str, value: Any, choices: Sequence[str]) -> Any:
+    if value not in choices:
+        raise ConfigError(f"{what} must be one of {', '.join(choices)} (got {value!r})")
+    return value
+
+
+def check_protocols(protocols: Sequence[str] | str, known: Sequence[str]) -> list[str]:
+    """Distinct protocol names in the order asked (one name may be given as a string)."""
+    protos = list(dict.fromkeys((protocols,) if isinstance(protocols, str) else protocols))
+    bad = [p for p in protos if p not in known]
+    if bad or not protos:
+        raise ConfigError(
+            f"unknown evaluation protocol(s) {bad or protos}; choose from {', '.join(known)}"
         )
-        # position of each pair inside its user's slice, plus the slice start
-        first = torch.cumsum(counts, 0) - counts
-        offset = torch.arange(total, device=users.device) + torch.repeat_interleave(
-            starts - first, counts, output_size=total
-        )
-        return rows, self.indices[offset]
-
-    def contains(self, users: Tensor, items: Tensor) -> Tensor:
-        """Membership of (users[b], items[b, j]) (``users`` [B], ``items`` [B, J]) → bool [B, J]."""
-        return sorted_member_t(self.keys, users.long().unsqueeze(1) * self.n_items + items.long())
+    return protos
 
 
+def check_items(model: Model, n_items: int, what: str) -> None:
+    """The model must rank the split's items (``what`` names the model's side)."""
+    if getattr(model, "n_items", n_items) != n_items:
+        raise ValueError(f"{what} {model.n_items} items but the split's dataset has {n_items}")
+
+
+# --------------------------------------------------------------------------- split helpers
 def holdout(split: Split, part: str) -> Holdout:
     if part == "valid":
         return split.valid
@@ -131,82 +141,6 @@ def mask_keys(split: Split, part: str, mask: str = "target") -> np.ndarray:
     return np.setdiff1d(keys, positives, assume_unique=True)
 
 
-def masked_topk(
-    scores: Tensor,
-    users: Tensor,
-    masked: PairIndex,
-    k: int,
-    positives: PairIndex | None = None,
-) -> Tensor:
-    """Top-``k`` item indices per row after masking (``[B, min(k, n_items)]``, best first).
-
-    ``scores[B, n_items]`` (modified in place) are the scores of the batch ``users[B]`` (same
-    device): the pairs in ``masked`` become ``-inf``; when ``positives`` is given their scores are
-    lowered to the next float below (pessimistic ties, see the module docstring). A NaN among
-    the unmasked scores raises :class:`FloatingPointError`.
-    """
-    rows, cols = masked.flat_index(users)
-    scores[rows, cols] = float("-inf")
-    if positives is not None:
-        rows, cols = positives.flat_index(users)
-        below = torch.tensor(float("-inf"), dtype=scores.dtype, device=scores.device)
-        scores[rows, cols] = torch.nextafter(scores[rows, cols], below)
-    values, top = torch.topk(scores, min(k, scores.shape[1]), dim=1, sorted=True)
-    # topk ranks NaN above every number, so a NaN anywhere unmasked shows up here
-    if bool(torch.isnan(values).any()):
-        raise FloatingPointError(_NAN)
-    return top
-
-
-def full_ranking(
-    scores: Tensor,
-    users: Tensor,
-    masked: PairIndex,
-    positives: PairIndex,
-    max_k: int,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Top-``max_k`` list, its hit matrix and the positive counts for one user batch.
-
-    ``scores[B, n_items]`` are the batch's scores (modified in place, see :func:`masked_topk`),
-    ``users[B]`` the users (same device). Returns ``top[B, k]`` (item indices, ``k =
-    min(max_k, n_items)``), ``hits[B, max_k]`` (bool, padded with False beyond ``k``) and
-    ``n_pos[B]``, the number of held-out pairs of each user.
-    """
-    top = masked_topk(scores, users, masked, max_k, positives)
-    hits = positives.contains(users, top)
-    k = top.shape[1]
-    if k < max_k:
-        pad = torch.zeros((len(users), max_k - k), dtype=torch.bool, device=hits.device)
-        hits = torch.cat([hits, pad], dim=1)
-    return top, hits, positives.counts(users)
-
-
-def sampled_ranks(scores: Tensor, rows: Tensor, items: Tensor, negatives: Tensor) -> Tensor:
-    """Rank of each held-out pair's positive among its 1+N candidates (pessimistic ties).
-
-    ``scores[B, n_items]`` a batch's scores, ``rows[P]`` the batch row of each pair, ``items[P]``
-    the positive item, ``negatives[P, N]`` the stored negatives. ``rank = #{n : s_neg >= s_pos}``
-    (0 = the positive is first; a constant scorer gets N). NaN scores raise FloatingPointError.
-    """
-    pos = scores[rows, items]
-    neg = scores[rows.unsqueeze(1), negatives]
-    if bool(torch.isnan(pos).any() | torch.isnan(neg).any()):
-        raise FloatingPointError(_NAN)
-    return (neg >= pos.unsqueeze(1)).sum(dim=1)
-
-
-__all__ = [
-    "MASK_MODES",
-    "PairIndex",
-    "full_ranking",
-    "holdout",
-    "mask_keys",
-    "masked_topk",
-    "pair_keys",
-    "sampled_ranks",
-]
-
-
 def jsonable(x: Any) -> Any:
     """Numpy scalars/arrays inside dicts and lists → plain Python (for JSON)."""
     if isinstance(x, dict):
@@ -237,3 +171,242 @@ def result_header(
         "n_negatives": n_negatives,
         "notes": notes,
     }
+
+
+# --------------------------------------------------------------------------- the protocols
+class EvalProtocol(ABC):
+    """One evaluation protocol: its options, its ``label`` and :meth:`evaluate`.
+
+    ``ks`` (cut-offs) and ``batch_size`` (users scored at once) are checked here, when the
+    protocol is made; a bad value is a :class:`ConfigError`.
+    """
+
+    label: ClassVar[str]
+    #: what the figures under ``label`` are, in a few words
+    description: ClassVar[str]
+
+    def __init__(self, *, ks: Sequence[int] = (10, 20), batch_size: int = 1024) -> None:
+        self.ks = check_ks(ks)
+        self.batch_size = check_batch_size(batch_size)
+
+    @abstractmethod
+    def evaluate(
+        self, model: Model, split: Split, part: str, *, progress: Progress | None = None
+    ) -> dict[str, Any]:
+        """Metrics of ``model`` on ``split``'s ``part`` pairs, in the evaluator's result format
+        (figures under ``result["metrics"][self.label]``)."""
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({opts})"
+
+
+class ScorerProtocol(EvalProtocol):
+    """A protocol over a :class:`~polyrec.models.base.Scorer`'s score block ``[B, n_items]``."""
+
+    #: whether :meth:`start`'s step writes into the score block (it then runs after the others)
+    writes_scores: ClassVar[bool] = False
+
+    def skip_note(self, hold: Holdout, part: str) -> str | None:
+        """Why the protocol cannot run on this holdout (a note for the result), else None."""
+        return None
+
+    @abstractmethod
+    def count(self, hold: Holdout, users: np.ndarray) -> int:
+        """The number of rows the figures are averaged over (``users``: the evaluated users)."""
+
+    @abstractmethod
+    def start(self, split: Split, part: str, device: torch.device) -> BatchStep:
+        """Build this evaluation's indices on ``device``; return the per-batch step."""
+
+    def evaluate(
+        self, model: Model, split: Split, part: str, *, progress: Progress | None = None
+    ) -> dict[str, Any]:
+        return evaluate_scorer(model, split, part, [self], progress=progress)
+
+
+class FullRanking(ScorerProtocol):
+    """Rank every item; the user's known items are masked (see the module docstring)."""
+
+    label = "full"
+    description = "full ranking of every item, known items masked"
+    writes_scores = True
+
+    def __init__(
+        self, *, ks: Sequence[int] = (10, 20), mask: str = "target", batch_size: int = 1024
+    ) -> None:
+        super().__init__(ks=ks, batch_size=batch_size)
+        self.mask = check_choice("mask", mask, MASK_MODES)
+
+    def count(self, hold: Holdout, users: np.ndarray) -> int:
+        return len(users)
+
+    def start(self, split: Split, part: str, device: torch.device) -> BatchStep:
+        n_users, n_items = split.train.n_users, split.train.n_items
+        hold = holdout(split, part)
+        positives = PairIndex(pair_keys(hold.user, hold.item, n_items), n_users, n_items, device)
+        masked = PairIndex(mask_keys(split, part, self.mask), n_users, n_items, device)
+        ks, max_k = self.ks, self.ks[-1]
+
+        def step(scores: Tensor, users: np.ndarray, users_t: Tensor) -> dict[str, Tensor]:
+            _, hits, n_pos = full_ranking(writable(scores), users_t, masked, positives, max_k)
+            return M.from_hits(hits, n_pos, ks)
+
+        return step
+
+
+class SampledRanking(ScorerProtocol):
+    """Rank each held-out item among its N negatives stored in the split."""
+
+    label = "sampled"
+    description = "rank among the split's stored 1+N candidates"
+
+    def skip_note(self, hold: Holdout, part: str) -> str | None:
+        if hold.negatives is None:
+            return (
+                "sampled: skipped, the split stores no negatives for this part (made with "
+                "n_negatives=0)"
+            )
+        if len(hold.negatives) != len(hold):
+            raise ValueError(
+                f"{part} holdout has {len(hold)} pairs but {len(hold.negatives)} rows of negatives"
+            )
+        return None
+
+    def count(self, hold: Holdout, users: np.ndarray) -> int:
+        return len(hold)
+
+    def start(self, split: Split, part: str, device: torch.device) -> BatchStep:
+        hold = holdout(split, part)
+        negatives = hold.negatives
+        assert negatives is not None
+        order = np.argsort(hold.user, kind="stable")
+        sorted_users = hold.user[order]
+        ks = self.ks
+
+        def step(scores: Tensor, users: np.ndarray, users_t: Tensor) -> dict[str, Tensor]:
+            # the batch's pairs: a slice of the pairs sorted by user (users are ascending)
+            lo = int(np.searchsorted(sorted_users, users[0], side="left"))
+            hi = int(np.searchsorted(sorted_users, users[-1], side="right"))
+            idx = order[lo:hi]
+            rows = torch.from_numpy(np.searchsorted(users, hold.user[idx])).to(device)
+            items = torch.from_numpy(hold.item[idx]).to(device)
+            negs = torch.from_numpy(np.asarray(negatives[idx], np.int64)).to(device)
+            return M.from_rank(sampled_ranks(scores, rows, items, negs), ks)
+
+        return step
+
+
+def evaluate_scorer(
+    model: Model,
+    split: Split,
+    part: str,
+    protocols: Sequence[ScorerProtocol],
+    *,
+    mask: str | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Evaluate a Scorer under several protocols in one pass over the users.
+
+    The protocols must agree on ``ks`` and ``batch_size``. Each batch of users is scored once
+    (``model.scores``) and handed to every protocol, those that write into the scores last.
+    ``mask`` is the result's ``"mask"`` entry (default: the full-ranking protocol's mask, or
+    ``"none"``). Only users with at least one held-out pair are evaluated.
+    """
+    part = check_part(part)
+    if not protocols:
+        raise ConfigError("no evaluation protocol given")
+    ks, batch_size = protocols[0].ks, protocols[0].batch_size
+    if any(p.ks != ks or p.batch_size != batch_size for p in protocols):
+        raise ConfigError(
+            f"protocols evaluated together need the same ks and batch_size: {list(protocols)}"
+        )
+    if mask is None:
+        mask = next((p.mask for p in protocols if isinstance(p, FullRanking)), "none")
+    kind = getattr(model, "kind", "scorer")
+    if kind != "scorer" or not isinstance(model, Scorer):
+        raise NotImplementedError(
+            f"cannot evaluate {type(model).__name__} (kind {kind!r}): only Scorer models"
+        )
+    n_items = split.train.n_items
+    check_items(model, n_items, "model scores")
+    hold = holdout(split, part)
+    notes: list[str] = []
+    active: list[ScorerProtocol] = []
+    for p in protocols:
+        note = p.skip_note(hold, part)
+        if note is None:
+            active.append(p)
+        else:
+            notes.append(note)
+    users = np.unique(hold.user)
+    if len(users) == 0:
+        notes.append(f"{part}: the split holds no {part} pairs; nothing evaluated")
+        active = []
+    n_neg = None if hold.negatives is None else int(hold.negatives.shape[1])
+    result = result_header(split, part, list(ks), mask, n_neg, notes)
+    if not active:
+        return result
+
+    device = model.device
+    name = type(model).__name__
+    sums = {p.label: MetricSums() for p in active}
+    with scoring_mode(model):
+        # protocols that only read the scores first, then those that write into them
+        steps = [(p.label, p.start(split, part, device)) for p in active if not p.writes_scores]
+        steps += [(p.label, p.start(split, part, device)) for p in active if p.writes_scores]
+        for ub, ub_t in user_batches(users, batch_size, device, progress):
+            scores = model.scores(ub_t)
+            check_scores(scores, len(ub), n_items, name)
+            for label, step in steps:
+                sums[label].add(step(scores, ub, ub_t))
+            del scores
+    for p in active:
+        count = p.count(hold, users)
+        result["metrics"][p.label] = sums[p.label].means(count)
+        result["n_evaluated"][p.label] = count
+    return result
+
+
+def check_scores(scores: Tensor, rows: int, n_items: int, name: str) -> None:
+    if scores.shape != (rows, n_items):
+        raise ValueError(
+            f"{name}.scores returned shape {tuple(scores.shape)}; expected ({rows}, {n_items})"
+        )
+
+
+def writable(scores: Tensor) -> Tensor:
+    """``scores`` itself when the ranking may write into it, else a float copy.
+
+    Views and tensors that require grad may alias a model's cache or parameters (the ranking
+    masks in place); ``torch.nextafter`` needs float32/float64.
+    """
+    if scores.dtype not in (torch.float32, torch.float64):
+        return scores.to(torch.float32)
+    if scores._is_view() or scores.requires_grad:
+        return scores.detach().clone()
+    return scores
+
+
+__all__ = [
+    "MASK_MODES",
+    "PARTS",
+    "EvalProtocol",
+    "FullRanking",
+    "PairIndex",
+    "SampledRanking",
+    "ScorerProtocol",
+    "check_batch_size",
+    "check_choice",
+    "check_ks",
+    "check_part",
+    "check_protocols",
+    "evaluate_scorer",
+    "full_ranking",
+    "holdout",
+    "mask_keys",
+    "masked_topk",
+    "pair_keys",
+    "result_header",
+    "sampled_ranks",
+]

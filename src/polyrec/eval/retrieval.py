@@ -27,8 +27,8 @@ the same lists (up to the order of exactly tied scores).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -38,13 +38,31 @@ from polyrec.data.sequences import SequenceSet
 from polyrec.data.splits import Split
 from polyrec.errors import ConfigError
 from polyrec.eval import metrics as M
-from polyrec.eval.protocols import PairIndex, holdout, pair_keys, result_header
-from polyrec.models.base import InterestModel
+from polyrec.eval.protocols import (
+    EvalProtocol,
+    check_choice,
+    check_items,
+    check_part,
+    holdout,
+    pair_keys,
+    result_header,
+)
+from polyrec.eval.ranking import (
+    MetricSums,
+    PairIndex,
+    Progress,
+    block_topk,
+    hit_matrix,
+    scoring_mode,
+    user_batches,
+)
+from polyrec.models.base import InterestModel, Model
 
 NdcgMode = Literal["standard", "comirec", "both"]
 Search = Literal["auto", "torch", "faiss"]
+NDCG_MODES: tuple[str, ...] = get_args(NdcgMode)
+SEARCHES: tuple[str, ...] = get_args(Search)
 PROTOCOL = "retrieval"
-Progress = Callable[[int, int], None]
 
 
 def _faiss() -> Any:
@@ -95,7 +113,9 @@ def interest_topk(
     """Exact per-interest top-``n`` by inner product: ``(items [B, K, n'], scores [B, K, n'])``.
 
     ``n' = min(n, n_items)``. ``exclude = (rows, items)`` lists (batch row, item) pairs scored
-    ``-inf`` for every interest. Items are scanned ``chunk`` at a time (a running top-``n``).
+    ``-inf`` for every interest. Items are scanned ``chunk`` at a time: each chunk's scores,
+    after the running top-``n``, go through the shared top-k core
+    (:func:`polyrec.eval.ranking.block_topk`).
     """
     n_items = item_emb.shape[0]
     nn_ = min(n, n_items)
@@ -104,16 +124,19 @@ def interest_topk(
     for lo in range(0, n_items, chunk):
         emb = item_emb[lo : lo + chunk]
         s = torch.einsum("bkd,nd->bkn", interests, emb)
-        if exclude is not None:
-            rows, cols = exclude
-            sel = (cols >= lo) & (cols < lo + emb.shape[0])
-            s[rows[sel], :, cols[sel] - lo] = float("-inf")
         ids = torch.arange(lo, lo + emb.shape[0], device=s.device).expand_as(s)
         if best_s is not None and best_i is not None:
             s = torch.cat([best_s, s], dim=2)
             ids = torch.cat([best_i, ids], dim=2)
-        top_s, pos = torch.topk(s, min(nn_, s.shape[2]), dim=2, sorted=True)
-        best_s, best_i = top_s, torch.gather(ids, 2, pos)
+        chunk_exclude = None
+        if exclude is not None:
+            rows, cols = exclude
+            sel = (cols >= lo) & (cols < lo + emb.shape[0])
+            # the chunk's columns follow the running top-n in ``s``
+            shift = lo - (0 if best_s is None else best_s.shape[2])
+            chunk_exclude = (rows[sel], cols[sel] - shift)
+        best_s, pos = block_topk(s, nn_, exclude=chunk_exclude)
+        best_i = torch.gather(ids, 2, pos)
     assert best_s is not None and best_i is not None
     return best_i, best_s
 
@@ -186,6 +209,154 @@ def eval_histories(split: Split, part: str) -> tuple[SequenceSet, str]:
     return seqs, "training sequence"
 
 
+class Retrieval(EvalProtocol):
+    """Multi-interest retrieval (ComiRec protocol) of an InterestModel; see the module docstring.
+
+    Options: ``ndcg`` (``"standard"``, ``"comirec"`` or ``"both"``), ``exclude_history``,
+    ``max_len`` (history items given to the model; default: the model config's ``max_len``, else
+    50) and ``search`` (``"auto"``, ``"torch"`` or ``"faiss"``).
+    """
+
+    label = PROTOCOL
+    description = "multi-interest retrieval: per-interest top-N merged by score (ComiRec)"
+
+    def __init__(
+        self,
+        *,
+        ks: Sequence[int] = (20, 50),
+        batch_size: int = 256,
+        ndcg: NdcgMode = "standard",
+        exclude_history: bool = False,
+        max_len: int | None = None,
+        search: Search = "auto",
+    ) -> None:
+        super().__init__(ks=ks, batch_size=batch_size)
+        self.ndcg = check_choice("ndcg", ndcg, NDCG_MODES)
+        self.exclude_history = bool(exclude_history)
+        self.max_len = max_len
+        self.search = check_choice("search", search, SEARCHES)
+
+    def metric_names(self) -> list[str]:
+        names = ["hr", "recall"]
+        if self.ndcg in ("standard", "both"):
+            names.append("ndcg")
+        if self.ndcg in ("comirec", "both"):
+            names.append("ndcg_comirec")
+        return names
+
+    def evaluate(
+        self,
+        model: Model,
+        split: Split,
+        part: str,
+        *,
+        progress: Progress | None = None,
+        also_as: Sequence[str] = (),
+    ) -> dict[str, Any]:
+        """Retrieval metrics under ``metrics["retrieval"]``; the same dict also under each name
+        in ``also_as`` (for callers that asked for another protocol name; a note says so and the
+        result's ``retrieval`` description lists them as ``aliases``)."""
+        part = check_part(part)
+        if not isinstance(model, InterestModel):
+            raise ConfigError(
+                f"protocol 'retrieval' is for multi-interest/sequential models; "
+                f"{type(model).__name__} is a scorer: use 'full' or 'sampled'"
+            )
+        train = split.train
+        n_users, n_items = train.n_users, train.n_items
+        check_items(model, n_items, "model has")
+        max_len = self.max_len
+        if max_len is None:
+            max_len = int(getattr(getattr(model, "config", None), "max_len", 50))
+        hold = holdout(split, part)
+        seqs, source = eval_histories(split, part)
+        users = np.unique(hold.user)
+        users = users[seqs.lengths[users] > 0]
+        notes: list[str] = []
+        skipped = int(len(np.unique(hold.user)) - len(users))
+        if skipped:
+            notes.append(f"{part}: {skipped} users without any history item were not evaluated")
+        names = self.metric_names()
+        if "ndcg_comirec" in names:
+            notes.append(
+                "ndcg_comirec@k is ComiRec's NDCG variant (IDCG over the positives recalled in "
+                "the top k), not the standard NDCG"
+            )
+        aliases = [a for a in dict.fromkeys(also_as) if a != self.label]
+        mask = "history" if self.exclude_history else "none"
+        result = result_header(split, part, list(self.ks), mask, None, notes)
+        result |= {
+            "retrieval": {
+                "history": source,
+                "max_len": max_len,
+                "exclude_history": self.exclude_history,
+                "ndcg": self.ndcg,
+                "merge": "per-interest top-N merged by score",
+                "label": self.label,
+                "aliases": aliases,
+            },
+        }
+        if len(users) == 0:
+            notes.append(f"{part}: no users to evaluate")
+            return result
+        device = model.device
+        ks, max_k = self.ks, self.ks[-1]
+        positives = PairIndex(pair_keys(hold.user, hold.item, n_items), n_users, n_items, device)
+        hist_index = None
+        if self.exclude_history:
+            hu = np.repeat(np.arange(seqs.n_users), seqs.lengths)
+            hist_index = PairIndex(pair_keys(hu, seqs.items, n_items), n_users, n_items, device)
+        sums = MetricSums()
+        cos_sum: Tensor | None = None
+        with scoring_mode(model):
+            item_emb = model.item_embeddings()
+            for ub, ub_t in user_batches(users, self.batch_size, device, progress):
+                hist, lengths = seqs.padded(ub, max_len)
+                vecs = model.interests(hist.to(device), lengths.to(device))
+                check_interests(vecs, len(ub), type(model).__name__)
+                cos = interest_cosine(vecs).sum()
+                cos_sum = cos if cos_sum is None else cos_sum + cos
+                exclude = None if hist_index is None else hist_index.flat_index(ub_t)
+                top = retrieve(vecs, item_emb, max_k, exclude=exclude, search=self.search)
+                hits = hit_matrix(top, ub_t, positives, max_k)
+                sums.add(M.from_hits(hits, positives.counts(ub_t), ks, names))
+        per = sums.means(len(users))
+        if cos_sum is not None and not bool(torch.isnan(cos_sum)):
+            result["retrieval"]["interest_cosine"] = float(cos_sum) / len(users)
+        for key in (self.label, *aliases):
+            result["metrics"][key] = per
+            result["n_evaluated"][key] = len(users)
+        for alias in aliases:
+            notes.append(
+                f"{alias}: an InterestModel ranks all items by multi-interest retrieval; these "
+                "are the retrieval figures"
+            )
+        return result
+
+
+RETRIEVAL_OPTIONS: tuple[str, ...] = ("ndcg", "exclude_history", "max_len", "search")
+
+
+def retrieval_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` as keyword arguments of :class:`Retrieval` (besides ``ks``/``batch_size``);
+    an unknown name is a :class:`ConfigError`."""
+    unknown = [k for k in options if k not in RETRIEVAL_OPTIONS]
+    if unknown:
+        raise ConfigError(
+            f"unknown retrieval option(s) {unknown}; choose from {', '.join(RETRIEVAL_OPTIONS)}"
+        )
+    return dict(options)
+
+
+def check_interests(vecs: Tensor, rows: int, name: str) -> None:
+    if vecs.dim() != 3 or vecs.shape[0] != rows:
+        raise ValueError(
+            f"{name}.interests returned shape {tuple(vecs.shape)}; expected ({rows}, K, d)"
+        )
+    if bool(torch.isnan(vecs).any()):
+        raise FloatingPointError("the model's interest vectors contain NaN")
+
+
 def evaluate_retrieval(
     model: InterestModel,
     split: Split,
@@ -200,126 +371,29 @@ def evaluate_retrieval(
     progress: Progress | None = None,
     also_as: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Retrieval metrics of ``model`` on ``split``'s ``part`` users (see the module docstring).
-
-    Returns the evaluator's result format with the figures under ``metrics["retrieval"]``
-    (and, for callers that asked for another protocol name, the same dict under each name in
-    ``also_as``, with a note).
-    """
-
-    if part not in ("valid", "test"):
-        raise ConfigError(f"evaluation part must be 'valid' or 'test' (got {part!r})")
-    try:
-        kk = sorted({int(k) for k in ks})
-    except (TypeError, ValueError):
-        raise ConfigError(f"ks must be positive integers (got {ks!r})") from None
-    if not kk or kk[0] < 1:
-        raise ConfigError(f"ks must be positive integers (got {list(ks)!r})")
-    if ndcg not in ("standard", "comirec", "both"):
-        raise ConfigError(f"ndcg must be 'standard', 'comirec' or 'both' (got {ndcg!r})")
-    if int(batch_size) < 1:
-        raise ConfigError(f"evaluation batch_size must be >= 1 (got {batch_size})")
-    train = split.train
-    n_users, n_items = train.n_users, train.n_items
-    if getattr(model, "n_items", n_items) != n_items:
-        raise ValueError(f"model has {model.n_items} items but the split's dataset has {n_items}")
-    if max_len is None:
-        max_len = int(getattr(getattr(model, "config", None), "max_len", 50))
-    hold = holdout(split, part)
-    seqs, source = eval_histories(split, part)
-    users_np = np.unique(hold.user)
-    users_np = users_np[seqs.lengths[users_np] > 0]
-    notes: list[str] = []
-    skipped = int(len(np.unique(hold.user)) - len(users_np))
-    if skipped:
-        notes.append(f"{part}: {skipped} users without any history item were not evaluated")
-    names = ["hr", "recall"]
-    if ndcg in ("standard", "both"):
-        names.append("ndcg")
-    if ndcg in ("comirec", "both"):
-        names.append("ndcg_comirec")
-        notes.append(
-            "ndcg_comirec@k is ComiRec's NDCG variant (IDCG over the positives recalled in the "
-            "top k), not the standard NDCG"
-        )
-    result = result_header(split, part, kk, "history" if exclude_history else "none", None, notes)
-    result |= {
-        "retrieval": {
-            "history": source,
-            "max_len": max_len,
-            "exclude_history": exclude_history,
-            "ndcg": ndcg,
-            "merge": "per-interest top-N merged by score",
-        },
-    }
-    if len(users_np) == 0:
-        notes.append(f"{part}: no users to evaluate")
-        return result
-    device = model.device
-    max_k = kk[-1]
-    positives = PairIndex(pair_keys(hold.user, hold.item, n_items), n_users, n_items, device)
-    hist_index = None
-    if exclude_history:
-        hu = np.repeat(np.arange(seqs.n_users), seqs.lengths)
-        hist_index = PairIndex(pair_keys(hu, seqs.items, n_items), n_users, n_items, device)
-    sums: dict[str, Tensor] = {}
-    cos_sum: Tensor | None = None
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model.prepare_scoring()
-            item_emb = model.item_embeddings()
-            total = len(users_np)
-            for start in range(0, total, batch_size):
-                ub = users_np[start : start + batch_size]
-                hist, lengths = seqs.padded(ub, max_len)
-                vecs = model.interests(hist.to(device), lengths.to(device))
-                if vecs.dim() != 3 or vecs.shape[0] != len(ub):
-                    raise ValueError(
-                        f"{type(model).__name__}.interests returned shape {tuple(vecs.shape)}; "
-                        f"expected ({len(ub)}, K, d)"
-                    )
-                if bool(torch.isnan(vecs).any()):
-                    raise FloatingPointError("the model's interest vectors contain NaN")
-                cos = interest_cosine(vecs).sum()
-                cos_sum = cos if cos_sum is None else cos_sum + cos
-                ub_t = torch.from_numpy(ub).to(device)
-                exclude = None if hist_index is None else hist_index.flat_index(ub_t)
-                top = retrieve(vecs, item_emb, max_k, exclude=exclude, search=search)
-                hits = positives.contains(ub_t, top.clamp(min=0)) & (top >= 0)
-                values = M.from_hits(hits, positives.counts(ub_t), kk, names)
-                for key, v in values.items():
-                    s = v.sum()
-                    sums[key] = sums[key] + s if key in sums else s
-                if progress is not None:
-                    progress(min(start + batch_size, total), total)
-    finally:
-        model.train(was_training)
-    per = {key: float(v) / len(users_np) for key, v in sums.items()}
-    if cos_sum is not None and not bool(torch.isnan(cos_sum)):
-        result["retrieval"]["interest_cosine"] = float(cos_sum) / len(users_np)
-    result["metrics"][PROTOCOL] = per
-    result["n_evaluated"][PROTOCOL] = len(users_np)
-    for alias in also_as:
-        if alias == PROTOCOL:
-            continue
-        result["metrics"][alias] = per
-        result["n_evaluated"][alias] = len(users_np)
-        notes.append(
-            f"{alias}: an InterestModel ranks all items by multi-interest retrieval; these are "
-            "the retrieval figures"
-        )
-    return result
+    """Retrieval metrics of ``model`` on ``split``'s ``part`` users: :class:`Retrieval` with
+    these options (see :meth:`Retrieval.evaluate`)."""
+    protocol = Retrieval(
+        ks=ks,
+        batch_size=batch_size,
+        ndcg=ndcg,
+        exclude_history=exclude_history,
+        max_len=max_len,
+        search=search,
+    )
+    return protocol.evaluate(model, split, part, progress=progress, also_as=also_as)
 
 
 __all__ = [
     "PROTOCOL",
+    "RETRIEVAL_OPTIONS",
+    "Retrieval",
     "eval_histories",
     "evaluate_retrieval",
     "faiss_topk",
     "interest_cosine",
     "interest_topk",
     "merge_topk",
+    "retrieval_options",
     "retrieve",
 ]
