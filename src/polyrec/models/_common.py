@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import copy
 from abc import abstractmethod
+from collections.abc import Iterator
 from typing import Any, Literal, TypeVar
 
 import torch
 from torch import Tensor, nn
 
-from polyrec.data.views import DataSchema
+from polyrec.data.views import BPRBatch, DataSchema, TrainData, bpr_batches
 from polyrec.models.base import Scorer
 
 Behaviors = Literal["target", "all"]
@@ -31,6 +32,17 @@ def init_embedding(weight: Tensor, init: Init, std: float) -> None:
         nn.init.xavier_uniform_(weight)
     else:  # pragma: no cover - guarded by the pydantic Literal
         raise ValueError(f"unknown init {init!r}")
+
+
+def embedding_tables(
+    n_users: int, n_items: int, dim: int, init: Init, std: float
+) -> tuple[nn.Embedding, nn.Embedding]:
+    """User and item tables ``[n, dim]``, created then initialised (:func:`init_embedding`) in
+    that order (the order the global RNG is drawn in)."""
+    users, items = nn.Embedding(n_users, dim), nn.Embedding(n_items, dim)
+    init_embedding(users.weight, init, std)
+    init_embedding(items.weight, init, std)
+    return users, items
 
 
 def deepcopy_sharing_sparse(module: M, memo: dict[int, Any]) -> M:
@@ -100,3 +112,15 @@ class GraphScorer(Scorer):
         """``E_u[users] @ E_iᵀ``; a cheap matmul after :meth:`prepare_scoring`."""
         u_all, i_all = self.user_item_embeddings()
         return u_all[users.to(u_all.device)] @ i_all.T
+
+
+class BPRScorer(Scorer):
+    """A scorer trained on BPR triples (u, i, j) of :attr:`train_behavior` (set by ``build``;
+    ``None``: every behavior merged), drawn by :func:`~polyrec.data.views.bpr_batches`."""
+
+    train_behavior: str | None
+
+    def batches(
+        self, data: TrainData, batch_size: int, generator: torch.Generator
+    ) -> Iterator[BPRBatch]:
+        return bpr_batches(data, self.train_behavior, batch_size, generator)

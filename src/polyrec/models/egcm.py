@@ -4,7 +4,6 @@ submission), reconstructed from its appendix (the main text is not available).""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -16,9 +15,9 @@ from torch import Tensor, nn
 
 from polyrec import losses
 from polyrec.data.graphs import normalize, to_torch_csr_pair, with_values
-from polyrec.data.views import BPRBatch, DataSchema, TrainData, bpr_batches
+from polyrec.data.views import BPRBatch, DataSchema, TrainData
 from polyrec.errors import ConfigError
-from polyrec.models._common import GraphScorer, Init, init_embedding
+from polyrec.models._common import BPRScorer, GraphScorer, Init, init_embedding
 from polyrec.models.base import ModelConfig
 from polyrec.models.propagation import co_interaction_spmm, spmm_pair
 
@@ -328,7 +327,7 @@ class EGCMEmbeddings:
     items: Tensor  # [I, d]  E_i
 
 
-class EGCM(GraphScorer):
+class EGCM(BPRScorer, GraphScorer):
     """EGCM — multi-behavior dynamic graph contrastive learning (ICLR 2023 submission), as
     reconstructed from its appendix (see ``shared/papers/INDEX.md``).
 
@@ -425,7 +424,8 @@ class EGCM(GraphScorer):
             raise ConfigError(
                 f"params.drop_behaviors: the target behavior {log.target!r} cannot be removed"
             )
-        self.target = log.target
+        # BPR triples over the distinct target-behavior pairs (vectorised negatives)
+        self.target = self.train_behavior = log.target
         self.behaviors: tuple[str, ...] = tuple(
             b for b in log.behaviors if b not in config.drop_behaviors
         )
@@ -667,12 +667,6 @@ class EGCM(GraphScorer):
     # ------------------------------------------------------------------ training
     def n_batches(self, data: TrainData, batch_size: int) -> int:
         return math.ceil(int(data.csr(self.target).nnz) / batch_size)
-
-    def batches(
-        self, data: TrainData, batch_size: int, generator: torch.Generator
-    ) -> Iterator[BPRBatch]:
-        """BPR triples over the distinct target-behavior pairs (vectorised negatives)."""
-        return bpr_batches(data, self.target, batch_size, generator)
 
     def short_term_users(self, e: EGCMEmbeddings, users: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """For ``users``: E^b_{t,u} ``[Λ, |B|, n, d]``, the activity mask ``[Λ, |B|, n]`` and the

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field
-from torch import Tensor, nn
+from torch import Tensor
 
 from polyrec import losses
 from polyrec.data.graphs import normalized_bipartite_adjacency
-from polyrec.data.views import BPRBatch, DataSchema, TrainData, bpr_batches
+from polyrec.data.views import BPRBatch, DataSchema, TrainData
 from polyrec.models._common import (
     Behaviors,
+    BPRScorer,
     GraphScorer,
     Init,
-    init_embedding,
+    embedding_tables,
     train_behavior,
 )
 from polyrec.models.base import ModelConfig
@@ -64,7 +64,7 @@ class LightGCNConfig(ModelConfig):
     )
 
 
-class LightGCN(GraphScorer):
+class LightGCN(BPRScorer, GraphScorer):
     """LightGCN (He et al., "LightGCN: Simplifying and Powering Graph Convolution Network for
     Recommendation", SIGIR 2020).
 
@@ -99,10 +99,9 @@ class LightGCN(GraphScorer):
     def build(self, schema: DataSchema, data: TrainData | None) -> None:
         config = self.config
         self.train_behavior = train_behavior(schema, config.behaviors)
-        self.user_emb = nn.Embedding(self.n_users, config.dim)
-        self.item_emb = nn.Embedding(self.n_items, config.dim)
-        init_embedding(self.user_emb.weight, config.init, config.init_std)
-        init_embedding(self.item_emb.weight, config.init, config.init_std)
+        self.user_emb, self.item_emb = embedding_tables(
+            self.n_users, self.n_items, config.dim, config.init, config.init_std
+        )
         # Â = D^{-1/2} A D^{-1/2} (Eq. 7), built once; not saved (rebuilt from the data).
         assert data is not None  # not rebuildable: setup() always passes the data
         adj = normalized_bipartite_adjacency(data.csr(self.train_behavior))
@@ -132,11 +131,6 @@ class LightGCN(GraphScorer):
         return users, items
 
     # ------------------------------------------------------------------ training
-    def batches(
-        self, data: TrainData, batch_size: int, generator: torch.Generator
-    ) -> Iterator[BPRBatch]:
-        return bpr_batches(data, self.train_behavior, batch_size, generator)
-
     def loss(self, batch: BPRBatch) -> dict[str, Tensor]:
         users, items = self.propagate()  # one full-graph propagation per batch
         eu, ep, en = users[batch.user], items[batch.pos], items[batch.neg]

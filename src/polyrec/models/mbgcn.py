@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -15,8 +14,8 @@ from torch import Tensor, nn
 
 from polyrec import losses
 from polyrec.data.graphs import normalize, to_torch_csr_pair, with_values
-from polyrec.data.views import BPRBatch, DataSchema, TrainData, bpr_batches
-from polyrec.models._common import GraphScorer, Init, init_embedding
+from polyrec.data.views import BPRBatch, DataSchema, TrainData
+from polyrec.models._common import BPRScorer, GraphScorer, Init, embedding_tables
 from polyrec.models.base import ModelConfig
 from polyrec.models.propagation import (
     co_interaction_degree,
@@ -168,7 +167,7 @@ def _materialise(
     return torch.cat(parts, dim=1)
 
 
-class MBGCN(GraphScorer):
+class MBGCN(BPRScorer, GraphScorer):
     """MBGCN (Jin et al., "Multi-behavior Recommendation with Graph Convolutional Networks",
     SIGIR 2020).
 
@@ -237,12 +236,11 @@ class MBGCN(GraphScorer):
         assert data is not None  # not rebuildable: setup() always passes the data
         log = data.log
         self.behaviors: tuple[str, ...] = tuple(log.behaviors)
-        self.target = log.target
+        self.target = self.train_behavior = log.target  # BPR triples of the target (§3.6)
         n_beh, d, n_layers = len(self.behaviors), config.dim, config.n_layers
-        self.user_emb = nn.Embedding(self.n_users, d)
-        self.item_emb = nn.Embedding(self.n_items, d)
-        init_embedding(self.user_emb.weight, config.init, config.init_std)
-        init_embedding(self.item_emb.weight, config.init, config.init_std)
+        self.user_emb, self.item_emb = embedding_tables(
+            self.n_users, self.n_items, d, config.init, config.init_std
+        )
         # w_t of Eq. 1
         self.behavior_weight = nn.Parameter(torch.full((n_beh,), config.behavior_weight_init))
         # W⁽ˡ⁾ of Eq. 4 (shared by users and items) and W_t⁽ˡ⁾ of Eq. 5 (per behavior)
@@ -448,12 +446,6 @@ class MBGCN(GraphScorer):
         return users, items
 
     # ------------------------------------------------------------------ training
-    def batches(
-        self, data: TrainData, batch_size: int, generator: torch.Generator
-    ) -> Iterator[BPRBatch]:
-        """BPR triples of the target behavior (§3.6)."""
-        return bpr_batches(data, self.target, batch_size, generator)
-
     def loss(self, batch: BPRBatch) -> dict[str, Tensor]:
         """BPR of ŷ = y1 + λ·y2 (Eq. 9–10) on target triples, with node and message dropout."""
         drop = self.training

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import ClassVar
 
-import torch
 from pydantic import Field
-from torch import Tensor, nn
+from torch import Tensor
 
 from polyrec import losses
-from polyrec.data.views import BPRBatch, DataSchema, TrainData, bpr_batches
-from polyrec.models._common import Behaviors, Init, init_embedding, train_behavior
-from polyrec.models.base import ModelConfig, Scorer
+from polyrec.data.views import BPRBatch, DataSchema, TrainData
+from polyrec.models._common import Behaviors, BPRScorer, Init, embedding_tables, train_behavior
+from polyrec.models.base import ModelConfig
 
 
 class MFConfig(ModelConfig):
@@ -54,7 +52,7 @@ class MFConfig(ModelConfig):
     )
 
 
-class MF(Scorer):
+class MF(BPRScorer):
     """MF-BPR (Rendle et al., "BPR: Bayesian Personalized Ranking from Implicit Feedback",
     UAI 2009).
 
@@ -79,19 +77,13 @@ class MF(Scorer):
     def build(self, schema: DataSchema, data: TrainData | None) -> None:
         config = self.config
         self.train_behavior = train_behavior(schema, config.behaviors)
-        self.user_emb = nn.Embedding(self.n_users, config.dim)
-        self.item_emb = nn.Embedding(self.n_items, config.dim)
-        init_embedding(self.user_emb.weight, config.init, config.init_std)
-        init_embedding(self.item_emb.weight, config.init, config.init_std)
+        self.user_emb, self.item_emb = embedding_tables(
+            self.n_users, self.n_items, config.dim, config.init, config.init_std
+        )
 
     def sparse_gradients(self, on: bool) -> list[Tensor]:
         self.user_emb.sparse = self.item_emb.sparse = on
         return [self.user_emb.weight, self.item_emb.weight]
-
-    def batches(
-        self, data: TrainData, batch_size: int, generator: torch.Generator
-    ) -> Iterator[BPRBatch]:
-        return bpr_batches(data, self.train_behavior, batch_size, generator)
 
     def loss(self, batch: BPRBatch) -> dict[str, Tensor]:
         eu = self.user_emb(batch.user)
