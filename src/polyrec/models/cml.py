@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -237,7 +237,15 @@ class _Term:
     scale: float = 1.0
 
 
-class CML(GraphScorer):
+class CML(
+    GraphScorer,
+    name="cml",
+    paper=(
+        "Wei et al., Contrastive Meta Learning with Behavior Multiplicity for Recommendation, "
+        "WSDM 2022"
+    ),
+    Config=CMLConfig,
+):
     """CML (Wei et al., "Contrastive Meta Learning with Behavior Multiplicity for
     Recommendation", WSDM 2022).
 
@@ -288,13 +296,6 @@ class CML(GraphScorer):
     the target BPR; α = η = the training lr; meta dropout 0.1 on Z; meta batch 512. The paper's
     CyclicLR is the trainer's ``train.lr_schedule = "cyclic"`` (set in the shipped configs).
     """
-
-    name: ClassVar[str] = "cml"
-    paper: ClassVar[str] = (
-        "Wei et al., Contrastive Meta Learning with Behavior Multiplicity for Recommendation, "
-        "WSDM 2022"
-    )
-    Config: ClassVar[type[ModelConfig]] = CMLConfig
 
     config: CMLConfig
 

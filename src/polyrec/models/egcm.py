@@ -327,7 +327,16 @@ class EGCMEmbeddings:
     items: Tensor  # [I, d]  E_i
 
 
-class EGCM(BPRScorer, GraphScorer):
+class EGCM(
+    BPRScorer,
+    GraphScorer,
+    name="egcm",
+    paper=(
+        "EGCM: multi-behavior dynamic graph contrastive learning with a cross-relational memory, "
+        "ICLR 2023 submission (appendix only; reconstructed)"
+    ),
+    Config=EGCMConfig,
+):
     """EGCM — multi-behavior dynamic graph contrastive learning (ICLR 2023 submission), as
     reconstructed from its appendix (see ``shared/papers/INDEX.md``).
 
@@ -384,12 +393,6 @@ class EGCM(BPRScorer, GraphScorer):
     ``time-slots`` split (``data.protocol``, the default this model sets) there is one slot.
     """
 
-    name: ClassVar[str] = "egcm"
-    paper: ClassVar[str] = (
-        "EGCM: multi-behavior dynamic graph contrastive learning with a cross-relational memory, "
-        "ICLR 2023 submission (appendix only; reconstructed)"
-    )
-    Config: ClassVar[type[ModelConfig]] = EGCMConfig
     run_defaults: ClassVar[dict[str, object]] = {"data.protocol": "time-slots"}
 
     config: EGCMConfig

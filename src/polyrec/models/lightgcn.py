@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Literal
 
 import torch
 from pydantic import Field
@@ -64,7 +64,16 @@ class LightGCNConfig(ModelConfig):
     )
 
 
-class LightGCN(BPRScorer, GraphScorer):
+class LightGCN(
+    BPRScorer,
+    GraphScorer,
+    name="lightgcn",
+    paper=(
+        "He et al., LightGCN: Simplifying and Powering Graph Convolution Network for "
+        "Recommendation, SIGIR 2020"
+    ),
+    Config=LightGCNConfig,
+):
     """LightGCN (He et al., "LightGCN: Simplifying and Powering Graph Convolution Network for
     Recommendation", SIGIR 2020).
 
@@ -85,13 +94,6 @@ class LightGCN(BPRScorer, GraphScorer):
     :class:`~polyrec.models.propagation.SymmetricSpMM` per layer) or ``"autograd"`` (plain autograd
     through ``torch.sparse.mm``); all give the same values and gradients.
     """
-
-    name: ClassVar[str] = "lightgcn"
-    paper: ClassVar[str] = (
-        "He et al., LightGCN: Simplifying and Powering Graph Convolution Network for "
-        "Recommendation, SIGIR 2020"
-    )
-    Config: ClassVar[type[ModelConfig]] = LightGCNConfig
 
     config: LightGCNConfig
     adj: Tensor

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -275,7 +275,15 @@ def _after_load(module: nn.Module, incompatible_keys: Any) -> None:
         module._apply_phase()
 
 
-class MBA(Scorer):
+class MBA(
+    Scorer,
+    name="mba",
+    paper=(
+        "Xin et al., Improving Implicit Feedback-Based Recommendation through Multi-Behavior "
+        "Alignment, SIGIR 2023"
+    ),
+    Config=MBAConfig,
+):
     """MBA (Xin et al., "Improving Implicit Feedback-Based Recommendation through Multi-Behavior
     Alignment", SIGIR 2023).
 
@@ -338,13 +346,6 @@ class MBA(Scorer):
     drawn vectorised for the whole batch. No users × items matrix is built except the
     evaluator's per-user-batch score block.
     """
-
-    name: ClassVar[str] = "mba"
-    paper: ClassVar[str] = (
-        "Xin et al., Improving Implicit Feedback-Based Recommendation through Multi-Behavior "
-        "Alignment, SIGIR 2023"
-    )
-    Config: ClassVar[type[ModelConfig]] = MBAConfig
 
     config: MBAConfig
     phase: Tensor

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -167,7 +167,13 @@ def _materialise(
     return torch.cat(parts, dim=1)
 
 
-class MBGCN(BPRScorer, GraphScorer):
+class MBGCN(
+    BPRScorer,
+    GraphScorer,
+    name="mbgcn",
+    paper="Jin et al., Multi-behavior Recommendation with Graph Convolutional Networks, SIGIR 2020",
+    Config=MBGCNConfig,
+):
     """MBGCN (Jin et al., "Multi-behavior Recommendation with Graph Convolutional Networks",
     SIGIR 2020).
 
@@ -214,12 +220,6 @@ class MBGCN(BPRScorer, GraphScorer):
     batch's ego embeddings (the code penalises the final features). Not implemented: the
     authors' optional initialisation from pretrained MF embeddings.
     """
-
-    name: ClassVar[str] = "mbgcn"
-    paper: ClassVar[str] = (
-        "Jin et al., Multi-behavior Recommendation with Graph Convolutional Networks, SIGIR 2020"
-    )
-    Config: ClassVar[type[ModelConfig]] = MBGCNConfig
 
     config: MBGCNConfig
     user_counts: Tensor

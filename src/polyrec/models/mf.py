@@ -52,7 +52,12 @@ class MFConfig(ModelConfig):
     )
 
 
-class MF(BPRScorer):
+class MF(
+    BPRScorer,
+    name="mf",
+    paper="Rendle et al., BPR: Bayesian Personalized Ranking from Implicit Feedback, UAI 2009",
+    Config=MFConfig,
+):
     """MF-BPR (Rendle et al., "BPR: Bayesian Personalized Ranking from Implicit Feedback",
     UAI 2009).
 
@@ -64,11 +69,6 @@ class MF(BPRScorer):
     it costs O(batch · d) whatever the number of users and items (:mod:`polyrec.optim`).
     """
 
-    name: ClassVar[str] = "mf"
-    paper: ClassVar[str] = (
-        "Rendle et al., BPR: Bayesian Personalized Ranking from Implicit Feedback, UAI 2009"
-    )
-    Config: ClassVar[type[ModelConfig]] = MFConfig
     supports_lazy_adam: ClassVar[bool] = True
     rebuildable: ClassVar[bool] = True
 

@@ -42,7 +42,7 @@ Choices where the paper is silent or ambiguous (each is a config field):
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from pydantic import Field
@@ -319,23 +319,17 @@ class Re4Flows(SequentialModel):
         return self.next_item_loss(ext.interests, batch, items, rows) | self.flows(ext, sampled)
 
 
-class Re4SA(Re4Flows, ComiRecSA):
+class Re4SA(Re4Flows, ComiRecSA, name="re4-sa", paper="Zhang et al., WWW 2022", Config=Re4SAConfig):
     """Re4 on ComiRec-SA (the paper's base model): ComiRec-SA's forward flow and inference, plus
     the three backward flows at training time."""
 
-    name: ClassVar[str] = "re4-sa"
-    paper: ClassVar[str] = "Zhang et al., WWW 2022"
-    Config: ClassVar[type[ModelConfig]] = Re4SAConfig
     config: Re4SAConfig
 
 
-class Re4DR(Re4Flows, ComiRecDR):
+class Re4DR(Re4Flows, ComiRecDR, name="re4-dr", paper="Zhang et al., WWW 2022", Config=Re4DRConfig):
     """Re4 on ComiRec-DR: ComiRec-DR's routing and inference, plus the three backward flows at
     training time (the coupling coefficients act as the attention, see the module docstring)."""
 
-    name: ClassVar[str] = "re4-dr"
-    paper: ClassVar[str] = "Zhang et al., WWW 2022"
-    Config: ClassVar[type[ModelConfig]] = Re4DRConfig
     config: Re4DRConfig
 
 
