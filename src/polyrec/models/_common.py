@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any, Literal, TypeVar
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
 from polyrec.data.views import BPRBatch, DataSchema, TrainData, bpr_batches
@@ -16,6 +17,30 @@ from polyrec.models.base import Scorer
 Behaviors = Literal["target", "all"]
 Init = Literal["normal", "xavier"]
 M = TypeVar("M", bound=nn.Module)
+
+
+# Config fields several models declare; each model gives its own default and the description
+# that names its paper's section.
+def dim_field(default: int, description: str) -> Any:
+    """An embedding size d (≥ 1)."""
+    return Field(default, ge=1, description=description)
+
+
+def reg_field(default: float, description: str) -> Any:
+    """The weight λ (≥ 0) of an L2 penalty."""
+    return Field(default, ge=0.0, description=description)
+
+
+def init_std_field(
+    default: float = 0.1, description: str = "Standard deviation of the 'normal' init."
+) -> Any:
+    """σ (> 0) of the ``normal`` embedding init (:func:`init_embedding`)."""
+    return Field(default, gt=0.0, description=description)
+
+
+def behaviors_field(description: str) -> Any:
+    """Which behaviors train a single-behavior model (:data:`Behaviors`; default the target)."""
+    return Field("target", description=description)
 
 
 def train_behavior(schema: DataSchema, behaviors: Behaviors) -> str | None:

@@ -17,7 +17,14 @@ from polyrec import losses
 from polyrec.data.graphs import normalize, to_torch_csr_pair, with_values
 from polyrec.data.views import BPRBatch, DataSchema, TrainData
 from polyrec.errors import ConfigError
-from polyrec.models._common import BPRScorer, GraphScorer, Init, init_embedding
+from polyrec.models._common import (
+    BPRScorer,
+    GraphScorer,
+    Init,
+    dim_field,
+    init_embedding,
+    init_std_field,
+)
 from polyrec.models.base import ModelConfig
 from polyrec.models.propagation import co_interaction_spmm, spmm_pair
 
@@ -26,10 +33,8 @@ class EGCMConfig(ModelConfig):
     """Settings of :class:`EGCM`. The appendix gives d, the layer range, the temperature grid,
     the optimiser and the initialiser (A.9.4); every other value is a documented choice."""
 
-    dim: int = Field(
-        16,
-        ge=1,
-        description="Embedding size d (A.9.4: 'the embedding dimensionality ... set as 16').",
+    dim: int = dim_field(
+        16, "Embedding size d (A.9.4: 'the embedding dimensionality ... set as 16')."
     )
     n_layers: int = Field(
         2,
@@ -172,9 +177,7 @@ class EGCMConfig(ModelConfig):
             "gradients of the same order. 'xavier' = the appendix as printed."
         ),
     )
-    init_std: float = Field(
-        1.0, gt=0.0, description="Standard deviation of the 'normal' init (see init)."
-    )
+    init_std: float = init_std_field(1.0, "Standard deviation of the 'normal' init (see init).")
     memory: bool = Field(
         True,
         description=(

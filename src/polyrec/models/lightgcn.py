@@ -16,7 +16,11 @@ from polyrec.models._common import (
     BPRScorer,
     GraphScorer,
     Init,
+    behaviors_field,
+    dim_field,
     embedding_tables,
+    init_std_field,
+    reg_field,
     train_behavior,
 )
 from polyrec.models.base import ModelConfig
@@ -26,9 +30,7 @@ from polyrec.models.propagation import propagate, spmm
 class LightGCNConfig(ModelConfig):
     """Settings of :class:`LightGCN`; defaults are the paper's (§4.1.2 Hyper-parameter Settings)."""
 
-    dim: int = Field(
-        64, ge=1, description="Embedding size d (LightGCN SIGIR 2020 §4.1.2: fixed to 64)."
-    )
+    dim: int = dim_field(64, "Embedding size d (LightGCN SIGIR 2020 §4.1.2: fixed to 64).")
     n_layers: int = Field(
         3,
         ge=0,
@@ -37,10 +39,9 @@ class LightGCNConfig(ModelConfig):
             "SIGIR 2023 §4.5 also fixes 3 layers). K = 0 is MF-BPR."
         ),
     )
-    reg: float = Field(
+    reg: float = reg_field(
         1e-4,
-        ge=0.0,
-        description=(
+        (
             "λ of the L2 penalty on the batch's ego (layer-0) embeddings, λ·½Σ‖e⁽⁰⁾‖²/B "
             "(§3.3 Eq. 15; §4.1.2: searched in 1e-6..1e-2, optimum 1e-4 in most cases)."
         ),
@@ -53,14 +54,11 @@ class LightGCNConfig(ModelConfig):
             "PyTorch port LightGCN-PyTorch uses std 0.1)."
         ),
     )
-    init_std: float = Field(0.1, gt=0.0, description="Standard deviation of the 'normal' init.")
-    behaviors: Behaviors = Field(
-        "target",
-        description=(
-            "Which interactions form the graph and the BPR pairs: 'target' (single-behavior "
-            "baseline, CML WSDM 2022 §4.1.2, MBA SIGIR 2023 §4.4) or 'all' (every behavior "
-            "merged into one graph)."
-        ),
+    init_std: float = init_std_field()
+    behaviors: Behaviors = behaviors_field(
+        "Which interactions form the graph and the BPR pairs: 'target' (single-behavior "
+        "baseline, CML WSDM 2022 §4.1.2, MBA SIGIR 2023 §4.4) or 'all' (every behavior "
+        "merged into one graph)."
     )
 
 

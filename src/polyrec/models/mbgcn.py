@@ -15,7 +15,15 @@ from torch import Tensor, nn
 from polyrec import losses
 from polyrec.data.graphs import normalize, to_torch_csr_pair, with_values
 from polyrec.data.views import BPRBatch, DataSchema, TrainData
-from polyrec.models._common import BPRScorer, GraphScorer, Init, embedding_tables
+from polyrec.models._common import (
+    BPRScorer,
+    GraphScorer,
+    Init,
+    dim_field,
+    embedding_tables,
+    init_std_field,
+    reg_field,
+)
 from polyrec.models.base import ModelConfig
 from polyrec.models.propagation import (
     co_interaction_degree,
@@ -29,10 +37,8 @@ class MBGCNConfig(ModelConfig):
     """Settings of :class:`MBGCN`; defaults are the paper's (§4.1) or, where it gives none, the
     authors' released settings (``MBGCN.sh`` / ``main.py`` of tsinghua-fib-lab/MBGCN)."""
 
-    dim: int = Field(
-        64,
-        ge=1,
-        description="Embedding size d (MBGCN SIGIR 2020 §4.1.3: 64 for every model; MBGCN.sh: 64).",
+    dim: int = dim_field(
+        64, "Embedding size d (MBGCN SIGIR 2020 §4.1.3: 64 for every model; MBGCN.sh: 64)."
     )
     n_layers: int = Field(
         1,
@@ -50,10 +56,9 @@ class MBGCNConfig(ModelConfig):
             "Eq. 9; MBGCN.sh: lamb = 1)."
         ),
     )
-    reg: float = Field(
+    reg: float = reg_field(
         1e-4,
-        ge=0.0,
-        description=(
+        (
             "λ of the L2 penalty λ·½Σ‖e⁽⁰⁾‖²/B on the batch's ego embeddings (§3.6 Eq. 10 "
             "regularisation; MBGCN.sh: L2 = 1e-4)."
         ),
@@ -91,7 +96,7 @@ class MBGCNConfig(ModelConfig):
             "same variance, and optionally MF-pretrained embeddings) or 'normal'."
         ),
     )
-    init_std: float = Field(0.1, gt=0.0, description="Standard deviation of the 'normal' init.")
+    init_std: float = init_std_field()
     item_neighbors: Literal["all", "target"] = Field(
         "all",
         description=(

@@ -9,25 +9,33 @@ from torch import Tensor
 
 from polyrec import losses
 from polyrec.data.views import BPRBatch, DataSchema, TrainData
-from polyrec.models._common import Behaviors, BPRScorer, Init, embedding_tables, train_behavior
+from polyrec.models._common import (
+    Behaviors,
+    BPRScorer,
+    Init,
+    behaviors_field,
+    dim_field,
+    embedding_tables,
+    init_std_field,
+    reg_field,
+    train_behavior,
+)
 from polyrec.models.base import ModelConfig
 
 
 class MFConfig(ModelConfig):
     """Settings of :class:`MF` (defaults: the MF-BPR baseline as run in LightGCN's comparisons)."""
 
-    dim: int = Field(
+    dim: int = dim_field(
         64,
-        ge=1,
-        description=(
+        (
             "Embedding size d. LightGCN (SIGIR 2020) §4.1.2 fixes d = 64 for every compared "
             "model, MF included; BPR (UAI 2009) §6 varies it."
         ),
     )
-    reg: float = Field(
+    reg: float = reg_field(
         1e-4,
-        ge=0.0,
-        description=(
+        (
             "λ of the L2 penalty λ·½Σ‖e‖²/B on the batch's user/positive/negative embeddings "
             "(BPR UAI 2009 §4.2 regularisation λ_Θ; LightGCN §4.1.2: best value 1e-4 in most "
             "cases, the setting its MF baseline uses)."
@@ -41,14 +49,11 @@ class MFConfig(ModelConfig):
             "§4.1.2)."
         ),
     )
-    init_std: float = Field(0.1, gt=0.0, description="Standard deviation of the 'normal' init.")
-    behaviors: Behaviors = Field(
-        "target",
-        description=(
-            "Which pairs train the model: 'target' (target behavior only, the single-behavior "
-            "baseline of CML WSDM 2022 §4.1.2 and MBA SIGIR 2023 §4.4) or 'all' (every behavior "
-            "merged into one positive set)."
-        ),
+    init_std: float = init_std_field()
+    behaviors: Behaviors = behaviors_field(
+        "Which pairs train the model: 'target' (target behavior only, the single-behavior "
+        "baseline of CML WSDM 2022 §4.1.2 and MBA SIGIR 2023 §4.4) or 'all' (every behavior "
+        "merged into one positive set)."
     )
 
 
