@@ -140,8 +140,23 @@ def _as_id_array(values: Any, *, what: str) -> np.ndarray:
     return np.asarray([str(v) for v in lst], dtype=object)
 
 
+class UserItemSpace:
+    """Mixin for anything that carries a user and an item :class:`IdMap`: their sizes."""
+
+    user_map: IdMap
+    item_map: IdMap
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_map)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_map)
+
+
 @dataclass(eq=False)
-class InteractionLog:
+class InteractionLog(UserItemSpace):
     """A validated multi-behavior interaction log with dense ids.
 
     Attributes:
@@ -188,14 +203,6 @@ class InteractionLog:
     # ------------------------------------------------------------------ basic facts
     def __len__(self) -> int:
         return len(self.user)
-
-    @property
-    def n_users(self) -> int:
-        return len(self.user_map)
-
-    @property
-    def n_items(self) -> int:
-        return len(self.item_map)
 
     @property
     def target_code(self) -> int:

@@ -55,7 +55,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from polyrec.data.log import IdMap, InteractionLog
+from polyrec.data.log import IdMap, InteractionLog, UserItemSpace
 from polyrec.data.sampling import pair_keys
 from polyrec.data.sequences import SequenceSet
 from polyrec.data.views import DataSchema
@@ -86,7 +86,7 @@ DEFAULT_MAX_LEN = 50
 
 
 @dataclass(eq=False)
-class Bundle:
+class Bundle(UserItemSpace):
     """An exported model in memory (from :func:`build_bundle` or :func:`load_export`).
 
     ``kind`` is ``"embedding"`` (``user_emb`` set) or ``"interest"`` (``histories`` and
@@ -108,14 +108,6 @@ class Bundle:
     metrics: dict[str, Any] = field(default_factory=dict)
     weights: dict[str, Tensor] = field(default_factory=dict, repr=False)
     item_category: np.ndarray | None = None
-
-    @property
-    def n_users(self) -> int:
-        return len(self.user_map)
-
-    @property
-    def n_items(self) -> int:
-        return len(self.item_map)
 
     @property
     def max_len(self) -> int:

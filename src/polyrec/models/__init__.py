@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 from polyrec.data.views import BPRBatch, DataSchema, TrainData, bpr_batches
+from polyrec.models import registry
 from polyrec.models.base import HoldoutEvaluator, InterestModel, Model, ModelConfig, Scorer
 from polyrec.models.lightgcn import LightGCN, LightGCNConfig
 from polyrec.models.mf import MF, MFConfig
 from polyrec.models.pop import Pop, PopConfig
-from polyrec.models.registry import (
-    ALIASES,
-    REGISTRY,
-    build_model,
-    canonical_name,
-    create_model,
-    get_model_class,
-    list_models,
-    make_config,
-)
+from polyrec.models.registry import *  # noqa: F403  (the registry's API, listed in its __all__)
 
 __all__ = [
-    "ALIASES",
     "MF",
-    "REGISTRY",
     "BPRBatch",
     "DataSchema",
     "HoldoutEvaluator",
@@ -36,10 +26,5 @@ __all__ = [
     "Scorer",
     "TrainData",
     "bpr_batches",
-    "build_model",
-    "canonical_name",
-    "create_model",
-    "get_model_class",
-    "list_models",
-    "make_config",
 ]
+__all__ += registry.__all__

@@ -4,17 +4,43 @@ from __future__ import annotations
 
 import copy
 from abc import abstractmethod
+from collections.abc import Iterator
 from typing import Any, Literal, TypeVar
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
-from polyrec.data.views import DataSchema
+from polyrec.data.views import BPRBatch, DataSchema, TrainData, bpr_batches
 from polyrec.models.base import Scorer
 
 Behaviors = Literal["target", "all"]
 Init = Literal["normal", "xavier"]
 M = TypeVar("M", bound=nn.Module)
+
+
+# Config fields several models declare; each model gives its own default and the description
+# that names its paper's section.
+def dim_field(default: int, description: str) -> Any:
+    """An embedding size d (≥ 1)."""
+    return Field(default, ge=1, description=description)
+
+
+def reg_field(default: float, description: str) -> Any:
+    """The weight λ (≥ 0) of an L2 penalty."""
+    return Field(default, ge=0.0, description=description)
+
+
+def init_std_field(
+    default: float = 0.1, description: str = "Standard deviation of the 'normal' init."
+) -> Any:
+    """σ (> 0) of the ``normal`` embedding init (:func:`init_embedding`)."""
+    return Field(default, gt=0.0, description=description)
+
+
+def behaviors_field(description: str) -> Any:
+    """Which behaviors train a single-behavior model (:data:`Behaviors`; default the target)."""
+    return Field("target", description=description)
 
 
 def train_behavior(schema: DataSchema, behaviors: Behaviors) -> str | None:
@@ -31,6 +57,17 @@ def init_embedding(weight: Tensor, init: Init, std: float) -> None:
         nn.init.xavier_uniform_(weight)
     else:  # pragma: no cover - guarded by the pydantic Literal
         raise ValueError(f"unknown init {init!r}")
+
+
+def embedding_tables(
+    n_users: int, n_items: int, dim: int, init: Init, std: float
+) -> tuple[nn.Embedding, nn.Embedding]:
+    """User and item tables ``[n, dim]``, created then initialised (:func:`init_embedding`) in
+    that order (the order the global RNG is drawn in)."""
+    users, items = nn.Embedding(n_users, dim), nn.Embedding(n_items, dim)
+    init_embedding(users.weight, init, std)
+    init_embedding(items.weight, init, std)
+    return users, items
 
 
 def deepcopy_sharing_sparse(module: M, memo: dict[int, Any]) -> M:
@@ -100,3 +137,15 @@ class GraphScorer(Scorer):
         """``E_u[users] @ E_iᵀ``; a cheap matmul after :meth:`prepare_scoring`."""
         u_all, i_all = self.user_item_embeddings()
         return u_all[users.to(u_all.device)] @ i_all.T
+
+
+class BPRScorer(Scorer):
+    """A scorer trained on BPR triples (u, i, j) of :attr:`train_behavior` (set by ``build``;
+    ``None``: every behavior merged), drawn by :func:`~polyrec.data.views.bpr_batches`."""
+
+    train_behavior: str | None
+
+    def batches(
+        self, data: TrainData, batch_size: int, generator: torch.Generator
+    ) -> Iterator[BPRBatch]:
+        return bpr_batches(data, self.train_behavior, batch_size, generator)

@@ -130,8 +130,23 @@ class Model(nn.Module, ABC):
     # build() works without training data (restore(schema) + weights gives the trained model)
     rebuildable: ClassVar[bool] = False
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
+    def __init_subclass__(
+        cls,
+        *,
+        name: str | None = None,
+        paper: str | None = None,
+        Config: type[ModelConfig] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """A registered model names itself, its paper and its config class in its class
+        statement: ``class MF(Scorer, name="mf", paper="Rendle et al., ...", Config=MFConfig)``."""
         super().__init_subclass__(**kwargs)
+        if name is not None:
+            cls.name = name
+        if paper is not None:
+            cls.paper = paper
+        if Config is not None:
+            cls.Config = Config
         for attr in _NEEDS_SETUP:
             fn = cls.__dict__.get(attr)
             if callable(fn) and not getattr(fn, "__polyrec_guarded__", False):

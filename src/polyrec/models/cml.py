@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -15,7 +15,14 @@ from torch import Tensor, nn
 from polyrec import losses
 from polyrec.data.graphs import bipartite_adjacency, normalized_bipartite_adjacency, to_torch_csr
 from polyrec.data.views import BehaviorBatch, DataSchema, TrainData, behavior_batches
-from polyrec.models._common import GraphScorer, Init, init_embedding
+from polyrec.models._common import (
+    GraphScorer,
+    Init,
+    dim_field,
+    init_embedding,
+    init_std_field,
+    reg_field,
+)
 from polyrec.models.base import ModelConfig, make_optimizer
 from polyrec.models.propagation import spmm
 
@@ -24,10 +31,9 @@ class CMLConfig(ModelConfig):
     """Settings of :class:`CML`; defaults are the paper's (§4.1.3, §4.5) or, where it is silent,
     the documented choices of the class docstring."""
 
-    dim: int = Field(
+    dim: int = dim_field(
         16,
-        ge=1,
-        description=(
+        (
             "Embedding size d (CML WSDM 2022 §4.5 / Fig. 3b: good performance for 16 ≤ d ≤ 32; "
             "the default is not stated, 16 chosen)."
         ),
@@ -37,16 +43,15 @@ class CMLConfig(ModelConfig):
         ge=1,
         description="Graph propagation layers L (§4.5 / Fig. 3a: better up to L = 3; §4.1.3 grid 1..4).",
     )
-    reg: float = Field(
+    reg: float = reg_field(
         1e-3,
-        ge=0.0,
-        description=(
+        (
             "λ of the L2 penalty on the batch's ego embeddings, λ·½Σ‖e‖²/B (Eq. 7 λ‖Θ‖²; §4.1.3: "
             "'L2 regularization for the learned embeddings' tuned in {1e-3, 5e-3, 1e-2})."
         ),
     )
     init: Init = Field("xavier", description="Embedding init (§4.1.3: Xavier).")
-    init_std: float = Field(0.1, gt=0.0, description="Standard deviation of the 'normal' init.")
+    init_std: float = init_std_field()
     normalization: Literal["sym", "none"] = Field(
         "sym",
         description=(
@@ -237,7 +242,15 @@ class _Term:
     scale: float = 1.0
 
 
-class CML(GraphScorer):
+class CML(
+    GraphScorer,
+    name="cml",
+    paper=(
+        "Wei et al., Contrastive Meta Learning with Behavior Multiplicity for Recommendation, "
+        "WSDM 2022"
+    ),
+    Config=CMLConfig,
+):
     """CML (Wei et al., "Contrastive Meta Learning with Behavior Multiplicity for
     Recommendation", WSDM 2022).
 
@@ -294,13 +307,6 @@ class CML(GraphScorer):
     * The paper's CyclicLR is the trainer's ``train.lr_schedule = "cyclic"`` (set in the
       shipped configs).
     """
-
-    name: ClassVar[str] = "cml"
-    paper: ClassVar[str] = (
-        "Wei et al., Contrastive Meta Learning with Behavior Multiplicity for Recommendation, "
-        "WSDM 2022"
-    )
-    Config: ClassVar[type[ModelConfig]] = CMLConfig
 
     config: CMLConfig
 

@@ -4,7 +4,7 @@ ComiRec-SA (self-attentive, §3.3.2) and ComiRec-DR (dynamic routing, §3.3.1), 
 
 from __future__ import annotations
 
-from typing import ClassVar, NamedTuple
+from typing import NamedTuple
 
 import torch
 from pydantic import Field
@@ -12,7 +12,6 @@ from torch import Tensor, nn
 
 from polyrec.data.views import DataSchema, TrainData
 from polyrec.models._sequential import SequentialConfig, SequentialModel, key_padding, latest
-from polyrec.models.base import ModelConfig
 
 
 def squash(z: Tensor, eps: float = 1e-9) -> Tensor:
@@ -92,14 +91,13 @@ class ComiRecSAConfig(SequentialConfig):
     )
 
 
-class ComiRecSA(SequentialModel):
+class ComiRecSA(
+    SequentialModel, name="comirec-sa", paper="Cen et al., KDD 2020", Config=ComiRecSAConfig
+):
     """ComiRec-SA: ``A = softmax(W₂ tanh(W₁ Hᵀ))`` over the history positions (§3.3.2 Eq. 7-8),
     interests ``V_u = A H`` (K × d); training reads out the interest nearest the target
     (§3.5 Eq. 14, argmax), sampled softmax (Eq. 15)."""
 
-    name: ClassVar[str] = "comirec-sa"
-    paper: ClassVar[str] = "Cen et al., KDD 2020"
-    Config: ClassVar[type[ModelConfig]] = ComiRecSAConfig
     config: ComiRecSAConfig
 
     def build(self, schema: DataSchema, data: TrainData | None) -> None:
@@ -137,14 +135,13 @@ class ComiRecDRConfig(SequentialConfig):
     )
 
 
-class ComiRecDR(SequentialModel):
+class ComiRecDR(
+    SequentialModel, name="comirec-dr", paper="Cen et al., KDD 2020", Config=ComiRecDRConfig
+):
     """ComiRec-DR: capsule dynamic routing (§3.3.1, Alg. 1) with one bilinear map per (history
     position, interest) ``ê_{j|i} = W_{ij} e_i`` (ComiRec code ``bilinear_type = 2``), routing
     logits initialised to zero, three iterations, squash (Eq. 3); argmax read-out (§3.5)."""
 
-    name: ClassVar[str] = "comirec-dr"
-    paper: ClassVar[str] = "Cen et al., KDD 2020"
-    Config: ClassVar[type[ModelConfig]] = ComiRecDRConfig
     config: ComiRecDRConfig
 
     def build(self, schema: DataSchema, data: TrainData | None) -> None:

@@ -4,7 +4,6 @@ submission), reconstructed from its appendix (the main text is not available).""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -16,9 +15,16 @@ from torch import Tensor, nn
 
 from polyrec import losses
 from polyrec.data.graphs import normalize, to_torch_csr_pair, with_values
-from polyrec.data.views import BPRBatch, DataSchema, TrainData, bpr_batches
+from polyrec.data.views import BPRBatch, DataSchema, TrainData
 from polyrec.errors import ConfigError
-from polyrec.models._common import GraphScorer, Init, init_embedding
+from polyrec.models._common import (
+    BPRScorer,
+    GraphScorer,
+    Init,
+    dim_field,
+    init_embedding,
+    init_std_field,
+)
 from polyrec.models.base import ModelConfig
 from polyrec.models.propagation import co_interaction_spmm, spmm_pair
 
@@ -27,10 +33,8 @@ class EGCMConfig(ModelConfig):
     """Settings of :class:`EGCM`. The appendix gives d, the layer range, the temperature grid,
     the optimiser and the initialiser (A.9.4); every other value is a documented choice."""
 
-    dim: int = Field(
-        16,
-        ge=1,
-        description="Embedding size d (A.9.4: 'the embedding dimensionality ... set as 16').",
+    dim: int = dim_field(
+        16, "Embedding size d (A.9.4: 'the embedding dimensionality ... set as 16')."
     )
     n_layers: int = Field(
         2,
@@ -173,9 +177,7 @@ class EGCMConfig(ModelConfig):
             "gradients of the same order. 'xavier' = the appendix as printed."
         ),
     )
-    init_std: float = Field(
-        1.0, gt=0.0, description="Standard deviation of the 'normal' init (see init)."
-    )
+    init_std: float = init_std_field(1.0, "Standard deviation of the 'normal' init (see init).")
     memory: bool = Field(
         True,
         description=(
@@ -328,7 +330,16 @@ class EGCMEmbeddings:
     items: Tensor  # [I, d]  E_i
 
 
-class EGCM(GraphScorer):
+class EGCM(
+    BPRScorer,
+    GraphScorer,
+    name="egcm",
+    paper=(
+        "EGCM: multi-behavior dynamic graph contrastive learning with a cross-relational memory, "
+        "ICLR 2023 submission (appendix only; reconstructed)"
+    ),
+    Config=EGCMConfig,
+):
     """EGCM — multi-behavior dynamic graph contrastive learning (ICLR 2023 submission), as
     reconstructed from its appendix (see ``shared/papers/INDEX.md``).
 
@@ -385,12 +396,6 @@ class EGCM(GraphScorer):
     ``time-slots`` split (``data.protocol``, the default this model sets) there is one slot.
     """
 
-    name: ClassVar[str] = "egcm"
-    paper: ClassVar[str] = (
-        "EGCM: multi-behavior dynamic graph contrastive learning with a cross-relational memory, "
-        "ICLR 2023 submission (appendix only; reconstructed)"
-    )
-    Config: ClassVar[type[ModelConfig]] = EGCMConfig
     run_defaults: ClassVar[dict[str, object]] = {"data.protocol": "time-slots"}
 
     config: EGCMConfig
@@ -425,7 +430,8 @@ class EGCM(GraphScorer):
             raise ConfigError(
                 f"params.drop_behaviors: the target behavior {log.target!r} cannot be removed"
             )
-        self.target = log.target
+        # BPR triples over the distinct target-behavior pairs (vectorised negatives)
+        self.target = self.train_behavior = log.target
         self.behaviors: tuple[str, ...] = tuple(
             b for b in log.behaviors if b not in config.drop_behaviors
         )
@@ -667,12 +673,6 @@ class EGCM(GraphScorer):
     # ------------------------------------------------------------------ training
     def n_batches(self, data: TrainData, batch_size: int) -> int:
         return math.ceil(int(data.csr(self.target).nnz) / batch_size)
-
-    def batches(
-        self, data: TrainData, batch_size: int, generator: torch.Generator
-    ) -> Iterator[BPRBatch]:
-        """BPR triples over the distinct target-behavior pairs (vectorised negatives)."""
-        return bpr_batches(data, self.target, batch_size, generator)
 
     def short_term_users(self, e: EGCMEmbeddings, users: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """For ``users``: E^b_{t,u} ``[Λ, |B|, n, d]``, the activity mask ``[Λ, |B|, n]`` and the

@@ -3,15 +3,12 @@ ICLR 2016) as a sequential baseline of ComiRec."""
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import torch
 from pydantic import Field
 from torch import Tensor, nn
 
 from polyrec.data.views import DataSchema, TrainData
 from polyrec.models._sequential import SequentialConfig, SequentialModel
-from polyrec.models.base import ModelConfig
 
 
 class GRU4RecConfig(SequentialConfig):
@@ -23,14 +20,13 @@ class GRU4RecConfig(SequentialConfig):
     )
 
 
-class GRU4Rec(SequentialModel):
+class GRU4Rec(
+    SequentialModel, name="gru4rec", paper="Hidasi et al., ICLR 2016", Config=GRU4RecConfig
+):
     """GRU4Rec: a GRU over the history's item embeddings; the user vector is the final hidden
     state at the latest item (K = 1), trained on (prefix → next item) cuts with the shared sampled softmax (the
     paper's session-parallel mini-batches and ranking losses are not reproduced)."""
 
-    name: ClassVar[str] = "gru4rec"
-    paper: ClassVar[str] = "Hidasi et al., ICLR 2016"
-    Config: ClassVar[type[ModelConfig]] = GRU4RecConfig
     config: GRU4RecConfig
 
     def build(self, schema: DataSchema, data: TrainData | None) -> None:

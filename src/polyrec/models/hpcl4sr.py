@@ -75,7 +75,7 @@ Ablations of Table 3 (:data:`ABLATIONS` holds them as config overrides): ``base`
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -88,7 +88,6 @@ from polyrec.data.sequences import SeqBatch, SequenceSet
 from polyrec.data.views import DataSchema, TrainData, category_count
 from polyrec.errors import ConfigError
 from polyrec.models._sequential import SequentialModel, key_padding, latest
-from polyrec.models.base import ModelConfig
 from polyrec.models.comirec import ComiRecDRConfig, capsules
 
 # ------------------------------------------------------------------ the category graph (§4.1)
@@ -313,14 +312,13 @@ class Views(NamedTuple):
     categories: Tensor  # [B, T]: +1-shifted category codes (0: padding or unknown item)
 
 
-class HPCL4SR(SequentialModel):
+class HPCL4SR(
+    SequentialModel, name="hpcl4sr", paper="Zhu et al., World Wide Web 2024", Config=HPCL4SRConfig
+):
     """HPCL4SR: category-graph (high-level) and capsule (low-level) interests fused into K
     interests, trained with sampled softmax, category classification and an angular-margin
     contrastive loss between the low-level and the fused interests (WWW journal 2024, §4)."""
 
-    name: ClassVar[str] = "hpcl4sr"
-    paper: ClassVar[str] = "Zhu et al., World Wide Web 2024"
-    Config: ClassVar[type[ModelConfig]] = HPCL4SRConfig
     config: HPCL4SRConfig
 
     def build(self, schema: DataSchema, data: TrainData | None) -> None:

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import ClassVar, Literal
+from typing import Literal
 
 import torch
 from pydantic import Field
-from torch import Tensor, nn
+from torch import Tensor
 
 from polyrec import losses
 from polyrec.data.graphs import normalized_bipartite_adjacency
-from polyrec.data.views import BPRBatch, DataSchema, TrainData, bpr_batches
+from polyrec.data.views import BPRBatch, DataSchema, TrainData
 from polyrec.models._common import (
     Behaviors,
+    BPRScorer,
     GraphScorer,
     Init,
-    init_embedding,
+    behaviors_field,
+    dim_field,
+    embedding_tables,
+    init_std_field,
+    reg_field,
     train_behavior,
 )
 from polyrec.models.base import ModelConfig
@@ -26,9 +30,7 @@ from polyrec.models.propagation import propagate, spmm
 class LightGCNConfig(ModelConfig):
     """Settings of :class:`LightGCN`; defaults are the paper's (§4.1.2 Hyper-parameter Settings)."""
 
-    dim: int = Field(
-        64, ge=1, description="Embedding size d (LightGCN SIGIR 2020 §4.1.2: fixed to 64)."
-    )
+    dim: int = dim_field(64, "Embedding size d (LightGCN SIGIR 2020 §4.1.2: fixed to 64).")
     n_layers: int = Field(
         3,
         ge=0,
@@ -37,10 +39,9 @@ class LightGCNConfig(ModelConfig):
             "SIGIR 2023 §4.5 also fixes 3 layers). K = 0 is MF-BPR."
         ),
     )
-    reg: float = Field(
+    reg: float = reg_field(
         1e-4,
-        ge=0.0,
-        description=(
+        (
             "λ of the L2 penalty on the batch's ego (layer-0) embeddings, λ·½Σ‖e⁽⁰⁾‖²/B "
             "(§3.3 Eq. 15; §4.1.2: searched in 1e-6..1e-2, optimum 1e-4 in most cases)."
         ),
@@ -53,18 +54,24 @@ class LightGCNConfig(ModelConfig):
             "PyTorch port LightGCN-PyTorch uses std 0.1)."
         ),
     )
-    init_std: float = Field(0.1, gt=0.0, description="Standard deviation of the 'normal' init.")
-    behaviors: Behaviors = Field(
-        "target",
-        description=(
-            "Which interactions form the graph and the BPR pairs: 'target' (single-behavior "
-            "baseline, CML WSDM 2022 §4.1.2, MBA SIGIR 2023 §4.4) or 'all' (every behavior "
-            "merged into one graph)."
-        ),
+    init_std: float = init_std_field()
+    behaviors: Behaviors = behaviors_field(
+        "Which interactions form the graph and the BPR pairs: 'target' (single-behavior "
+        "baseline, CML WSDM 2022 §4.1.2, MBA SIGIR 2023 §4.4) or 'all' (every behavior "
+        "merged into one graph)."
     )
 
 
-class LightGCN(GraphScorer):
+class LightGCN(
+    BPRScorer,
+    GraphScorer,
+    name="lightgcn",
+    paper=(
+        "He et al., LightGCN: Simplifying and Powering Graph Convolution Network for "
+        "Recommendation, SIGIR 2020"
+    ),
+    Config=LightGCNConfig,
+):
     """LightGCN (He et al., "LightGCN: Simplifying and Powering Graph Convolution Network for
     Recommendation", SIGIR 2020).
 
@@ -86,23 +93,15 @@ class LightGCN(GraphScorer):
     through ``torch.sparse.mm``); all give the same values and gradients.
     """
 
-    name: ClassVar[str] = "lightgcn"
-    paper: ClassVar[str] = (
-        "He et al., LightGCN: Simplifying and Powering Graph Convolution Network for "
-        "Recommendation, SIGIR 2020"
-    )
-    Config: ClassVar[type[ModelConfig]] = LightGCNConfig
-
     config: LightGCNConfig
     adj: Tensor
 
     def build(self, schema: DataSchema, data: TrainData | None) -> None:
         config = self.config
         self.train_behavior = train_behavior(schema, config.behaviors)
-        self.user_emb = nn.Embedding(self.n_users, config.dim)
-        self.item_emb = nn.Embedding(self.n_items, config.dim)
-        init_embedding(self.user_emb.weight, config.init, config.init_std)
-        init_embedding(self.item_emb.weight, config.init, config.init_std)
+        self.user_emb, self.item_emb = embedding_tables(
+            self.n_users, self.n_items, config.dim, config.init, config.init_std
+        )
         # Â = D^{-1/2} A D^{-1/2} (Eq. 7), built once; not saved (rebuilt from the data).
         assert data is not None  # not rebuildable: setup() always passes the data
         adj = normalized_bipartite_adjacency(data.csr(self.train_behavior))
@@ -132,11 +131,6 @@ class LightGCN(GraphScorer):
         return users, items
 
     # ------------------------------------------------------------------ training
-    def batches(
-        self, data: TrainData, batch_size: int, generator: torch.Generator
-    ) -> Iterator[BPRBatch]:
-        return bpr_batches(data, self.train_behavior, batch_size, generator)
-
     def loss(self, batch: BPRBatch) -> dict[str, Tensor]:
         users, items = self.propagate()  # one full-graph propagation per batch
         eu, ep, en = users[batch.user], items[batch.pos], items[batch.neg]

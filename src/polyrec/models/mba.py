@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -18,7 +18,7 @@ from polyrec.data.log import InteractionLog
 from polyrec.data.sampling import PairSet, pair_keys, sample_negatives_t
 from polyrec.data.views import BPRBatch, DataSchema, TrainData
 from polyrec.errors import ConfigError, DataError
-from polyrec.models._common import GraphScorer, Init
+from polyrec.models._common import GraphScorer, Init, dim_field, init_std_field, reg_field
 from polyrec.models.base import HoldoutEvaluator, ModelConfig, Scorer, make_optimizer
 from polyrec.models.lightgcn import LightGCN, LightGCNConfig
 from polyrec.models.mf import MF, MFConfig
@@ -54,9 +54,7 @@ class MBAConfig(ModelConfig):
             "pair); False = the auxiliary behavior's own pairs only."
         ),
     )
-    dim: int = Field(
-        32, ge=1, description="Embedding size of t_θ and the behavior models (§4.5: 32)."
-    )
+    dim: int = dim_field(32, "Embedding size of t_θ and the behavior models (§4.5: 32).")
     n_layers: int = Field(
         3,
         ge=0,
@@ -66,10 +64,9 @@ class MBAConfig(ModelConfig):
         "normal",
         description="Embedding init of every sub-model: 'normal' = N(0, init_std²) or 'xavier'.",
     )
-    init_std: float = Field(
+    init_std: float = init_std_field(
         0.01,
-        gt=0.0,
-        description=(
+        (
             "Std of the 'normal' init (authors' MF: 0.01; their LightGCN: 0.1 — set it in the "
             "LightGCN configs)."
         ),
@@ -108,10 +105,9 @@ class MBAConfig(ModelConfig):
             "code default 0.8). β = 1 scores with t_θ alone."
         ),
     )
-    reg: float = Field(
+    reg: float = reg_field(
         1e-4,
-        ge=0.0,
-        description=(
+        (
             "λ of the L2 penalty λ·½Σ‖e‖²/B on t_θ's batch (ego) embeddings in the main phase "
             "(§4.5: 'L2 normalization searched in {1e-6, …, 1}'; 1e-4 = the code's λ)."
         ),
@@ -275,7 +271,15 @@ def _after_load(module: nn.Module, incompatible_keys: Any) -> None:
         module._apply_phase()
 
 
-class MBA(Scorer):
+class MBA(
+    Scorer,
+    name="mba",
+    paper=(
+        "Xin et al., Improving Implicit Feedback-Based Recommendation through Multi-Behavior "
+        "Alignment, SIGIR 2023"
+    ),
+    Config=MBAConfig,
+):
     """MBA (Xin et al., "Improving Implicit Feedback-Based Recommendation through Multi-Behavior
     Alignment", SIGIR 2023).
 
@@ -341,13 +345,6 @@ class MBA(Scorer):
     drawn vectorised for the whole batch. No users × items matrix is built except the
     evaluator's per-user-batch score block.
     """
-
-    name: ClassVar[str] = "mba"
-    paper: ClassVar[str] = (
-        "Xin et al., Improving Implicit Feedback-Based Recommendation through Multi-Behavior "
-        "Alignment, SIGIR 2023"
-    )
-    Config: ClassVar[type[ModelConfig]] = MBAConfig
 
     config: MBAConfig
     phase: Tensor

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -15,8 +14,16 @@ from torch import Tensor, nn
 
 from polyrec import losses
 from polyrec.data.graphs import normalize, to_torch_csr_pair, with_values
-from polyrec.data.views import BPRBatch, DataSchema, TrainData, bpr_batches
-from polyrec.models._common import GraphScorer, Init, init_embedding
+from polyrec.data.views import BPRBatch, DataSchema, TrainData
+from polyrec.models._common import (
+    BPRScorer,
+    GraphScorer,
+    Init,
+    dim_field,
+    embedding_tables,
+    init_std_field,
+    reg_field,
+)
 from polyrec.models.base import ModelConfig
 from polyrec.models.propagation import (
     co_interaction_degree,
@@ -30,10 +37,8 @@ class MBGCNConfig(ModelConfig):
     """Settings of :class:`MBGCN`; defaults are the paper's (§4.1) or, where it gives none, the
     authors' released settings (``MBGCN.sh`` / ``main.py`` of tsinghua-fib-lab/MBGCN)."""
 
-    dim: int = Field(
-        64,
-        ge=1,
-        description="Embedding size d (MBGCN SIGIR 2020 §4.1.3: 64 for every model; MBGCN.sh: 64).",
+    dim: int = dim_field(
+        64, "Embedding size d (MBGCN SIGIR 2020 §4.1.3: 64 for every model; MBGCN.sh: 64)."
     )
     n_layers: int = Field(
         1,
@@ -51,10 +56,9 @@ class MBGCNConfig(ModelConfig):
             "Eq. 9; MBGCN.sh: lamb = 1)."
         ),
     )
-    reg: float = Field(
+    reg: float = reg_field(
         1e-4,
-        ge=0.0,
-        description=(
+        (
             "λ of the L2 penalty λ·½Σ‖e⁽⁰⁾‖²/B on the batch's ego embeddings (§3.6 Eq. 10 "
             "regularisation; MBGCN.sh: L2 = 1e-4)."
         ),
@@ -92,7 +96,7 @@ class MBGCNConfig(ModelConfig):
             "same variance, and optionally MF-pretrained embeddings) or 'normal'."
         ),
     )
-    init_std: float = Field(0.1, gt=0.0, description="Standard deviation of the 'normal' init.")
+    init_std: float = init_std_field()
     item_neighbors: Literal["all", "target"] = Field(
         "all",
         description=(
@@ -168,7 +172,13 @@ def _materialise(
     return torch.cat(parts, dim=1)
 
 
-class MBGCN(GraphScorer):
+class MBGCN(
+    BPRScorer,
+    GraphScorer,
+    name="mbgcn",
+    paper="Jin et al., Multi-behavior Recommendation with Graph Convolutional Networks, SIGIR 2020",
+    Config=MBGCNConfig,
+):
     """MBGCN (Jin et al., "Multi-behavior Recommendation with Graph Convolutional Networks",
     SIGIR 2020).
 
@@ -216,12 +226,6 @@ class MBGCN(GraphScorer):
     authors' optional initialisation from pretrained MF embeddings.
     """
 
-    name: ClassVar[str] = "mbgcn"
-    paper: ClassVar[str] = (
-        "Jin et al., Multi-behavior Recommendation with Graph Convolutional Networks, SIGIR 2020"
-    )
-    Config: ClassVar[type[ModelConfig]] = MBGCNConfig
-
     config: MBGCNConfig
     user_counts: Tensor
     user_inv_counts: Tensor
@@ -237,12 +241,11 @@ class MBGCN(GraphScorer):
         assert data is not None  # not rebuildable: setup() always passes the data
         log = data.log
         self.behaviors: tuple[str, ...] = tuple(log.behaviors)
-        self.target = log.target
+        self.target = self.train_behavior = log.target  # BPR triples of the target (§3.6)
         n_beh, d, n_layers = len(self.behaviors), config.dim, config.n_layers
-        self.user_emb = nn.Embedding(self.n_users, d)
-        self.item_emb = nn.Embedding(self.n_items, d)
-        init_embedding(self.user_emb.weight, config.init, config.init_std)
-        init_embedding(self.item_emb.weight, config.init, config.init_std)
+        self.user_emb, self.item_emb = embedding_tables(
+            self.n_users, self.n_items, d, config.init, config.init_std
+        )
         # w_t of Eq. 1
         self.behavior_weight = nn.Parameter(torch.full((n_beh,), config.behavior_weight_init))
         # W⁽ˡ⁾ of Eq. 4 (shared by users and items) and W_t⁽ˡ⁾ of Eq. 5 (per behavior)
@@ -448,12 +451,6 @@ class MBGCN(GraphScorer):
         return users, items
 
     # ------------------------------------------------------------------ training
-    def batches(
-        self, data: TrainData, batch_size: int, generator: torch.Generator
-    ) -> Iterator[BPRBatch]:
-        """BPR triples of the target behavior (§3.6)."""
-        return bpr_batches(data, self.target, batch_size, generator)
-
     def loss(self, batch: BPRBatch) -> dict[str, Tensor]:
         """BPR of ŷ = y1 + λ·y2 (Eq. 9–10) on target triples, with node and message dropout."""
         drop = self.training

@@ -2,34 +2,40 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import ClassVar
 
-import torch
 from pydantic import Field
-from torch import Tensor, nn
+from torch import Tensor
 
 from polyrec import losses
-from polyrec.data.views import BPRBatch, DataSchema, TrainData, bpr_batches
-from polyrec.models._common import Behaviors, Init, init_embedding, train_behavior
-from polyrec.models.base import ModelConfig, Scorer
+from polyrec.data.views import BPRBatch, DataSchema, TrainData
+from polyrec.models._common import (
+    Behaviors,
+    BPRScorer,
+    Init,
+    behaviors_field,
+    dim_field,
+    embedding_tables,
+    init_std_field,
+    reg_field,
+    train_behavior,
+)
+from polyrec.models.base import ModelConfig
 
 
 class MFConfig(ModelConfig):
     """Settings of :class:`MF` (defaults: the MF-BPR baseline as run in LightGCN's comparisons)."""
 
-    dim: int = Field(
+    dim: int = dim_field(
         64,
-        ge=1,
-        description=(
+        (
             "Embedding size d. LightGCN (SIGIR 2020) §4.1.2 fixes d = 64 for every compared "
             "model, MF included; BPR (UAI 2009) §6 varies it."
         ),
     )
-    reg: float = Field(
+    reg: float = reg_field(
         1e-4,
-        ge=0.0,
-        description=(
+        (
             "λ of the L2 penalty λ·½Σ‖e‖²/B on the batch's user/positive/negative embeddings "
             "(BPR UAI 2009 §4.2 regularisation λ_Θ; LightGCN §4.1.2: best value 1e-4 in most "
             "cases, the setting its MF baseline uses)."
@@ -43,18 +49,20 @@ class MFConfig(ModelConfig):
             "§4.1.2)."
         ),
     )
-    init_std: float = Field(0.1, gt=0.0, description="Standard deviation of the 'normal' init.")
-    behaviors: Behaviors = Field(
-        "target",
-        description=(
-            "Which pairs train the model: 'target' (target behavior only, the single-behavior "
-            "baseline of CML WSDM 2022 §4.1.2 and MBA SIGIR 2023 §4.4) or 'all' (every behavior "
-            "merged into one positive set)."
-        ),
+    init_std: float = init_std_field()
+    behaviors: Behaviors = behaviors_field(
+        "Which pairs train the model: 'target' (target behavior only, the single-behavior "
+        "baseline of CML WSDM 2022 §4.1.2 and MBA SIGIR 2023 §4.4) or 'all' (every behavior "
+        "merged into one positive set)."
     )
 
 
-class MF(Scorer):
+class MF(
+    BPRScorer,
+    name="mf",
+    paper="Rendle et al., BPR: Bayesian Personalized Ranking from Implicit Feedback, UAI 2009",
+    Config=MFConfig,
+):
     """MF-BPR (Rendle et al., "BPR: Bayesian Personalized Ranking from Implicit Feedback",
     UAI 2009).
 
@@ -66,11 +74,6 @@ class MF(Scorer):
     it costs O(batch · d) whatever the number of users and items (:mod:`polyrec.optim`).
     """
 
-    name: ClassVar[str] = "mf"
-    paper: ClassVar[str] = (
-        "Rendle et al., BPR: Bayesian Personalized Ranking from Implicit Feedback, UAI 2009"
-    )
-    Config: ClassVar[type[ModelConfig]] = MFConfig
     supports_lazy_adam: ClassVar[bool] = True
     rebuildable: ClassVar[bool] = True
 
@@ -79,19 +82,13 @@ class MF(Scorer):
     def build(self, schema: DataSchema, data: TrainData | None) -> None:
         config = self.config
         self.train_behavior = train_behavior(schema, config.behaviors)
-        self.user_emb = nn.Embedding(self.n_users, config.dim)
-        self.item_emb = nn.Embedding(self.n_items, config.dim)
-        init_embedding(self.user_emb.weight, config.init, config.init_std)
-        init_embedding(self.item_emb.weight, config.init, config.init_std)
+        self.user_emb, self.item_emb = embedding_tables(
+            self.n_users, self.n_items, config.dim, config.init, config.init_std
+        )
 
     def sparse_gradients(self, on: bool) -> list[Tensor]:
         self.user_emb.sparse = self.item_emb.sparse = on
         return [self.user_emb.weight, self.item_emb.weight]
-
-    def batches(
-        self, data: TrainData, batch_size: int, generator: torch.Generator
-    ) -> Iterator[BPRBatch]:
-        return bpr_batches(data, self.train_behavior, batch_size, generator)
 
     def loss(self, batch: BPRBatch) -> dict[str, Tensor]:
         eu = self.user_emb(batch.user)

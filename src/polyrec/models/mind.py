@@ -3,15 +3,12 @@ CIKM 2019): behaviour-to-interest (B2I) dynamic routing and label-aware attentio
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import torch
 from pydantic import Field
 from torch import Tensor, nn
 
 from polyrec.data.views import DataSchema, TrainData
 from polyrec.models._sequential import SequentialConfig, SequentialModel, key_padding, latest
-from polyrec.models.base import ModelConfig
 from polyrec.models.comirec import dynamic_routing
 
 
@@ -39,16 +36,13 @@ class MINDConfig(SequentialConfig):
     )
 
 
-class MIND(SequentialModel):
+class MIND(SequentialModel, name="mind", paper="Li et al., CIKM 2019", Config=MINDConfig):
     """MIND: B2I dynamic routing with one shared bilinear map ``S`` (§3.3 Eq. 8), routing logits
     drawn once from N(0, 1) at construction (§3.3: 'randomly initialised', fixed here so that
     inference is deterministic), squash, then a dense ReLU layer (§3.3 'H-layer' / ComiRec's
     MIND); training reads out by label-aware attention (§3.4 Eq. 11). The dynamic interest
     number K'_u (§3.3 Eq. 9) is not used: every user gets K interests (as ComiRec's MIND)."""
 
-    name: ClassVar[str] = "mind"
-    paper: ClassVar[str] = "Li et al., CIKM 2019"
-    Config: ClassVar[type[ModelConfig]] = MINDConfig
     config: MINDConfig
 
     def build(self, schema: DataSchema, data: TrainData | None) -> None:

@@ -28,7 +28,12 @@ class PopConfig(ModelConfig):
     )
 
 
-class Pop(Scorer):
+class Pop(
+    Scorer,
+    name="pop",
+    paper="Most-popular baseline (as in Re4, WWW 2022, §4.1 Baselines)",
+    Config=PopConfig,
+):
     """Most-popular baseline (the POP row of Re4, WWW 2022, §4.1; ComiRec, KDD 2020).
 
     The score of item ``i`` for every user is its popularity: the number of distinct users with
@@ -37,9 +42,6 @@ class Pop(Scorer):
     (also one unseen in training) gets the same ranking.
     """
 
-    name: ClassVar[str] = "pop"
-    paper: ClassVar[str] = "Most-popular baseline (as in Re4, WWW 2022, §4.1 Baselines)"
-    Config: ClassVar[type[ModelConfig]] = PopConfig
     trainable: ClassVar[bool] = False
     rebuildable: ClassVar[bool] = True
 

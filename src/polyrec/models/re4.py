@@ -41,7 +41,8 @@ Choices where the paper is silent or ambiguous (each is a config field):
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from pydantic import Field
@@ -51,6 +52,7 @@ from torch.autograd.function import once_differentiable
 from polyrec import losses
 from polyrec.data.sequences import SeqBatch
 from polyrec.data.views import DataSchema, TrainData
+from polyrec.models._sequential import SequentialModel
 from polyrec.models.base import ModelConfig
 from polyrec.models.comirec import (
     ComiRecDR,
@@ -293,52 +295,42 @@ def beyond_history(
     return items[ids]
 
 
-def re4_loss(
-    model: ComiRecSA | ComiRecDR, flows: BackwardFlows, batch: SeqBatch
-) -> dict[str, Tensor]:
-    """Eq. 16: the backbone's recommendation loss (Eq. 13-15) and the weighted backward flows.
-    The sampled softmax's negatives are gathered once and serve Re-contrast too (Eq. 5)."""
-    ext = model.extract(batch.history, batch.lengths)
-    items = model.item_embeddings()
-    rows = None if batch.negatives is None else items[batch.negatives]
-    sampled = beyond_history(items, batch, flows.config.contrast_negatives, rows)
-    return model.next_item_loss(ext.interests, batch, items, rows) | flows(ext, sampled)
+class Re4Flows(SequentialModel):
+    """Re4's training-time part, mixed in before a ComiRec backbone (``Re4SA(Re4Flows,
+    ComiRecSA)``): the backbone builds and runs the forward flow (its ``extract``) and
+    inference; this adds the three backward flows to its loss."""
+
+    config: Re4SAConfig | Re4DRConfig
+    extract: Callable[[Tensor, Tensor], Extraction]  # the backbone's forward flow (§2.1)
+
+    def build(self, schema: DataSchema, data: TrainData | None) -> None:
+        super().build(schema, data)
+        config = self.config
+        self.flows = BackwardFlows(config, config.dim, config.max_len)
+
+    def loss(self, batch: SeqBatch) -> dict[str, Tensor]:
+        """Eq. 16: the backbone's recommendation loss (Eq. 13-15) and the weighted backward
+        flows. The sampled softmax's negatives are gathered once and serve Re-contrast too
+        (Eq. 5)."""
+        ext = self.extract(batch.history, batch.lengths)
+        items = self.item_embeddings()
+        rows = None if batch.negatives is None else items[batch.negatives]
+        sampled = beyond_history(items, batch, self.flows.config.contrast_negatives, rows)
+        return self.next_item_loss(ext.interests, batch, items, rows) | self.flows(ext, sampled)
 
 
-class Re4SA(ComiRecSA):
+class Re4SA(Re4Flows, ComiRecSA, name="re4-sa", paper="Zhang et al., WWW 2022", Config=Re4SAConfig):
     """Re4 on ComiRec-SA (the paper's base model): ComiRec-SA's forward flow and inference, plus
     the three backward flows at training time."""
 
-    name: ClassVar[str] = "re4-sa"
-    paper: ClassVar[str] = "Zhang et al., WWW 2022"
-    Config: ClassVar[type[ModelConfig]] = Re4SAConfig
     config: Re4SAConfig
 
-    def build(self, schema: DataSchema, data: TrainData | None) -> None:
-        super().build(schema, data)
-        config = self.config
-        self.flows = BackwardFlows(config, config.dim, config.max_len)
 
-    def loss(self, batch: SeqBatch) -> dict[str, Tensor]:
-        return re4_loss(self, self.flows, batch)
-
-
-class Re4DR(ComiRecDR):
+class Re4DR(Re4Flows, ComiRecDR, name="re4-dr", paper="Zhang et al., WWW 2022", Config=Re4DRConfig):
     """Re4 on ComiRec-DR: ComiRec-DR's routing and inference, plus the three backward flows at
     training time (the coupling coefficients act as the attention, see the module docstring)."""
 
-    name: ClassVar[str] = "re4-dr"
-    paper: ClassVar[str] = "Zhang et al., WWW 2022"
-    Config: ClassVar[type[ModelConfig]] = Re4DRConfig
     config: Re4DRConfig
 
-    def build(self, schema: DataSchema, data: TrainData | None) -> None:
-        super().build(schema, data)
-        config = self.config
-        self.flows = BackwardFlows(config, config.dim, config.max_len)
 
-    def loss(self, batch: SeqBatch) -> dict[str, Tensor]:
-        return re4_loss(self, self.flows, batch)
-
-
-__all__ = ["BackwardFlows", "Re4DR", "Re4DRConfig", "Re4Fields", "Re4SA", "Re4SAConfig"]
+__all__ = ["BackwardFlows", "Re4DR", "Re4DRConfig", "Re4Fields", "Re4Flows", "Re4SA", "Re4SAConfig"]

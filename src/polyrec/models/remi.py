@@ -37,7 +37,7 @@ The REMI paper is not in this repository. What is followed, and the choices made
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Literal
 
 import torch
 from pydantic import Field
@@ -46,7 +46,6 @@ from torch import Tensor
 from polyrec import losses
 from polyrec.data.sequences import SeqBatch
 from polyrec.data.views import DataSchema, TrainData
-from polyrec.models.base import ModelConfig
 from polyrec.models.comirec import ComiRecDR, ComiRecDRConfig
 
 
@@ -83,13 +82,10 @@ class REMIConfig(ComiRecDRConfig):
     )
 
 
-class REMI(ComiRecDR):
+class REMI(ComiRecDR, name="remi", paper="Xie et al., RecSys 2023", Config=REMIConfig):
     """REMI on ComiRec-DR: interest-aware hard negative mining (β) in the sampled softmax and a
     routing-variance regulariser (λ) on the capsules' routing; ComiRec-DR's inference."""
 
-    name: ClassVar[str] = "remi"
-    paper: ClassVar[str] = "Xie et al., RecSys 2023"
-    Config: ClassVar[type[ModelConfig]] = REMIConfig
     config: REMIConfig
 
     def build(self, schema: DataSchema, data: TrainData | None) -> None:

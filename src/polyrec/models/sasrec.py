@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from pydantic import Field
 from torch import Tensor, nn
 
 from polyrec.data.views import DataSchema, TrainData
 from polyrec.models._layers import SelfAttentionBlock, causal_mask, dropout
 from polyrec.models._sequential import SequentialConfig, SequentialModel, key_padding, latest
-from polyrec.models.base import ModelConfig
 
 
 class SASRecConfig(SequentialConfig):
@@ -26,15 +23,14 @@ class SASRecConfig(SequentialConfig):
     )
 
 
-class SASRec(SequentialModel):
+class SASRec(
+    SequentialModel, name="sasrec", paper="Kang & McAuley, ICDM 2018", Config=SASRecConfig
+):
     """SASRec: causal self-attention over the history (SASRec §III-B/C, pre-LayerNorm residual
     blocks with a point-wise feed-forward network, learned positions §III-A); the user vector
     is the output at the latest position (K = 1). Trained here on (prefix → next item) cuts with
     the shared sampled softmax instead of the paper's per-position binary cross-entropy."""
 
-    name: ClassVar[str] = "sasrec"
-    paper: ClassVar[str] = "Kang & McAuley, ICDM 2018"
-    Config: ClassVar[type[ModelConfig]] = SASRecConfig
     config: SASRecConfig
 
     def build(self, schema: DataSchema, data: TrainData | None) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
@@ -11,7 +11,6 @@ from torch import Tensor
 from polyrec import losses
 from polyrec.data.graphs import normalized_bipartite_from_pairs
 from polyrec.data.views import BPRBatch, DataSchema, TrainData
-from polyrec.models.base import ModelConfig
 from polyrec.models.lightgcn import LightGCN, LightGCNConfig
 from polyrec.models.propagation import propagate, propagate_layerwise
 
@@ -73,7 +72,12 @@ class SGLConfig(LightGCNConfig):
     )
 
 
-class SGL(LightGCN):
+class SGL(
+    LightGCN,
+    name="sgl",
+    paper="Wu et al., Self-supervised Graph Learning for Recommendation, SIGIR 2021",
+    Config=SGLConfig,
+):
     """SGL (Wu et al., "Self-supervised Graph Learning for Recommendation", SIGIR 2021).
 
     **Encoder and main task.** LightGCN (:class:`~polyrec.models.lightgcn.LightGCN`, inherited:
@@ -103,12 +107,6 @@ class SGL(LightGCN):
     and section numbers are cited from its published version as recalled here (check them
     against the paper); defaults follow the authors' SGL-Torch ``conf/SGL.ini`` where they agree.
     """
-
-    name: ClassVar[str] = "sgl"
-    paper: ClassVar[str] = (
-        "Wu et al., Self-supervised Graph Learning for Recommendation, SIGIR 2021"
-    )
-    Config: ClassVar[type[ModelConfig]] = SGLConfig
 
     config: SGLConfig
     edge_user: Tensor

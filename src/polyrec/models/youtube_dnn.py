@@ -3,14 +3,11 @@ as the single-interest baseline of ComiRec: mean pooling of the history's item e
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from pydantic import Field
 from torch import Tensor, nn
 
 from polyrec.data.views import DataSchema, TrainData
 from polyrec.models._sequential import SequentialConfig, SequentialModel
-from polyrec.models.base import ModelConfig
 
 
 class YouTubeDNNConfig(SequentialConfig):
@@ -26,14 +23,16 @@ class YouTubeDNNConfig(SequentialConfig):
     )
 
 
-class YouTubeDNN(SequentialModel):
+class YouTubeDNN(
+    SequentialModel,
+    name="youtube-dnn",
+    paper="Covington et al., RecSys 2016",
+    Config=YouTubeDNNConfig,
+):
     """YouTube DNN candidate generation (RecSys 2016 §3): the user vector is the average of the
     watched items' embeddings (§3.3), followed by a dense layer; one interest (K = 1).
     Trained with sampled softmax over items (§3.2) on ComiRec's (prefix → next item) cuts."""
 
-    name: ClassVar[str] = "youtube-dnn"
-    paper: ClassVar[str] = "Covington et al., RecSys 2016"
-    Config: ClassVar[type[ModelConfig]] = YouTubeDNNConfig
     config: YouTubeDNNConfig
 
     def build(self, schema: DataSchema, data: TrainData | None) -> None:
