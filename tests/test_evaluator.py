@@ -14,9 +14,10 @@ from torch import Tensor
 
 from polyrec.data.log import InteractionLog
 from polyrec.data.splits import Split, leave_one_out, random_ratio, user_split
+from polyrec.data.views import DataSchema, TrainData
 from polyrec.eval import evaluate, metric_value
 from polyrec.eval.protocols import PairIndex, mask_keys, masked_topk, pair_keys
-from polyrec.models.base import InterestModel, ModelConfig, Scorer, TrainData
+from polyrec.models.base import InterestModel, ModelConfig, Scorer
 
 L3 = 1 / math.log2(3)  # NDCG of a single positive at position 1
 L5 = 1 / math.log2(5)  # position 3
@@ -31,9 +32,13 @@ class FixedScorer(Scorer):
     Config = ModelConfig
 
     def __init__(self, scores: Any, data: TrainData) -> None:
-        super().__init__(ModelConfig(), data)
-        self.register_buffer("table", torch.as_tensor(np.asarray(scores), dtype=torch.float32))
+        super().__init__(ModelConfig())
+        self._scores = torch.as_tensor(np.asarray(scores), dtype=torch.float32)
         self.prepared = 0
+        self.setup(data)
+
+    def build(self, schema: DataSchema, data: TrainData | None) -> None:
+        self.register_buffer("table", self._scores.clone())
 
     def batches(
         self, data: TrainData, batch_size: int, generator: torch.Generator
@@ -370,6 +375,9 @@ def test_interest_models_dispatch_to_retrieval(tiny: Split) -> None:
         paper = ""
         Config = ModelConfig
 
+        def build(self, schema: DataSchema, data: TrainData | None) -> None:
+            pass
+
         def batches(self, data: TrainData, batch_size: int, g: torch.Generator) -> Iterator[Any]:
             return iter(())
 
@@ -382,7 +390,7 @@ def test_interest_models_dispatch_to_retrieval(tiny: Split) -> None:
         def item_embeddings(self) -> Tensor:
             return torch.zeros(self.n_items, 4)
 
-    res = evaluate(Interests(ModelConfig(), TrainData(tiny.train)), tiny, "test", ks=(2,))
+    res = evaluate(Interests(ModelConfig()).setup(TrainData(tiny.train)), tiny, "test", ks=(2,))
     assert set(res["metrics"]) == {"retrieval", "full"}  # "full" asked for by default
     assert res["metrics"]["retrieval"] == res["metrics"]["full"]
     assert "recall@2" in res["metrics"]["retrieval"]

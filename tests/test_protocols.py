@@ -13,6 +13,7 @@ from torch import Tensor
 
 from polyrec.data.log import IdMap, InteractionLog
 from polyrec.data.splits import Holdout, Split
+from polyrec.data.views import DataSchema, TrainData
 from polyrec.errors import ConfigError
 from polyrec.eval import (
     EvalProtocol,
@@ -25,7 +26,7 @@ from polyrec.eval import metrics as M
 from polyrec.eval import retrieval as R
 from polyrec.eval.protocols import evaluate_scorer, mask_keys
 from polyrec.eval.ranking import PairIndex, block_topk, hit_matrix, sampled_ranks
-from polyrec.models.base import InterestModel, ModelConfig, Scorer, TrainData
+from polyrec.models.base import InterestModel, ModelConfig, Scorer
 
 L3, L4 = 1 / math.log2(3), 1 / math.log2(4)  # DCG weights of positions 1 and 2
 
@@ -87,10 +88,14 @@ class Table(Scorer):
     Config: ClassVar[type[ModelConfig]] = ModelConfig
 
     def __init__(self, data: TrainData, scores: Tensor = SCORES) -> None:
-        super().__init__(ModelConfig(), data)
-        self.register_buffer("table", scores.clone())
+        super().__init__(ModelConfig())
+        self._scores = scores
         self.calls = 0
         self.prepared = 0
+        self.setup(data)
+
+    def build(self, schema: DataSchema, data: TrainData | None) -> None:
+        self.register_buffer("table", self._scores.clone())
 
     def batches(self, data: TrainData, batch_size: int, g: torch.Generator) -> Iterator[Any]:
         return iter(())
@@ -115,10 +120,14 @@ class OneInterest(InterestModel):
     Config: ClassVar[type[ModelConfig]] = ModelConfig
 
     def __init__(self, data: TrainData, scores: Tensor) -> None:
-        super().__init__(ModelConfig(), data)
+        super().__init__(ModelConfig())
+        self.setup(data)
         # last training item of users 0, 1, 2 is 0, 2, 3
         self.rows = torch.zeros(6, 6)
         self.rows[[0, 2, 3]] = scores
+
+    def build(self, schema: DataSchema, data: TrainData | None) -> None:
+        pass
 
     def batches(self, data: TrainData, batch_size: int, g: torch.Generator) -> Iterator[Any]:
         return iter(())

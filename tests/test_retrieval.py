@@ -13,6 +13,7 @@ from torch import Tensor
 
 from polyrec.data.log import IdMap, InteractionLog
 from polyrec.data.splits import Holdout, Split
+from polyrec.data.views import DataSchema, TrainData
 from polyrec.eval.evaluator import evaluate
 from polyrec.eval.retrieval import (
     _faiss,
@@ -22,7 +23,7 @@ from polyrec.eval.retrieval import (
     merge_topk,
     retrieve,
 )
-from polyrec.models.base import InterestModel, ModelConfig, TrainData
+from polyrec.models.base import InterestModel, ModelConfig
 
 
 def test_merge_hand_made_example() -> None:
@@ -96,7 +97,10 @@ class Fixed(InterestModel):
     Config: ClassVar[type[ModelConfig]] = ModelConfig
 
     def __init__(self, data: TrainData) -> None:
-        super().__init__(ModelConfig(), data)
+        super().__init__(ModelConfig())
+        self.setup(data)
+
+    def build(self, schema: DataSchema, data: TrainData | None) -> None:
         # item scores of user-vector axis a: item j gets table[a, j]
         self.table = torch.tensor(
             [
@@ -203,7 +207,7 @@ def test_scorer_refuses_retrieval_protocol() -> None:
     from polyrec.models.pop import Pop
 
     split = hand_split()
-    pop = Pop(Pop.Config(), TrainData(split.train))
+    pop = Pop(Pop.Config()).setup(TrainData(split.train))
     with pytest.raises(ConfigError, match="retrieval"):
         evaluate(pop, split, "valid", protocols=("retrieval",), ks=(2,))
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from polyrec.eval.metrics import recall
-from polyrec.eval.protocols import PairIndex, full_ranking
+from polyrec.eval.ranking import PairIndex, full_ranking
 from polyrec.models.base import Scorer
 
 

@@ -59,14 +59,16 @@ def init_embedding(weight: Tensor, init: Init, std: float) -> None:
         raise ValueError(f"unknown init {init!r}")
 
 
-def embedding_tables(
-    n_users: int, n_items: int, dim: int, init: Init, std: float
-) -> tuple[nn.Embedding, nn.Embedding]:
-    """User and item tables ``[n, dim]``, created then initialised (:func:`init_embedding`) in
-    that order (the order the global RNG is drawn in)."""
-    users, items = nn.Embedding(n_users, dim), nn.Embedding(n_items, dim)
-    init_embedding(users.weight, init, std)
-    init_embedding(items.weight, init, std)
+def embedding_tables(schema: DataSchema, config: Any) -> tuple[nn.Embedding, nn.Embedding]:
+    """User and item tables ``[n, config.dim]``, created then initialised
+    (:func:`init_embedding` with ``config.init`` / ``config.init_std``) in that order (the order
+    the global RNG is drawn in)."""
+    users, items = (
+        nn.Embedding(schema.n_users, config.dim),
+        nn.Embedding(schema.n_items, config.dim),
+    )
+    init_embedding(users.weight, config.init, config.init_std)
+    init_embedding(items.weight, config.init, config.init_std)
     return users, items
 
 

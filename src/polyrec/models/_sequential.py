@@ -31,66 +31,39 @@ from polyrec.data.views import DataSchema, TrainData, sequence_views
 from polyrec.models._common import Behaviors, train_behavior
 from polyrec.models.base import InterestModel, ModelConfig
 
+# the training objective over the item table: sampled softmax (ComiRec) or the full softmax
+SoftmaxLoss = Literal["sampled", "full"]
+
 
 class SequentialConfig(ModelConfig):
     """Settings every sequential model shares (defaults: ComiRec KDD 2020 §4.1.4)."""
 
-    dim: int = Field(64, ge=1, description="Embedding size d (ComiRec §4.1.4: d = 64).")
-    max_len: int = Field(
-        20,
-        ge=1,
-        description=(
-            "Maximum history length T: the latest T items (ComiRec §4.1.4: 20 on Amazon Book; "
-            "the Taobao setting uses 50)."
-        ),
-    )
-    loss: Literal["sampled", "full"] = Field(
-        "sampled",
-        description=(
-            "'sampled': sampled softmax with log-uniform negatives (ComiRec §3.5 Eq. 15 "
-            "approximated as in its code); 'full': softmax over every item."
-        ),
-    )
-    negatives_per_row: int = Field(
-        10,
-        ge=1,
-        description="Negatives drawn per batch row, S = this · B (ComiRec code: neg_num = 10).",
-    )
-    unique_negatives: bool = Field(
-        False,
-        description=(
-            "Draw the S negatives without repetition and correct the logits by each item's "
-            "expected count in such a sample, ln(1 − (1 − P)^tries) — TensorFlow's "
-            "log_uniform_candidate_sampler(unique=True), which ComiRec's code uses. Default: "
-            "S draws with replacement corrected by ln(S·P) (Jean et al. 2015); both estimate "
-            "the full softmax, the unique sample holds more distinct items (about 1,280 against "
-            "670 of 12k Beauty items)."
-        ),
-    )
-    sampling: Sampling = Field(
-        "random-cut",
-        description=(
-            "Training cuts: 'random-cut' (ComiRec's iterator: random user, random cut) or "
-            "'all-cuts' (every prefix of every user once per epoch)."
-        ),
-    )
-    min_history: int = Field(
-        4,
-        ge=1,
-        description="Smallest cut position for 'random-cut' (ComiRec code: range(4, len)).",
-    )
-    batches_per_epoch: int = Field(
-        1000,
-        ge=1,
-        description=(
-            "'random-cut' batches per trainer epoch, i.e. between validations (ComiRec code: "
-            "test_iter = 1000)."
-        ),
-    )
-    behaviors: Behaviors = Field(
-        "target",
-        description="Sequences of the target behavior only ('target') or of every behavior.",
-    )
+    dim: int = Field(64, ge=1)
+    """Embedding size d (ComiRec §4.1.4: d = 64)."""
+    max_len: int = Field(20, ge=1)
+    """Maximum history length T: the latest T items (ComiRec §4.1.4: 20 on Amazon Book; the Taobao
+    setting uses 50)."""
+    loss: SoftmaxLoss = "sampled"
+    """'sampled': sampled softmax with log-uniform negatives (ComiRec §3.5 Eq. 15 approximated as in
+    its code); 'full': softmax over every item."""
+    negatives_per_row: int = Field(10, ge=1)
+    """Negatives drawn per batch row, S = this · B (ComiRec code: neg_num = 10)."""
+    unique_negatives: bool = False
+    """Draw the S negatives without repetition and correct the logits by each item's expected count in
+    such a sample, ln(1 − (1 − P)^tries) — TensorFlow's log_uniform_candidate_sampler(unique=True),
+    which ComiRec's code uses. Default: S draws with replacement corrected by ln(S·P) (Jean et al.
+    2015); both estimate the full softmax, the unique sample holds more distinct items (about 1,280
+    against 670 of 12k Beauty items)."""
+    sampling: Sampling = "random-cut"
+    """Training cuts: 'random-cut' (ComiRec's iterator: random user, random cut) or 'all-cuts' (every
+    prefix of every user once per epoch)."""
+    min_history: int = Field(4, ge=1)
+    """Smallest cut position for 'random-cut' (ComiRec code: range(4, len))."""
+    batches_per_epoch: int = Field(1000, ge=1)
+    """'random-cut' batches per trainer epoch, i.e. between validations (ComiRec code: test_iter =
+    1000)."""
+    behaviors: Behaviors = "target"
+    """Sequences of the target behavior only ('target') or of every behavior."""
 
 
 class SequentialModel(InterestModel):

@@ -31,9 +31,30 @@ from polyrec.optim import LAZY_ADAM, LazyAdam, check_lazy_adam, split_sparse
 
 
 class ModelConfig(BaseModel):
-    """Base of every model's config: unknown keys are errors; defaults are the paper's."""
+    """Base of every model's config: unknown keys are errors; defaults are the paper's.
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    A field is documented by the docstring under it (its JSON-schema description, shown by
+    ``polyrec models``), naming the paper section it comes from or saying the paper is silent::
+
+        dim: int = Field(64, ge=1)
+        \"\"\"Embedding size d (§4.1.3).\"\"\"
+    """
+
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, use_attribute_docstrings=True
+    )
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        # a docstring wrapped over several lines is one description: fold its white space
+        folded = False
+        for info in cls.model_fields.values():
+            if info.description and " ".join(info.description.split()) != info.description:
+                info.description = " ".join(info.description.split())
+                folded = True
+        if folded:
+            cls.model_rebuild(force=True)
 
 
 _OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
@@ -265,11 +286,25 @@ class Model(nn.Module, ABC):
 
     def train_step(self, batch: Any, optimisers: list[torch.optim.Optimizer]) -> dict[str, float]:
         """One optimisation step (the template method special schedules override)."""
+        return self.descend(batch, optimisers)
+
+    def descend(
+        self,
+        batch: Any,
+        optimisers: list[torch.optim.Optimizer],
+        after_backward: Callable[[], None] | None = None,
+    ) -> dict[str, float]:
+        """Zero the gradients, back-propagate the summed :meth:`loss` terms, run
+        ``after_backward`` (e.g. gradient surgery), step ``optimisers`` and drop the scoring
+        cache; returns every term's value and their sum (``"loss"``). Schedules that override
+        :meth:`train_step` call it with the optimisers of their current phase."""
         for opt in optimisers:
             opt.zero_grad(set_to_none=True)
         terms = self.loss(batch)
-        total = torch.stack([t for t in terms.values()]).sum()
+        total = torch.stack(list(terms.values())).sum()
         total.backward()
+        if after_backward is not None:
+            after_backward()
         for opt in optimisers:
             opt.step()
         self.invalidate()

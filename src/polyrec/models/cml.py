@@ -18,10 +18,7 @@ from polyrec.data.views import BehaviorBatch, DataSchema, TrainData, behavior_ba
 from polyrec.models._common import (
     GraphScorer,
     Init,
-    dim_field,
     init_embedding,
-    init_std_field,
-    reg_field,
 )
 from polyrec.models.base import ModelConfig, make_optimizer
 from polyrec.models.propagation import spmm
@@ -31,156 +28,74 @@ class CMLConfig(ModelConfig):
     """Settings of :class:`CML`; defaults are the paper's (§4.1.3, §4.5) or, where it is silent,
     the documented choices of the class docstring."""
 
-    dim: int = dim_field(
-        16,
-        (
-            "Embedding size d (CML WSDM 2022 §4.5 / Fig. 3b: good performance for 16 ≤ d ≤ 32; "
-            "the default is not stated, 16 chosen)."
-        ),
-    )
-    n_layers: int = Field(
-        3,
-        ge=1,
-        description="Graph propagation layers L (§4.5 / Fig. 3a: better up to L = 3; §4.1.3 grid 1..4).",
-    )
-    reg: float = reg_field(
-        1e-3,
-        (
-            "λ of the L2 penalty on the batch's ego embeddings, λ·½Σ‖e‖²/B (Eq. 7 λ‖Θ‖²; §4.1.3: "
-            "'L2 regularization for the learned embeddings' tuned in {1e-3, 5e-3, 1e-2})."
-        ),
-    )
-    init: Init = Field("xavier", description="Embedding init (§4.1.3: Xavier).")
-    init_std: float = init_std_field()
-    normalization: Literal["sym", "none"] = Field(
-        "sym",
-        description=(
-            "Per-behavior adjacency: 'sym' = D^{-1/2} A_k D^{-1/2} (LightGCN-style, which §3.1 "
-            "cites as its motivation) or 'none' = the plain neighbour sum of Eq. 1 as printed "
-            "(and as the official code does)."
-        ),
-    )
-    propagation: Literal["behavior", "aggregated"] = Field(
-        "behavior",
-        description=(
-            "What layer l+1 of behavior k propagates: 'behavior' = e^{k,(l)} (Eq. 1 as printed: "
-            "one chain per behavior from the shared ego embeddings) or 'aggregated' = the "
-            "aggregated e^{(l)} of Eq. 2 (the official code's reading)."
-        ),
-    )
-    layer_combination: Literal["mean", "concat"] = Field(
-        "mean",
-        description=(
-            "Layer-wise aggregation into the final embeddings (paper silent): 'mean' over layers "
-            "0..L (LightGCN) or 'concat' of layers 1..L (official code; final size L·d)."
-        ),
-    )
-    temperature: float = Field(
-        0.2,
-        gt=0.0,
-        description="τ of the InfoNCE loss (Eq. 3; value not given in the paper, SGL's 0.2 chosen).",
-    )
-    similarity: Literal["cosine", "dot"] = Field(
-        "cosine", description="φ of Eq. 3: cosine similarity or inner product (§3.2.2 allows both)."
-    )
-    cl_weight: float = Field(
-        1.0,
-        ge=0.0,
-        description=(
-            "Global factor on the contrastive terms (not in the paper, whose meta weights play "
-            "this role; 1 = Eq. 8 as printed)."
-        ),
-    )
-    gamma: float = Field(
-        1.0,
-        gt=0.0,
-        description="γ, the scale factor of the duplicated loss value in Z_1 (Eq. 4; value not given).",
-    )
-    weight_squash: Literal["none", "sigmoid"] = Field(
-        "sigmoid",
-        description=(
-            "Applied to ω = ξ(Z_1) + ξ(Z_2) (Eq. 6): 'sigmoid' (as the official code and "
-            "Meta-Weight-Net) or 'none' (Eq. 5–6 as printed; the weights then grow without "
-            "bound under the meta step, see the class docstring)."
-        ),
-    )
-    meta_dropout: float = Field(
-        0.1,
-        ge=0.0,
-        lt=1.0,
-        description=(
-            "Dropout on the meta-knowledge inputs of the meta weight network (§4.1.3: 'dropout is "
-            "used in our designed meta network'; rate not given)."
-        ),
-    )
-    meta_batch_size: int = Field(
-        512,
-        ge=1,
-        description=(
-            "Size of the held-out meta batch of target triples (§3.4.2 step ii; §4.5 / Fig. 3c: a "
-            "meta batch smaller than the train batch works better; default not given)."
-        ),
-    )
-    meta_lr: float | None = Field(
-        None,
-        gt=0.0,
-        description="Learning rate of the meta-network optimiser (None: the training lr).",
-    )
-    inner_lr: float | None = Field(
-        None,
-        gt=0.0,
-        description=(
-            "Step size α of the virtual SGD step θ' = θ − α∇θL_train (§3.4.2 step i; None: the "
-            "training lr, as in Meta-Weight-Net)."
-        ),
-    )
-    meta_order: Literal["second", "first"] = Field(
-        "second",
-        description=(
-            "Meta gradient: 'second' = exact, by differentiating through the virtual step "
-            "(create_graph); 'first' = the finite-difference Hessian-vector approximation of "
-            "DARTS (two extra no-grad forwards, no double backward)."
-        ),
-    )
-    fd_epsilon: float = Field(
-        0.01,
-        gt=0.0,
-        description="'first' meta order: ε = fd_epsilon / ‖∇θ'L_meta‖ (DARTS §2.3).",
-    )
-    contrastive: bool = Field(
-        True,
-        description="Multi-behavior contrastive learning (§3.2); False = CML(w/o)-CLF of Table 3.",
-    )
-    meta_network: bool = Field(
-        True,
-        description=(
-            "Meta contrastive network (§3.3); False = CML(w/o)-MCN of Table 3: every loss term "
-            "with weight 1 and a plain single-step schedule."
-        ),
-    )
-    meta_knowledge: bool = Field(
-        True,
-        description=(
-            "Meta-knowledge encoder (§3.3.1); False = CML(w/o)-MKE of Table 3: one learnable gate "
-            "2·σ(g) per loss term, shared by every user, still trained by the meta schedule."
-        ),
-    )
-    pairs_per_user: int = Field(
-        1,
-        ge=1,
-        description=(
-            "BPR (positive, negative) pairs drawn per batch user and behavior (paper silent; "
-            "the official code samples several per user). A user's BPR value fed to the meta "
-            "network is the mean over its pairs."
-        ),
-    )
-    aux_bpr: bool = Field(
-        True,
-        description=(
-            "BPR on every behavior (Eq. 7–8 sum over k = 1..K); False = BPR on the target "
-            "behavior only."
-        ),
-    )
+    dim: int = Field(16, ge=1)
+    """Embedding size d (CML WSDM 2022 §4.5 / Fig. 3b: good performance for 16 ≤ d ≤ 32; the default is
+    not stated, 16 chosen)."""
+    n_layers: int = Field(3, ge=1)
+    """Graph propagation layers L (§4.5 / Fig. 3a: better up to L = 3; §4.1.3 grid 1..4)."""
+    reg: float = Field(1e-3, ge=0.0)
+    """λ of the L2 penalty on the batch's ego embeddings, λ·½Σ‖e‖²/B (Eq. 7 λ‖Θ‖²; §4.1.3: 'L2
+    regularization for the learned embeddings' tuned in {1e-3, 5e-3, 1e-2})."""
+    init: Init = "xavier"
+    """Embedding init (§4.1.3: Xavier)."""
+    init_std: float = Field(0.1, gt=0.0)
+    """Standard deviation of the 'normal' init."""
+    normalization: Literal["sym", "none"] = "sym"
+    """Per-behavior adjacency: 'sym' = D^{-1/2} A_k D^{-1/2} (LightGCN-style, which §3.1 cites as its
+    motivation) or 'none' = the plain neighbour sum of Eq. 1 as printed (and as the official code
+    does)."""
+    propagation: Literal["behavior", "aggregated"] = "behavior"
+    """What layer l+1 of behavior k propagates: 'behavior' = e^{k,(l)} (Eq. 1 as printed: one chain per
+    behavior from the shared ego embeddings) or 'aggregated' = the aggregated e^{(l)} of Eq. 2 (the
+    official code's reading)."""
+    layer_combination: Literal["mean", "concat"] = "mean"
+    """Layer-wise aggregation into the final embeddings (paper silent): 'mean' over layers 0..L
+    (LightGCN) or 'concat' of layers 1..L (official code; final size L·d)."""
+    temperature: float = Field(0.2, gt=0.0)
+    """τ of the InfoNCE loss (Eq. 3; value not given in the paper, SGL's 0.2 chosen)."""
+    similarity: Literal["cosine", "dot"] = "cosine"
+    """φ of Eq. 3: cosine similarity or inner product (§3.2.2 allows both)."""
+    cl_weight: float = Field(1.0, ge=0.0)
+    """Global factor on the contrastive terms (not in the paper, whose meta weights play this role; 1 =
+    Eq. 8 as printed)."""
+    gamma: float = Field(1.0, gt=0.0)
+    """γ, the scale factor of the duplicated loss value in Z_1 (Eq. 4; value not given)."""
+    weight_squash: Literal["none", "sigmoid"] = "sigmoid"
+    """Applied to ω = ξ(Z_1) + ξ(Z_2) (Eq. 6): 'sigmoid' (as the official code and Meta-Weight-Net) or
+    'none' (Eq. 5–6 as printed; the weights then grow without bound under the meta step, see the
+    class docstring)."""
+    meta_dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    """Dropout on the meta-knowledge inputs of the meta weight network (§4.1.3: 'dropout is used in our
+    designed meta network'; rate not given)."""
+    meta_batch_size: int = Field(512, ge=1)
+    """Size of the held-out meta batch of target triples (§3.4.2 step ii; §4.5 / Fig. 3c: a meta batch
+    smaller than the train batch works better; default not given)."""
+    meta_lr: float | None = Field(None, gt=0.0)
+    """Learning rate of the meta-network optimiser (None: the training lr)."""
+    inner_lr: float | None = Field(None, gt=0.0)
+    """Step size α of the virtual SGD step θ' = θ − α∇θL_train (§3.4.2 step i; None: the training lr,
+    as in Meta-Weight-Net)."""
+    meta_order: Literal["second", "first"] = "second"
+    """Meta gradient: 'second' = exact, by differentiating through the virtual step (create_graph);
+    'first' = the finite-difference Hessian-vector approximation of DARTS (two extra no-grad
+    forwards, no double backward)."""
+    fd_epsilon: float = Field(0.01, gt=0.0)
+    """'first' meta order: ε = fd_epsilon / ‖∇θ'L_meta‖ (DARTS §2.3)."""
+    contrastive: bool = True
+    """Multi-behavior contrastive learning (§3.2); False = CML(w/o)-CLF of Table 3."""
+    meta_network: bool = True
+    """Meta contrastive network (§3.3); False = CML(w/o)-MCN of Table 3: every loss term with weight 1
+    and a plain single-step schedule."""
+    meta_knowledge: bool = True
+    """Meta-knowledge encoder (§3.3.1); False = CML(w/o)-MKE of Table 3: one learnable gate 2·σ(g) per
+    loss term, shared by every user, still trained by the meta schedule."""
+    pairs_per_user: int = Field(1, ge=1)
+    """BPR (positive, negative) pairs drawn per batch user and behavior (paper silent; the official
+    code samples several per user). A user's BPR value fed to the meta network is the mean over its
+    pairs."""
+    aux_bpr: bool = True
+    """BPR on every behavior (Eq. 7–8 sum over k = 1..K); False = BPR on the target behavior only.
+    """
 
 
 def _mean(xs: list[Tensor]) -> Tensor:
@@ -312,10 +227,8 @@ class CML(
 
     def build(self, schema: DataSchema, data: TrainData | None) -> None:
         config = self.config
-        assert data is not None  # not rebuildable: setup() always passes the data
-        log = data.log
-        self.behaviors: tuple[str, ...] = tuple(log.behaviors)
-        self.target = log.target
+        self.behaviors: tuple[str, ...] = schema.behaviors
+        self.target = schema.target
         self.target_index = self.behaviors.index(self.target)
         self.aux_index = [k for k in range(len(self.behaviors)) if k != self.target_index]
         d, n_layers = config.dim, config.n_layers
@@ -333,6 +246,8 @@ class CML(
         self.meta_bpr = _MetaWeightNet(out_dim)
         n_terms = len(self.behaviors) + len(self.aux_index)
         self.gates = nn.Parameter(torch.zeros(n_terms))  # CML(w/o)-MKE: ω = 2σ(g)
+        # one normalised graph per behavior (Eq. 1): not saved, rebuilt from the training data
+        assert data is not None  # not rebuildable: setup() always passes the data
         self._adj_names: list[str] = []
         for k, beh in enumerate(self.behaviors):
             r = data.csr(beh)

@@ -81,14 +81,12 @@ def capsules(
 class ComiRecSAConfig(SequentialConfig):
     """Settings of :class:`ComiRecSA` (defaults: ComiRec KDD 2020 §4.1.4)."""
 
-    n_interests: int = Field(4, ge=1, description="Number of interests K (ComiRec §4.1.4: K = 4).")
-    att_factor: int = Field(
-        4, ge=1, description="Attention hidden size d_a = att_factor · d (ComiRec code: 4d)."
-    )
-    add_pos: bool = Field(
-        True,
-        description="Add learned position embeddings before the attention (ComiRec code: add_pos).",
-    )
+    n_interests: int = Field(4, ge=1)
+    """Number of interests K (ComiRec §4.1.4: K = 4)."""
+    att_factor: int = Field(4, ge=1)
+    """Attention hidden size d_a = att_factor · d (ComiRec code: 4d)."""
+    add_pos: bool = True
+    """Add learned position embeddings before the attention (ComiRec code: add_pos)."""
 
 
 class ComiRecSA(
@@ -129,10 +127,10 @@ class ComiRecSA(
 class ComiRecDRConfig(SequentialConfig):
     """Settings of :class:`ComiRecDR` (defaults: ComiRec KDD 2020 §4.1.4 and its code)."""
 
-    n_interests: int = Field(4, ge=1, description="Number of interests K (ComiRec §4.1.4: K = 4).")
-    routing_iterations: int = Field(
-        3, ge=1, description="Dynamic-routing iterations r (ComiRec Alg. 1 / code: 3)."
-    )
+    n_interests: int = Field(4, ge=1)
+    """Number of interests K (ComiRec §4.1.4: K = 4)."""
+    routing_iterations: int = Field(3, ge=1)
+    """Dynamic-routing iterations r (ComiRec Alg. 1 / code: 3)."""
 
 
 class ComiRecDR(

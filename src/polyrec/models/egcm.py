@@ -21,9 +21,7 @@ from polyrec.models._common import (
     BPRScorer,
     GraphScorer,
     Init,
-    dim_field,
     init_embedding,
-    init_std_field,
 )
 from polyrec.models.base import ModelConfig
 from polyrec.models.propagation import co_interaction_spmm, spmm_pair
@@ -33,171 +31,88 @@ class EGCMConfig(ModelConfig):
     """Settings of :class:`EGCM`. The appendix gives d, the layer range, the temperature grid,
     the optimiser and the initialiser (A.9.4); every other value is a documented choice."""
 
-    dim: int = dim_field(
-        16, "Embedding size d (A.9.4: 'the embedding dimensionality ... set as 16')."
-    )
-    n_layers: int = Field(
-        2,
-        ge=0,
-        description=(
-            "Item propagation layers L over Γ(MᵀM) (A.4, A.6; A.3 / A.9.4: selected from 1..4, "
-            "the chosen value is not given; 2 chosen). 0 = no propagation."
-        ),
-    )
-    n_heads: int = Field(
-        2,
-        ge=1,
-        description=(
-            "Heads h of the cross-behavior memory attention (A.6 notation h, A.7 Table 5; value "
-            "not given, 2 chosen). Must divide dim; each head reduces over its d/h channels."
-        ),
-    )
-    normalization: Literal["asymmetric", "symmetric"] = Field(
-        "asymmetric",
-        description=(
-            "Γ(·) of the slot graphs: 'asymmetric' = A.5 Eq. 19: item→user messages divided by "
-            "the user degree D (Γ(M) = D⁻¹M), user→item by the item degree B (Γ(Mᵀ) = B⁻¹Mᵀ), "
-            "item–item Γ(MᵀM) = B⁻¹Mᵀ·D⁻¹M; 'symmetric' = D^{-1/2} M B^{-1/2} both ways "
-            "(the Kipf & Welling form A.5 contrasts itself with; for comparison)."
-        ),
-    )
-    item_embeddings: Literal["slot_behavior", "behavior", "shared"] = Field(
-        "slot_behavior",
-        description=(
-            "Ego item embeddings E^{b,(0)}_{t,i}: one table per slot and behavior (A.6 notation "
-            "and Algorithm 1 'behavior-specific short term item embeddings'), one per behavior "
-            "shared by the slots, or one shared by all."
-        ),
-    )
-    slot_weights: Literal["per_slot", "shared"] = Field(
-        "per_slot",
-        description=(
-            "Whether the encoder weights W^{b,(l)}_{t,i}, W^b_{t,u}, W^b_{t,cat} and the memory's "
-            "W^Q_t, W^K_t, W^V_t have a copy per slot t (A.6 parameter list, indexed by t) or "
-            "are shared by the slots (still per behavior for the encoder)."
-        ),
-    )
-    attention_scale: bool = Field(
-        True,
-        description=(
-            "Divide the memory attention scores by √(d/h) (Transformer convention; Table 5 shows "
-            "no scaling, shapes are the same either way)."
-        ),
-    )
-    memory_carry: Literal["mean", "add"] = Field(
-        "mean",
-        description=(
-            "How memory passes from slot t−1 to t (A.6 Algorithm 1 'convey across t'; rule not "
-            "given): the memory input of slot t is X_t = (Ê_t + Ẽ_{t−1})/2 ('mean': older slots "
-            "fade geometrically) or Ê_t + Ẽ_{t−1} ('add'); X_1 = Ê_1."
-        ),
-    )
-    memory_value_init: Literal["xavier", "zero"] = Field(
-        "xavier",
-        description=(
-            "Init of the memory attention's W_V (A.9.4: Xavier for every weight). 'zero' starts "
-            "γ_t at 0, so that with the residual the memory begins as the plain carry (w/o "
-            "memory) and the attention is learned only where it helps (paper silent)."
-        ),
-    )
-    memory_residual: bool = Field(
-        True,
-        description=(
-            "Ẽ_t = X_t + γ_t(X_t) (residual) or Ẽ_t = γ_t(X_t), γ_t the cross-behavior attention "
-            "of Eq. 4 / Table 5 (paper silent)."
-        ),
-    )
-    temperature: float = Field(
-        0.1,
-        gt=0.0,
-        description=(
-            "τ of the InfoNCE terms (A.1.1; A.9.4 grid {0.02, 0.035, 0.05, 0.07, 0.1, 0.3, 0.5, "
-            "0.7}; A.9.3: smaller is better until gradients explode; 0.1 chosen)."
-        ),
-    )
-    alpha: float = Field(
-        1.0,
-        ge=0.0,
-        description="α, short-term contrastive strength (A.6 notation; value not given).",
-    )
-    beta: float = Field(
-        1.0,
-        ge=0.0,
-        description="β, long-term contrastive strength (A.6 notation; value not given).",
-    )
-    zeta: float = Field(
-        0.1,
-        ge=0.0,
-        description=(
-            "ζ, the combined weight (A.6 notation): L = L_BPR + ζ·(α·L_short + β·L_long) "
-            "(Eq. 7–8; value not given, 0.1 chosen)."
-        ),
-    )
-    exclude_batch_pairs: bool = Field(
-        True,
-        description=(
-            "Encode the users of a training batch without the pairs the batch asks them to rank "
-            "(its (user, positive) pairs leave every slot and behavior graph for that step, Eq. "
-            "19's degrees recomputed), as FISM excludes the rated item. A user here is only the "
-            "mean of its items (A.6 has no user table), so with its positive inside, BPR can be "
-            "solved by self-similarity (measured on a Retailrocket slice: training BPR 0.02 "
-            "after 6 epochs without this, 0.2 with it; validation equal within noise); the "
-            "held-out pairs are absent from every training graph too (hide = all). Paper "
-            "silent; False = the full graph in training as well."
-        ),
-    )
-    inactive_behaviors: Literal["auto", "attend", "mask"] = Field(
-        "auto",
-        description=(
-            "Long-term behaviors a node never had (A.6 silent). 'attend': they stay in the "
-            "fusion (Eq. 6) and in L^long_cl, filled by the memory's cross-behavior attention; "
-            "'mask': they are left out of both, as the short-term fusion leaves out behaviors "
-            "inactive in a slot; 'auto': 'attend' with memory, 'mask' without (where such a "
-            "node's behavior-b memory is only zeros)."
-        ),
-    )
-    item_bias: bool = Field(
-        False,
-        description=(
-            "Add a learned per-item scalar b_i to every score, ŷ_ui = E_u·E_i + b_i (init 0, "
-            "trained by BPR only; not in the appendix). Without it an item's score carries no "
-            "popularity: Γ is a mean operator and an item is an average of per-(slot, behavior) "
-            "ego rows, so a popular item's embedding shrinks and full ranking fills the top-10 "
-            "with rarely seen items (see benchmarks/results/score-diagnose-*.md)."
-        ),
-    )
-    init: Init = Field(
-        "normal",
-        description=(
-            "Init of the ego item table (the weight matrices are Xavier, A.9.4). Deviation: A.9.4 "
-            "names Xavier for all parameters, but Xavier on a table of 10⁴–10⁵ rows gives rows of "
-            "norm ≈ 0.03 and final embeddings of norm ≈ 0.005; the cosine InfoNCE gradients "
-            "scale with 1/‖e‖ and were then ≈ 10⁴ times BPR's (measured on Retailrocket: BPR "
-            "stayed at ln 2 for 10 epochs, lr 3e-3). N(0, 1) gives final norms ≈ 0.5 and "
-            "gradients of the same order. 'xavier' = the appendix as printed."
-        ),
-    )
-    init_std: float = init_std_field(1.0, "Standard deviation of the 'normal' init (see init).")
-    memory: bool = Field(
-        True,
-        description=(
-            "Dynamic cross-relational memory (A.6 γ(·), Eq. 4–5); False = w/o memory: Ẽ_t is "
-            "the carried X_t without cross-behavior attention."
-        ),
-    )
-    short_term_cl: bool = Field(
-        True, description="Short-term contrastive term L^short_cl (weight α); False = w/o it."
-    )
-    long_term_cl: bool = Field(
-        True, description="Long-term contrastive term L^long_cl (weight β); False = w/o it."
-    )
-    drop_behaviors: list[str] = Field(
-        default_factory=list,
-        description=(
-            "Behaviors removed from the model (A.8 behavioral ablation: w/o-View, w/o-Cart, …; "
-            "all auxiliaries removed = 'Purchase'). The target behavior cannot be removed."
-        ),
-    )
+    dim: int = Field(16, ge=1)
+    """Embedding size d (A.9.4: 'the embedding dimensionality ... set as 16')."""
+    n_layers: int = Field(2, ge=0)
+    """Item propagation layers L over Γ(MᵀM) (A.4, A.6; A.3 / A.9.4: selected from 1..4, the chosen
+    value is not given; 2 chosen). 0 = no propagation."""
+    n_heads: int = Field(2, ge=1)
+    """Heads h of the cross-behavior memory attention (A.6 notation h, A.7 Table 5; value not given, 2
+    chosen). Must divide dim; each head reduces over its d/h channels."""
+    normalization: Literal["asymmetric", "symmetric"] = "asymmetric"
+    """Γ(·) of the slot graphs: 'asymmetric' = A.5 Eq. 19: item→user messages divided by the user
+    degree D (Γ(M) = D⁻¹M), user→item by the item degree B (Γ(Mᵀ) = B⁻¹Mᵀ), item–item Γ(MᵀM) =
+    B⁻¹Mᵀ·D⁻¹M; 'symmetric' = D^{-1/2} M B^{-1/2} both ways (the Kipf & Welling form A.5 contrasts
+    itself with; for comparison)."""
+    item_embeddings: Literal["slot_behavior", "behavior", "shared"] = "slot_behavior"
+    """Ego item embeddings E^{b,(0)}_{t,i}: one table per slot and behavior (A.6 notation and Algorithm
+    1 'behavior-specific short term item embeddings'), one per behavior shared by the slots, or one
+    shared by all."""
+    slot_weights: Literal["per_slot", "shared"] = "per_slot"
+    """Whether the encoder weights W^{b,(l)}_{t,i}, W^b_{t,u}, W^b_{t,cat} and the memory's W^Q_t,
+    W^K_t, W^V_t have a copy per slot t (A.6 parameter list, indexed by t) or are shared by the
+    slots (still per behavior for the encoder)."""
+    attention_scale: bool = True
+    """Divide the memory attention scores by √(d/h) (Transformer convention; Table 5 shows no scaling,
+    shapes are the same either way)."""
+    memory_carry: Literal["mean", "add"] = "mean"
+    """How memory passes from slot t−1 to t (A.6 Algorithm 1 'convey across t'; rule not given): the
+    memory input of slot t is X_t = (Ê_t + Ẽ_{t−1})/2 ('mean': older slots fade geometrically) or
+    Ê_t + Ẽ_{t−1} ('add'); X_1 = Ê_1."""
+    memory_value_init: Literal["xavier", "zero"] = "xavier"
+    """Init of the memory attention's W_V (A.9.4: Xavier for every weight). 'zero' starts γ_t at 0, so
+    that with the residual the memory begins as the plain carry (w/o memory) and the attention is
+    learned only where it helps (paper silent)."""
+    memory_residual: bool = True
+    """Ẽ_t = X_t + γ_t(X_t) (residual) or Ẽ_t = γ_t(X_t), γ_t the cross-behavior attention of Eq. 4 /
+    Table 5 (paper silent)."""
+    temperature: float = Field(0.1, gt=0.0)
+    """τ of the InfoNCE terms (A.1.1; A.9.4 grid {0.02, 0.035, 0.05, 0.07, 0.1, 0.3, 0.5, 0.7}; A.9.3:
+    smaller is better until gradients explode; 0.1 chosen)."""
+    alpha: float = Field(1.0, ge=0.0)
+    """α, short-term contrastive strength (A.6 notation; value not given)."""
+    beta: float = Field(1.0, ge=0.0)
+    """β, long-term contrastive strength (A.6 notation; value not given)."""
+    zeta: float = Field(0.1, ge=0.0)
+    """ζ, the combined weight (A.6 notation): L = L_BPR + ζ·(α·L_short + β·L_long) (Eq. 7–8; value not
+    given, 0.1 chosen)."""
+    exclude_batch_pairs: bool = True
+    """Encode the users of a training batch without the pairs the batch asks them to rank (its (user,
+    positive) pairs leave every slot and behavior graph for that step, Eq. 19's degrees recomputed),
+    as FISM excludes the rated item. A user here is only the mean of its items (A.6 has no user
+    table), so with its positive inside, BPR can be solved by self-similarity (measured on a
+    Retailrocket slice: training BPR 0.02 after 6 epochs without this, 0.2 with it; validation equal
+    within noise); the held-out pairs are absent from every training graph too (hide = all). Paper
+    silent; False = the full graph in training as well."""
+    inactive_behaviors: Literal["auto", "attend", "mask"] = "auto"
+    """Long-term behaviors a node never had (A.6 silent). 'attend': they stay in the fusion (Eq. 6) and
+    in L^long_cl, filled by the memory's cross-behavior attention; 'mask': they are left out of
+    both, as the short-term fusion leaves out behaviors inactive in a slot; 'auto': 'attend' with
+    memory, 'mask' without (where such a node's behavior-b memory is only zeros)."""
+    item_bias: bool = False
+    """Add a learned per-item scalar b_i to every score, ŷ_ui = E_u·E_i + b_i (init 0, trained by BPR
+    only; not in the appendix). Without it an item's score carries no popularity: Γ is a mean
+    operator and an item is an average of per-(slot, behavior) ego rows, so a popular item's
+    embedding shrinks and full ranking fills the top-10 with rarely seen items (see
+    benchmarks/results/score-diagnose-*.md)."""
+    init: Init = "normal"
+    """Init of the ego item table (the weight matrices are Xavier, A.9.4). Deviation: A.9.4 names
+    Xavier for all parameters, but Xavier on a table of 10⁴–10⁵ rows gives rows of norm ≈ 0.03 and
+    final embeddings of norm ≈ 0.005; the cosine InfoNCE gradients scale with 1/‖e‖ and were then ≈
+    10⁴ times BPR's (measured on Retailrocket: BPR stayed at ln 2 for 10 epochs, lr 3e-3). N(0, 1)
+    gives final norms ≈ 0.5 and gradients of the same order. 'xavier' = the appendix as printed."""
+    init_std: float = Field(1.0, gt=0.0)
+    """Standard deviation of the 'normal' init (see init)."""
+    memory: bool = True
+    """Dynamic cross-relational memory (A.6 γ(·), Eq. 4–5); False = w/o memory: Ẽ_t is the carried X_t
+    without cross-behavior attention."""
+    short_term_cl: bool = True
+    """Short-term contrastive term L^short_cl (weight α); False = w/o it."""
+    long_term_cl: bool = True
+    """Long-term contrastive term L^long_cl (weight β); False = w/o it."""
+    drop_behaviors: list[str] = Field(default_factory=list)
+    """Behaviors removed from the model (A.8 behavioral ablation: w/o-View, w/o-Cart, …; all
+    auxiliaries removed = 'Purchase'). The target behavior cannot be removed."""
 
     @model_validator(mode="after")
     def _heads_divide_dim(self) -> EGCMConfig:

@@ -14,10 +14,10 @@ from polyrec.models._sequential import SequentialConfig, SequentialModel
 class GRU4RecConfig(SequentialConfig):
     """Settings of :class:`GRU4Rec` (defaults: ComiRec §4.1.4's d; GRU4Rec §3: one GRU layer)."""
 
-    n_layers: int = Field(1, ge=1, description="GRU layers (GRU4Rec §4: one layer is best).")
-    dropout: float = Field(
-        0.0, ge=0.0, lt=1.0, description="Dropout on the item embeddings (GRU4Rec §4: 0-0.5)."
-    )
+    n_layers: int = Field(1, ge=1)
+    """GRU layers (GRU4Rec §4: one layer is best)."""
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    """Dropout on the item embeddings (GRU4Rec §4: 0-0.5)."""
 
 
 class GRU4Rec(

@@ -187,101 +187,53 @@ HPCL4SR(w CR), HPCL4SR(w/o m), HPCL4SR."""
 class HPCL4SRConfig(ComiRecDRConfig):
     """Settings of :class:`HPCL4SR` (defaults: HPCL4SR §5.1; choices: see the module docstring)."""
 
-    max_len: int = Field(
-        30,
-        ge=1,
-        description=(
-            "Maximum history length N (§5.1: 30 on Amazon-Clothing and Tafeng, 20 on Tmall-Buy)."
-        ),
-    )
-    n_interests: int = Field(4, ge=1, description="Number of interests K (§5.1: K = 4).")
-    routing_iterations: int = Field(
-        3, ge=1, description="Capsule routing iterations of Eq. 10 (ComiRec-DR / REMI: 3)."
-    )
-    high_level: bool = Field(
-        True,
-        description=(
-            "Use the high-level (category graph) preferences Q_u (§4.1); False: M_u = P_u "
-            "(Table 3 'base' rows)."
-        ),
-    )
-    category_graph: Literal["undirected", "directed"] = Field(
-        "undirected",
-        description=(
-            "Edges of the category graph A₁ (§4.1): consecutive categories counted both ways "
-            "('undirected') or from the earlier to the later one ('directed')."
-        ),
-    )
-    category_self_loops: bool = Field(
-        True,
-        description="Count a repeated category (c_t = c_{t+1}) on A₁'s diagonal (§4.1).",
-    )
-    diffusion: Literal["truncated", "exact"] = Field(
-        "truncated",
-        description=(
-            "Eq. 2's sum: 'truncated' at diffusion_hops with θ renormalised, or 'exact' (the "
-            "infinite series in closed form α(I − (1 − α)A₂)⁻¹)."
-        ),
-    )
-    diffusion_alpha: float = Field(
-        0.1,
-        gt=0.0,
-        le=1.0,
-        description="α of the diffusion weights θ_i = α(1 − α)^i (Eq. 2; MAGNA's geometric decay).",
-    )
-    diffusion_hops: int = Field(
-        6, ge=0, description="Largest power of A₂ in the truncated Eq. 2 (0: A = I, no diffusion)."
-    )
-    gcn_layers: int = Field(
-        2, ge=0, description="Residual GCN layers L of Eq. 3 (the paper gives no value)."
-    )
-    class_loss: bool = Field(
-        True, description="Use the category classification loss (Eq. 11-12; Table 3 ablations)."
-    )
-    class_loss_form: Literal["bce", "ce"] = Field(
-        "bce",
-        description=(
-            "Eq. 12 as printed (binary cross-entropy of softmax outputs against one-hot labels, "
-            "'bce') or the text's cross-entropy ('ce')."
-        ),
-    )
-    lambda_class: float = Field(
-        0.1, ge=0.0, description="Weight λ₁ of the classification loss (Eq. 20; §5.4: 0.1)."
-    )
-    fusion: Literal["mlp", "add", "mul"] = Field(
-        "mlp",
-        description=(
-            "Fusion of Q_u and P_u: 'mlp' M_u = W[Q_u, P_u] (Eq. 13), 'add' Q_u + P_u, 'mul' "
-            "Q_u ⊙ P_u (Table 3: w '+', w '*')."
-        ),
-    )
-    diversity: Literal["contrastive", "capsule-reg", "none"] = Field(
-        "contrastive",
-        description=(
-            "Interest-diversity term: the angular-margin contrastive loss (Eq. 15-17), capsule "
-            "orthogonality (Table 3 'w CR') or none."
-        ),
-    )
-    contrast_views: Literal["fused", "high-level"] = Field(
-        "fused",
-        description=("The view P_u is contrasted with: M_u ('fused', §4.3) or Q_u ('high-level')."),
-    )
-    lambda_cl: float = Field(
-        1.0, ge=0.0, description="Weight λ₂ of the contrastive loss (Eq. 20; §5.4: 1)."
-    )
-    temperature: float = Field(0.05, gt=0.0, description="Temperature τ of Eq. 15-17 (§5.4: 0.05).")
-    margin: float = Field(
-        10.0,
-        ge=0.0,
-        description=(
-            "Additive angular margin m on the positive pair (Eq. 15; §5.4: 10, in margin_unit; "
-            "0 = Table 3 'w/o m')."
-        ),
-    )
-    margin_unit: Literal["degrees", "radians"] = Field(
-        "degrees",
-        description="Unit of margin (the paper gives none; 10 radians would exceed π).",
-    )
+    max_len: int = Field(30, ge=1)
+    """Maximum history length N (§5.1: 30 on Amazon-Clothing and Tafeng, 20 on Tmall-Buy)."""
+    n_interests: int = Field(4, ge=1)
+    """Number of interests K (§5.1: K = 4)."""
+    routing_iterations: int = Field(3, ge=1)
+    """Capsule routing iterations of Eq. 10 (ComiRec-DR / REMI: 3)."""
+    high_level: bool = True
+    """Use the high-level (category graph) preferences Q_u (§4.1); False: M_u = P_u (Table 3 'base'
+    rows)."""
+    category_graph: Literal["undirected", "directed"] = "undirected"
+    """Edges of the category graph A₁ (§4.1): consecutive categories counted both ways ('undirected')
+    or from the earlier to the later one ('directed')."""
+    category_self_loops: bool = True
+    """Count a repeated category (c_t = c_{t+1}) on A₁'s diagonal (§4.1)."""
+    diffusion: Literal["truncated", "exact"] = "truncated"
+    """Eq. 2's sum: 'truncated' at diffusion_hops with θ renormalised, or 'exact' (the infinite series
+    in closed form α(I − (1 − α)A₂)⁻¹)."""
+    diffusion_alpha: float = Field(0.1, gt=0.0, le=1.0)
+    """α of the diffusion weights θ_i = α(1 − α)^i (Eq. 2; MAGNA's geometric decay)."""
+    diffusion_hops: int = Field(6, ge=0)
+    """Largest power of A₂ in the truncated Eq. 2 (0: A = I, no diffusion)."""
+    gcn_layers: int = Field(2, ge=0)
+    """Residual GCN layers L of Eq. 3 (the paper gives no value)."""
+    class_loss: bool = True
+    """Use the category classification loss (Eq. 11-12; Table 3 ablations)."""
+    class_loss_form: Literal["bce", "ce"] = "bce"
+    """Eq. 12 as printed (binary cross-entropy of softmax outputs against one-hot labels, 'bce') or the
+    text's cross-entropy ('ce')."""
+    lambda_class: float = Field(0.1, ge=0.0)
+    """Weight λ₁ of the classification loss (Eq. 20; §5.4: 0.1)."""
+    fusion: Literal["mlp", "add", "mul"] = "mlp"
+    """Fusion of Q_u and P_u: 'mlp' M_u = W[Q_u, P_u] (Eq. 13), 'add' Q_u + P_u, 'mul' Q_u ⊙ P_u (Table
+    3: w '+', w '*')."""
+    diversity: Literal["contrastive", "capsule-reg", "none"] = "contrastive"
+    """Interest-diversity term: the angular-margin contrastive loss (Eq. 15-17), capsule orthogonality
+    (Table 3 'w CR') or none."""
+    contrast_views: Literal["fused", "high-level"] = "fused"
+    """The view P_u is contrasted with: M_u ('fused', §4.3) or Q_u ('high-level')."""
+    lambda_cl: float = Field(1.0, ge=0.0)
+    """Weight λ₂ of the contrastive loss (Eq. 20; §5.4: 1)."""
+    temperature: float = Field(0.05, gt=0.0)
+    """Temperature τ of Eq. 15-17 (§5.4: 0.05)."""
+    margin: float = Field(10.0, ge=0.0)
+    """Additive angular margin m on the positive pair (Eq. 15; §5.4: 10, in margin_unit; 0 = Table 3
+    'w/o m')."""
+    margin_unit: Literal["degrees", "radians"] = "degrees"
+    """Unit of margin (the paper gives none; 10 radians would exceed π)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> HPCL4SRConfig:

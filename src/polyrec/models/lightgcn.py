@@ -16,50 +16,36 @@ from polyrec.models._common import (
     BPRScorer,
     GraphScorer,
     Init,
-    behaviors_field,
-    dim_field,
     embedding_tables,
-    init_std_field,
-    reg_field,
     train_behavior,
 )
 from polyrec.models.base import ModelConfig
 from polyrec.models.propagation import propagate, spmm
 
+# how propagate() runs Eq. 7-8 (all three give the same values and gradients; see LightGCN)
+Propagation = Literal["fused", "layerwise", "autograd"]
+
 
 class LightGCNConfig(ModelConfig):
     """Settings of :class:`LightGCN`; defaults are the paper's (§4.1.2 Hyper-parameter Settings)."""
 
-    dim: int = dim_field(64, "Embedding size d (LightGCN SIGIR 2020 §4.1.2: fixed to 64).")
-    n_layers: int = Field(
-        3,
-        ge=0,
-        description=(
-            "Number of propagation layers K (§4.1.2: K tested in 1..4, K = 3 satisfactory; MBA "
-            "SIGIR 2023 §4.5 also fixes 3 layers). K = 0 is MF-BPR."
-        ),
-    )
-    reg: float = reg_field(
-        1e-4,
-        (
-            "λ of the L2 penalty on the batch's ego (layer-0) embeddings, λ·½Σ‖e⁽⁰⁾‖²/B "
-            "(§3.3 Eq. 15; §4.1.2: searched in 1e-6..1e-2, optimum 1e-4 in most cases)."
-        ),
-    )
-    init: Init = Field(
-        "xavier",
-        description=(
-            "Embedding init: 'xavier' (§4.1.2: 'initialized with the Xavier method'; Glorot "
-            "uniform as in the official TF code) or 'normal' = N(0, init_std²) (the authors' "
-            "PyTorch port LightGCN-PyTorch uses std 0.1)."
-        ),
-    )
-    init_std: float = init_std_field()
-    behaviors: Behaviors = behaviors_field(
-        "Which interactions form the graph and the BPR pairs: 'target' (single-behavior "
-        "baseline, CML WSDM 2022 §4.1.2, MBA SIGIR 2023 §4.4) or 'all' (every behavior "
-        "merged into one graph)."
-    )
+    dim: int = Field(64, ge=1)
+    """Embedding size d (LightGCN SIGIR 2020 §4.1.2: fixed to 64)."""
+    n_layers: int = Field(3, ge=0)
+    """Number of propagation layers K (§4.1.2: K tested in 1..4, K = 3 satisfactory; MBA SIGIR 2023
+    §4.5 also fixes 3 layers). K = 0 is MF-BPR."""
+    reg: float = Field(1e-4, ge=0.0)
+    """λ of the L2 penalty on the batch's ego (layer-0) embeddings, λ·½Σ‖e⁽⁰⁾‖²/B (§3.3 Eq. 15; §4.1.2:
+    searched in 1e-6..1e-2, optimum 1e-4 in most cases)."""
+    init: Init = "xavier"
+    """Embedding init: 'xavier' (§4.1.2: 'initialized with the Xavier method'; Glorot uniform as in the
+    official TF code) or 'normal' = N(0, init_std²) (the authors' PyTorch port LightGCN-PyTorch uses
+    std 0.1)."""
+    init_std: float = Field(0.1, gt=0.0)
+    """Standard deviation of the 'normal' init."""
+    behaviors: Behaviors = "target"
+    """Which interactions form the graph and the BPR pairs: 'target' (single-behavior baseline, CML
+    WSDM 2022 §4.1.2, MBA SIGIR 2023 §4.4) or 'all' (every behavior merged into one graph)."""
 
 
 class LightGCN(
@@ -97,18 +83,15 @@ class LightGCN(
     adj: Tensor
 
     def build(self, schema: DataSchema, data: TrainData | None) -> None:
-        config = self.config
-        self.train_behavior = train_behavior(schema, config.behaviors)
-        self.user_emb, self.item_emb = embedding_tables(
-            self.n_users, self.n_items, config.dim, config.init, config.init_std
-        )
+        self.train_behavior = train_behavior(schema, self.config.behaviors)
+        self.user_emb, self.item_emb = embedding_tables(schema, self.config)
         # Â = D^{-1/2} A D^{-1/2} (Eq. 7), built once; not saved (rebuilt from the data).
         assert data is not None  # not rebuildable: setup() always passes the data
         adj = normalized_bipartite_adjacency(data.csr(self.train_behavior))
         self.register_buffer("adj", adj, persistent=False)
         # DDP must not broadcast the (replicated, sparse) graph buffer.
         self._ddp_params_and_buffers_to_ignore = ["adj"]
-        self.propagation: Literal["fused", "layerwise", "autograd"] = "fused"
+        self.propagation: Propagation = "fused"
 
     # ------------------------------------------------------------------ propagation
     def propagate(self) -> tuple[Tensor, Tensor]:

@@ -18,7 +18,7 @@ from polyrec.data.log import InteractionLog
 from polyrec.data.sampling import PairSet, pair_keys, sample_negatives_t
 from polyrec.data.views import BPRBatch, DataSchema, TrainData
 from polyrec.errors import ConfigError, DataError
-from polyrec.models._common import GraphScorer, Init, dim_field, init_std_field, reg_field
+from polyrec.models._common import GraphScorer, Init
 from polyrec.models.base import HoldoutEvaluator, ModelConfig, Scorer, make_optimizer
 from polyrec.models.lightgcn import LightGCN, LightGCNConfig
 from polyrec.models.mf import MF, MFConfig
@@ -31,154 +31,70 @@ class MBAConfig(ModelConfig):
     """Settings of :class:`MBA`; defaults are the paper's (§4.5) or, where it gives only a search
     grid, the authors' code defaults (LiuXiangYuan/MBA ``main.py``); see the class docstring."""
 
-    backbone: Backbone = Field(
-        "mf",
-        description=(
-            "Target model t_θ and the two behavior models (§3.3: 'the same model structures as "
-            "our target recommender'): 'mf' (§4.5: MF is the default t_θ) or 'lightgcn' "
-            "(§5.2 / Table 3, MBA on LightGCN)."
-        ),
-    )
-    aux_behavior: str = Field(
-        "view",
-        description=(
-            "The auxiliary behavior R_g, by name (§3.1: clicks/views; §4.2). Must be a behavior "
-            "of the dataset other than the target."
-        ),
-    )
-    aux_with_target: bool = Field(
-        True,
-        description=(
-            "R_g also holds every training pair of the target behavior (the authors' code merges "
-            "the purchases into the click data, so §3.3.3's three situations cover every observed "
-            "pair); False = the auxiliary behavior's own pairs only."
-        ),
-    )
-    dim: int = dim_field(32, "Embedding size of t_θ and the behavior models (§4.5: 32).")
-    n_layers: int = Field(
-        3,
-        ge=0,
-        description="LightGCN backbone: propagation layers (§4.5: fixed to 3 for graph models).",
-    )
-    init: Init = Field(
-        "normal",
-        description="Embedding init of every sub-model: 'normal' = N(0, init_std²) or 'xavier'.",
-    )
-    init_std: float = init_std_field(
-        0.01,
-        (
-            "Std of the 'normal' init (authors' MF: 0.01; their LightGCN: 0.1 — set it in the "
-            "LightGCN configs)."
-        ),
-    )
-    alpha: float = Field(
-        1.0,
-        ge=0.0,
-        description=(
-            "α, weight of the two KL alignment terms (Eq. 12; §4.5 grid {1, 10, 100, 1000}; code "
-            "default 1). α = 0 is the MBA-KL ablation of Table 4."
-        ),
-    )
-    c1: float = Field(
-        1000.0,
-        ge=0.0,
-        description=(
-            "C_1, replaces −ln h_0 in the first alternating step (Eq. 15–16; §4.5 grid "
-            "{1, 10, 100, 1000}; code default 1000; the authors' best per dataset: Beibei 100, "
-            "Taobao 1)."
-        ),
-    )
-    c2: float = Field(
-        1000.0,
-        ge=0.0,
-        description=(
-            "C_2, replaces −ln(1 − h_1) in the second alternating step (Eq. 17–18; §4.5 grid "
-            "{1, 10, 100, 1000}; code default 1000; the authors' best: Beibei 100, Taobao 1)."
-        ),
-    )
-    beta: float = Field(
-        0.8,
-        ge=0.0,
-        le=1.0,
-        description=(
-            "β of the inference score β·P(R_t) + (1 − β)·P(R_f) (Eq. 3; §4.5 grid {0.7, 0.8, 1}; "
-            "code default 0.8). β = 1 scores with t_θ alone."
-        ),
-    )
-    reg: float = reg_field(
-        1e-4,
-        (
-            "λ of the L2 penalty λ·½Σ‖e‖²/B on t_θ's batch (ego) embeddings in the main phase "
-            "(§4.5: 'L2 normalization searched in {1e-6, …, 1}'; 1e-4 = the code's λ)."
-        ),
-    )
-    pretrain_reg: float = Field(
-        1e-4,
-        ge=0.0,
-        description=(
-            "λ of the behavior models' BPR pre-training (their own MF/LightGCN L2 term; the "
-            "authors' README: 1e-4 for MF, 1e-6 for LightGCN)."
-        ),
-    )
-    target_graph: Literal["target", "union"] = Field(
-        "target",
-        description=(
-            "LightGCN t_θ: the graph it propagates over (paper silent): 'target' = the target "
-            "behavior's pairs (the code's norm_adj_buy) or 'union' = R_f ∪ R_g. MF: no effect."
-        ),
-    )
-    h_model: Literal["mf", "backbone"] = Field(
-        "mf",
-        description=(
-            "Structure of the four h-models of Eq. 2 (paper silent): 'mf' (the code's default "
-            "h_model = MF, also under a LightGCN t_θ) or 'backbone' (same as t_θ)."
-        ),
-    )
-    h_dim: int = Field(32, ge=1, description="Embedding size of the h-models (code: emb_dim = 32).")
-    h_init_std: float = Field(
-        0.01,
-        gt=0.0,
-        description=(
-            "Std of the MF h-models' 'normal' init (the code's h-models are always its MF, "
-            "std 0.01, whatever the backbone's init)."
-        ),
-    )
-    schedule: Literal["alternate", "joint"] = Field(
-        "alternate",
-        description=(
-            "'alternate': the two alternating steps of §3.3.2 / Algorithm 1 (one per mini-batch, "
-            "first step first); 'joint': Eq. 12–14 with all five models at once (the variant "
-            "§3.3.2 reports as unsatisfactory)."
-        ),
-    )
-    pretrain_epochs: int = Field(
-        400,
-        ge=0,
-        description=(
-            "Most epochs of pre-training P(R_f) and P(R_g) (§3.3: pre-trained, then fixed; code: "
-            "up to 400 epochs). 0 = no pre-training (tests only)."
-        ),
-    )
-    pretrain_patience: int = Field(
-        20,
-        ge=1,
-        description=(
-            "Each behavior model stops pre-training after this many evaluations without a gain "
-            "and keeps its best weights (the code's pretrain_early_stop_rounds = 20): P(R_f) on "
-            "the validation split, P(R_g) on the aux_holdout slice."
-        ),
-    )
-    aux_holdout: float = Field(
-        0.05,
-        ge=0.0,
-        lt=1.0,
-        description=(
-            "Share of the auxiliary-only pairs (in R_g, not in R_f) held out from P(R_g)'s "
-            "pre-training to early-stop it on its own Recall@20, as the code early-stops its "
-            "click model on held-out clicks; they stay in the main phase's R_g. 0 = P(R_g) "
-            "stops with P(R_f)."
-        ),
-    )
+    backbone: Backbone = "mf"
+    """Target model t_θ and the two behavior models (§3.3: 'the same model structures as our target
+    recommender'): 'mf' (§4.5: MF is the default t_θ) or 'lightgcn' (§5.2 / Table 3, MBA on
+    LightGCN)."""
+    aux_behavior: str = "view"
+    """The auxiliary behavior R_g, by name (§3.1: clicks/views; §4.2). Must be a behavior of the
+    dataset other than the target."""
+    aux_with_target: bool = True
+    """R_g also holds every training pair of the target behavior (the authors' code merges the
+    purchases into the click data, so §3.3.3's three situations cover every observed pair); False =
+    the auxiliary behavior's own pairs only."""
+    dim: int = Field(32, ge=1)
+    """Embedding size of t_θ and the behavior models (§4.5: 32)."""
+    n_layers: int = Field(3, ge=0)
+    """LightGCN backbone: propagation layers (§4.5: fixed to 3 for graph models)."""
+    init: Init = "normal"
+    """Embedding init of every sub-model: 'normal' = N(0, init_std²) or 'xavier'."""
+    init_std: float = Field(0.01, gt=0.0)
+    """Std of the 'normal' init (authors' MF: 0.01; their LightGCN: 0.1 — set it in the LightGCN
+    configs)."""
+    alpha: float = Field(1.0, ge=0.0)
+    """α, weight of the two KL alignment terms (Eq. 12; §4.5 grid {1, 10, 100, 1000}; code default 1).
+    α = 0 is the MBA-KL ablation of Table 4."""
+    c1: float = Field(1000.0, ge=0.0)
+    """C_1, replaces −ln h_0 in the first alternating step (Eq. 15–16; §4.5 grid {1, 10, 100, 1000};
+    code default 1000; the authors' best per dataset: Beibei 100, Taobao 1)."""
+    c2: float = Field(1000.0, ge=0.0)
+    """C_2, replaces −ln(1 − h_1) in the second alternating step (Eq. 17–18; §4.5 grid {1, 10, 100,
+    1000}; code default 1000; the authors' best: Beibei 100, Taobao 1)."""
+    beta: float = Field(0.8, ge=0.0, le=1.0)
+    """β of the inference score β·P(R_t) + (1 − β)·P(R_f) (Eq. 3; §4.5 grid {0.7, 0.8, 1}; code default
+    0.8). β = 1 scores with t_θ alone."""
+    reg: float = Field(1e-4, ge=0.0)
+    """λ of the L2 penalty λ·½Σ‖e‖²/B on t_θ's batch (ego) embeddings in the main phase (§4.5: 'L2
+    normalization searched in {1e-6, …, 1}'; 1e-4 = the code's λ)."""
+    pretrain_reg: float = Field(1e-4, ge=0.0)
+    """λ of the behavior models' BPR pre-training (their own MF/LightGCN L2 term; the authors' README:
+    1e-4 for MF, 1e-6 for LightGCN)."""
+    target_graph: Literal["target", "union"] = "target"
+    """LightGCN t_θ: the graph it propagates over (paper silent): 'target' = the target behavior's
+    pairs (the code's norm_adj_buy) or 'union' = R_f ∪ R_g. MF: no effect."""
+    h_model: Literal["mf", "backbone"] = "mf"
+    """Structure of the four h-models of Eq. 2 (paper silent): 'mf' (the code's default h_model = MF,
+    also under a LightGCN t_θ) or 'backbone' (same as t_θ)."""
+    h_dim: int = Field(32, ge=1)
+    """Embedding size of the h-models (code: emb_dim = 32)."""
+    h_init_std: float = Field(0.01, gt=0.0)
+    """Std of the MF h-models' 'normal' init (the code's h-models are always its MF, std 0.01, whatever
+    the backbone's init)."""
+    schedule: Literal["alternate", "joint"] = "alternate"
+    """'alternate': the two alternating steps of §3.3.2 / Algorithm 1 (one per mini-batch, first step
+    first); 'joint': Eq. 12–14 with all five models at once (the variant §3.3.2 reports as
+    unsatisfactory)."""
+    pretrain_epochs: int = Field(400, ge=0)
+    """Most epochs of pre-training P(R_f) and P(R_g) (§3.3: pre-trained, then fixed; code: up to 400
+    epochs). 0 = no pre-training (tests only)."""
+    pretrain_patience: int = Field(20, ge=1)
+    """Each behavior model stops pre-training after this many evaluations without a gain and keeps its
+    best weights (the code's pretrain_early_stop_rounds = 20): P(R_f) on the validation split,
+    P(R_g) on the aux_holdout slice."""
+    aux_holdout: float = Field(0.05, ge=0.0, lt=1.0)
+    """Share of the auxiliary-only pairs (in R_g, not in R_f) held out from P(R_g)'s pre-training to
+    early-stop it on its own Recall@20, as the code early-stops its click model on held-out clicks;
+    they stay in the main phase's R_g. 0 = P(R_g) stops with P(R_f)."""
 
 
 @dataclass
@@ -705,17 +621,7 @@ class MBA(
         """
         t0 = time.perf_counter()
         active = [optimisers[k] for k in self._roles(batch)]
-        for opt in active:
-            opt.zero_grad(set_to_none=True)
-        terms = self.loss(batch)
-        total = torch.stack(list(terms.values())).sum()
-        total.backward()
-        self._densify_grads()
-        for opt in active:
-            opt.step()
-        self.invalidate()
-        out = {k: float(v.detach()) for k, v in terms.items()}
-        out["loss"] = float(total.detach())
+        out = self.descend(batch, active, after_backward=self._densify_grads)
         if isinstance(batch, MBABatch):
             if self.config.schedule == "alternate":
                 self.step_flag.fill_(1 - int(self.step_flag))  # Algorithm 1: flag = 1 − flag

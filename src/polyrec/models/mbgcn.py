@@ -19,10 +19,7 @@ from polyrec.models._common import (
     BPRScorer,
     GraphScorer,
     Init,
-    dim_field,
     embedding_tables,
-    init_std_field,
-    reg_field,
 )
 from polyrec.models.base import ModelConfig
 from polyrec.models.propagation import (
@@ -37,104 +34,47 @@ class MBGCNConfig(ModelConfig):
     """Settings of :class:`MBGCN`; defaults are the paper's (§4.1) or, where it gives none, the
     authors' released settings (``MBGCN.sh`` / ``main.py`` of tsinghua-fib-lab/MBGCN)."""
 
-    dim: int = dim_field(
-        64, "Embedding size d (MBGCN SIGIR 2020 §4.1.3: 64 for every model; MBGCN.sh: 64)."
-    )
-    n_layers: int = Field(
-        1,
-        ge=1,
-        description=(
-            "Propagation layers L of both propagations (§3.3–3.4 define L layers; the authors' "
-            "code runs one; CML WSDM 2022 §4.1.3 tunes graph baselines in 1..4)."
-        ),
-    )
-    lamb: float = Field(
-        1.0,
-        ge=0.0,
-        description=(
-            "λ of ŷ(u,i) = y1(u,i) + λ·y2(u,i), the weight of the item-based CF score (§3.5 "
-            "Eq. 9; MBGCN.sh: lamb = 1)."
-        ),
-    )
-    reg: float = reg_field(
-        1e-4,
-        (
-            "λ of the L2 penalty λ·½Σ‖e⁽⁰⁾‖²/B on the batch's ego embeddings (§3.6 Eq. 10 "
-            "regularisation; MBGCN.sh: L2 = 1e-4)."
-        ),
-    )
-    node_dropout: float = Field(
-        0.2,
-        ge=0.0,
-        lt=1.0,
-        description=(
-            "Node dropout ratio (§3.6 'message dropout and node dropout', after NGCF): "
-            "inverted dropout on the user–item edge weights of every propagation matrix, per "
-            "training batch (MBGCN.sh: 0.2)."
-        ),
-    )
-    message_dropout: float = Field(
-        0.2,
-        ge=0.0,
-        lt=1.0,
-        description=(
-            "Message dropout ratio (§3.6): dropout on the final user and item embeddings of "
-            "the user-based score y1 during training (MBGCN.sh: 0.2)."
-        ),
-    )
-    behavior_weight_init: float = Field(
-        1.0,
-        description=(
-            "Initial value of every learnable behavior importance weight w_t (§3.3 Eq. 1; "
-            "MBGCN.sh: mgnn_weight = 1 for each behavior)."
-        ),
-    )
-    init: Init = Field(
-        "xavier",
-        description=(
-            "Embedding init: 'xavier' (Glorot uniform; the authors' code uses Xavier normal, "
-            "same variance, and optionally MF-pretrained embeddings) or 'normal'."
-        ),
-    )
-    init_std: float = init_std_field()
-    item_neighbors: Literal["all", "target"] = Field(
-        "all",
-        description=(
-            "Users an item aggregates from in user-to-item propagation (§3.3 Eq. 3): 'all' = "
-            "its neighbours in the unified multi-behavior graph; 'target' = only target-behavior "
-            "neighbours (the authors' code, which uses the purchase matrix)."
-        ),
-    )
-    item_aggregation: Literal["mean", "sum"] = Field(
-        "mean",
-        description=(
-            "Aggregator of user-to-item propagation (§3.3 Eq. 3): 'mean' over the item's users "
-            "or 'sum' (the authors' code)."
-        ),
-    )
-    item_graph_self_loops: bool = Field(
-        False,
-        description=(
-            "Whether item i counts as its own neighbour in the behavior-t item–item graph "
-            "A_tᵀA_t (§3.4: relevance between two items co-interacted by a user; False drops the "
-            "diagonal)."
-        ),
-    )
-    item_score_transform: bool = Field(
-        True,
-        description=(
-            "Item-based score with a learnable behavior matrix M_t, y2 = Σ_t ū_tᵀ M_t s_it* "
-            "(the authors' code, item_behaviour_W) instead of the plain inner product ū_tᵀ s_it* "
-            "(§3.5 Eq. 8)."
-        ),
-    )
-    item_score_reduce: Literal["mean", "sum"] = Field(
-        "mean",
-        description=(
-            "How y2 combines the behaviors (§3.5 Eq. 8): 'mean' over behaviors (the authors' "
-            "code divides by their number) or 'sum'."
-        ),
-    )
+    dim: int = Field(64, ge=1)
+    """Embedding size d (MBGCN SIGIR 2020 §4.1.3: 64 for every model; MBGCN.sh: 64)."""
+    n_layers: int = Field(1, ge=1)
+    """Propagation layers L of both propagations (§3.3–3.4 define L layers; the authors' code runs one;
+    CML WSDM 2022 §4.1.3 tunes graph baselines in 1..4)."""
+    lamb: float = Field(1.0, ge=0.0)
+    """λ of ŷ(u,i) = y1(u,i) + λ·y2(u,i), the weight of the item-based CF score (§3.5 Eq. 9; MBGCN.sh:
+    lamb = 1)."""
+    reg: float = Field(1e-4, ge=0.0)
+    """λ of the L2 penalty λ·½Σ‖e⁽⁰⁾‖²/B on the batch's ego embeddings (§3.6 Eq. 10 regularisation;
+    MBGCN.sh: L2 = 1e-4)."""
+    node_dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    """Node dropout ratio (§3.6 'message dropout and node dropout', after NGCF): inverted dropout on
+    the user–item edge weights of every propagation matrix, per training batch (MBGCN.sh: 0.2)."""
+    message_dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    """Message dropout ratio (§3.6): dropout on the final user and item embeddings of the user-based
+    score y1 during training (MBGCN.sh: 0.2)."""
+    behavior_weight_init: float = 1.0
+    """Initial value of every learnable behavior importance weight w_t (§3.3 Eq. 1; MBGCN.sh:
+    mgnn_weight = 1 for each behavior)."""
+    init: Init = "xavier"
+    """Embedding init: 'xavier' (Glorot uniform; the authors' code uses Xavier normal, same variance,
+    and optionally MF-pretrained embeddings) or 'normal'."""
+    init_std: float = Field(0.1, gt=0.0)
+    """Standard deviation of the 'normal' init."""
+    item_neighbors: Literal["all", "target"] = "all"
+    """Users an item aggregates from in user-to-item propagation (§3.3 Eq. 3): 'all' = its neighbours
+    in the unified multi-behavior graph; 'target' = only target-behavior neighbours (the authors'
+    code, which uses the purchase matrix)."""
+    item_aggregation: Literal["mean", "sum"] = "mean"
+    """Aggregator of user-to-item propagation (§3.3 Eq. 3): 'mean' over the item's users or 'sum' (the
+    authors' code)."""
+    item_graph_self_loops: bool = False
+    """Whether item i counts as its own neighbour in the behavior-t item–item graph A_tᵀA_t (§3.4:
+    relevance between two items co-interacted by a user; False drops the diagonal)."""
+    item_score_transform: bool = True
+    """Item-based score with a learnable behavior matrix M_t, y2 = Σ_t ū_tᵀ M_t s_it* (the authors'
+    code, item_behaviour_W) instead of the plain inner product ū_tᵀ s_it* (§3.5 Eq. 8)."""
+    item_score_reduce: Literal["mean", "sum"] = "mean"
+    """How y2 combines the behaviors (§3.5 Eq. 8): 'mean' over behaviors (the authors' code divides by
+    their number) or 'sum'."""
 
 
 _Block = tuple[Tensor, Tensor | None]  # (base, W): the table base @ W (W None: base)
@@ -238,14 +178,10 @@ class MBGCN(
 
     def build(self, schema: DataSchema, data: TrainData | None) -> None:
         config = self.config
-        assert data is not None  # not rebuildable: setup() always passes the data
-        log = data.log
-        self.behaviors: tuple[str, ...] = tuple(log.behaviors)
-        self.target = self.train_behavior = log.target  # BPR triples of the target (§3.6)
+        self.behaviors: tuple[str, ...] = schema.behaviors
+        self.target = self.train_behavior = schema.target  # BPR triples of the target (§3.6)
         n_beh, d, n_layers = len(self.behaviors), config.dim, config.n_layers
-        self.user_emb, self.item_emb = embedding_tables(
-            self.n_users, self.n_items, d, config.init, config.init_std
-        )
+        self.user_emb, self.item_emb = embedding_tables(schema, config)
         # w_t of Eq. 1
         self.behavior_weight = nn.Parameter(torch.full((n_beh,), config.behavior_weight_init))
         # W⁽ˡ⁾ of Eq. 4 (shared by users and items) and W_t⁽ˡ⁾ of Eq. 5 (per behavior)
@@ -260,6 +196,8 @@ class MBGCN(
         for mat in (*self.weight, *self.item_weight.flatten(0, 1), *self.score_weight):
             nn.init.xavier_normal_(mat)
 
+        # the behavior graphs (not saved, rebuilt from the training data)
+        assert data is not None  # not rebuildable: setup() always passes the data
         graph_buffers: list[str] = []
         counts = []
         csrs = [data.csr(beh) for beh in self.behaviors]

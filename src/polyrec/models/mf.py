@@ -13,11 +13,7 @@ from polyrec.models._common import (
     Behaviors,
     BPRScorer,
     Init,
-    behaviors_field,
-    dim_field,
     embedding_tables,
-    init_std_field,
-    reg_field,
     train_behavior,
 )
 from polyrec.models.base import ModelConfig
@@ -26,35 +22,22 @@ from polyrec.models.base import ModelConfig
 class MFConfig(ModelConfig):
     """Settings of :class:`MF` (defaults: the MF-BPR baseline as run in LightGCN's comparisons)."""
 
-    dim: int = dim_field(
-        64,
-        (
-            "Embedding size d. LightGCN (SIGIR 2020) §4.1.2 fixes d = 64 for every compared "
-            "model, MF included; BPR (UAI 2009) §6 varies it."
-        ),
-    )
-    reg: float = reg_field(
-        1e-4,
-        (
-            "λ of the L2 penalty λ·½Σ‖e‖²/B on the batch's user/positive/negative embeddings "
-            "(BPR UAI 2009 §4.2 regularisation λ_Θ; LightGCN §4.1.2: best value 1e-4 in most "
-            "cases, the setting its MF baseline uses)."
-        ),
-    )
-    init: Init = Field(
-        "normal",
-        description=(
-            "Embedding init: 'normal' = N(0, init_std²) (MyMediaLite's BPR-MF, Rendle's "
-            "reference implementation: mean 0, std 0.1) or 'xavier' (Glorot uniform, LightGCN "
-            "§4.1.2)."
-        ),
-    )
-    init_std: float = init_std_field()
-    behaviors: Behaviors = behaviors_field(
-        "Which pairs train the model: 'target' (target behavior only, the single-behavior "
-        "baseline of CML WSDM 2022 §4.1.2 and MBA SIGIR 2023 §4.4) or 'all' (every behavior "
-        "merged into one positive set)."
-    )
+    dim: int = Field(64, ge=1)
+    """Embedding size d. LightGCN (SIGIR 2020) §4.1.2 fixes d = 64 for every compared model, MF
+    included; BPR (UAI 2009) §6 varies it."""
+    reg: float = Field(1e-4, ge=0.0)
+    """λ of the L2 penalty λ·½Σ‖e‖²/B on the batch's user/positive/negative embeddings (BPR UAI 2009
+    §4.2 regularisation λ_Θ; LightGCN §4.1.2: best value 1e-4 in most cases, the setting its MF
+    baseline uses)."""
+    init: Init = "normal"
+    """Embedding init: 'normal' = N(0, init_std²) (MyMediaLite's BPR-MF, Rendle's reference
+    implementation: mean 0, std 0.1) or 'xavier' (Glorot uniform, LightGCN §4.1.2)."""
+    init_std: float = Field(0.1, gt=0.0)
+    """Standard deviation of the 'normal' init."""
+    behaviors: Behaviors = "target"
+    """Which pairs train the model: 'target' (target behavior only, the single-behavior baseline of CML
+    WSDM 2022 §4.1.2 and MBA SIGIR 2023 §4.4) or 'all' (every behavior merged into one positive
+    set)."""
 
 
 class MF(
@@ -80,11 +63,8 @@ class MF(
     config: MFConfig
 
     def build(self, schema: DataSchema, data: TrainData | None) -> None:
-        config = self.config
-        self.train_behavior = train_behavior(schema, config.behaviors)
-        self.user_emb, self.item_emb = embedding_tables(
-            self.n_users, self.n_items, config.dim, config.init, config.init_std
-        )
+        self.train_behavior = train_behavior(schema, self.config.behaviors)
+        self.user_emb, self.item_emb = embedding_tables(schema, self.config)
 
     def sparse_gradients(self, on: bool) -> list[Tensor]:
         self.user_emb.sparse = self.item_emb.sparse = on

@@ -15,25 +15,16 @@ from polyrec.models.comirec import dynamic_routing
 class MINDConfig(SequentialConfig):
     """Settings of :class:`MIND` (defaults: MIND CIKM 2019 §3 / ComiRec §4.1.4's K and d)."""
 
-    n_interests: int = Field(4, ge=1, description="Number of interests K (ComiRec §4.1.4: K = 4).")
-    routing_iterations: int = Field(
-        3, ge=1, description="B2I routing iterations (MIND §3.3, Alg. 1: 3)."
-    )
-    attention_pow: float = Field(
-        2.0,
-        gt=0.0,
-        description=(
-            "Exponent p of the label-aware attention softmax(pow(V e_target, p)) (MIND §3.4 "
-            "Eq. 11), applied sign-preserving: sign(x)·|x|^p (p → ∞: hard_readout)."
-        ),
-    )
-    hard_readout: bool = Field(
-        False,
-        description=(
-            "Train on the interest nearest the target alone (the p → ∞ limit of Eq. 11), as "
-            "ComiRec's MIND baseline does (hard_readout=True in its code)."
-        ),
-    )
+    n_interests: int = Field(4, ge=1)
+    """Number of interests K (ComiRec §4.1.4: K = 4)."""
+    routing_iterations: int = Field(3, ge=1)
+    """B2I routing iterations (MIND §3.3, Alg. 1: 3)."""
+    attention_pow: float = Field(2.0, gt=0.0)
+    """Exponent p of the label-aware attention softmax(pow(V e_target, p)) (MIND §3.4 Eq. 11), applied
+    sign-preserving: sign(x)·|x|^p (p → ∞: hard_readout)."""
+    hard_readout: bool = False
+    """Train on the interest nearest the target alone (the p → ∞ limit of Eq. 11), as ComiRec's MIND
+    baseline does (hard_readout=True in its code)."""
 
 
 class MIND(SequentialModel, name="mind", paper="Li et al., CIKM 2019", Config=MINDConfig):

@@ -7,7 +7,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from pydantic import Field
 from torch import Tensor
 
 from polyrec.data.views import DataSchema, TrainData
@@ -18,14 +17,10 @@ from polyrec.models.base import ModelConfig, Scorer
 class PopConfig(ModelConfig):
     """Settings of :class:`Pop`."""
 
-    behaviors: Behaviors = Field(
-        "target",
-        description=(
-            "Which interactions count: 'target' (the target behavior only) or 'all' (every "
-            "behavior merged). Re4 (WWW 2022) §4.1 'Baselines': POP always recommends the most "
-            "popular items; popularity there is counted over the training interactions."
-        ),
-    )
+    behaviors: Behaviors = "target"
+    """Which interactions count: 'target' (the target behavior only) or 'all' (every behavior merged).
+    Re4 (WWW 2022) §4.1 'Baselines': POP always recommends the most popular items; popularity there
+    is counted over the training interactions."""
 
 
 class Pop(

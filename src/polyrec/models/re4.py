@@ -66,54 +66,45 @@ from polyrec.models.comirec import (
 class Re4Fields(ModelConfig):
     """The backward flows' settings (defaults: Re4 WWW 2022 §4.1 and Tables 5-6)."""
 
-    temperature: float = Field(0.02, gt=0.0, description="Re-contrast temperature τ (§4.1).")
-    lambda_cl: float = Field(
-        0.01, ge=0.0, description="Weight λ_CL of Re-contrast (Eq. 16; Table 6's best: 0.01)."
-    )
-    lambda_att: float = Field(
-        0.01, ge=0.0, description="Weight λ_Att of Re-attend (Eq. 16; Table 6's best: 0.01)."
-    )
-    lambda_ct: float = Field(
-        0.1, ge=0.0, description="Weight λ_CT of Re-construct (Eq. 16; Table 6's best: 0.1)."
-    )
-    gamma_c: float | None = Field(
-        None,
-        gt=0.0,
-        lt=1.0,
-        description=(
-            "Positive threshold γ_c of Eq. 3; None: the adaptive 1/N_x with N_x the user's "
-            "history length (§2.2.1, Table 5 'Ada')."
-        ),
-    )
-    contrast_negatives: int = Field(
-        10,
-        ge=0,
-        description="Items drawn beyond the history per user, negatives of Re-contrast (Eq. 5).",
-    )
-    reconstruct_dim: int = Field(
-        32, ge=1, description="Hidden size d_b of the Re-construct decoder (§4.1: 32)."
-    )
-    re_contrast: bool = Field(True, description="Use the Re-contrast flow (ablation switch).")
-    re_attend: bool = Field(True, description="Use the Re-attend flow (ablation switch).")
-    re_construct: bool = Field(True, description="Use the Re-construct flow (ablation switch).")
-    attend_detach_target: bool = Field(
-        False, description="Stop the gradient into softmax(z·x), Re-attend's target (Eq. 8)."
-    )
-    construct_detach_items: bool = Field(
-        False, description="Stop the gradient into the items Re-construct rebuilds (Eq. 12)."
-    )
+    temperature: float = Field(0.02, gt=0.0)
+    """Re-contrast temperature τ (§4.1)."""
+    lambda_cl: float = Field(0.01, ge=0.0)
+    """Weight λ_CL of Re-contrast (Eq. 16; Table 6's best: 0.01)."""
+    lambda_att: float = Field(0.01, ge=0.0)
+    """Weight λ_Att of Re-attend (Eq. 16; Table 6's best: 0.01)."""
+    lambda_ct: float = Field(0.1, ge=0.0)
+    """Weight λ_CT of Re-construct (Eq. 16; Table 6's best: 0.1)."""
+    gamma_c: float | None = Field(None, gt=0.0, lt=1.0)
+    """Positive threshold γ_c of Eq. 3; None: the adaptive 1/N_x with N_x the user's history length
+    (§2.2.1, Table 5 'Ada')."""
+    contrast_negatives: int = Field(10, ge=0)
+    """Items drawn beyond the history per user, negatives of Re-contrast (Eq. 5)."""
+    reconstruct_dim: int = Field(32, ge=1)
+    """Hidden size d_b of the Re-construct decoder (§4.1: 32)."""
+    re_contrast: bool = True
+    """Use the Re-contrast flow (ablation switch)."""
+    re_attend: bool = True
+    """Use the Re-attend flow (ablation switch)."""
+    re_construct: bool = True
+    """Use the Re-construct flow (ablation switch)."""
+    attend_detach_target: bool = False
+    """Stop the gradient into softmax(z·x), Re-attend's target (Eq. 8)."""
+    construct_detach_items: bool = False
+    """Stop the gradient into the items Re-construct rebuilds (Eq. 12)."""
 
 
 class Re4SAConfig(ComiRecSAConfig, Re4Fields):
     """Settings of :class:`Re4SA`: ComiRec-SA's and the backward flows'."""
 
-    n_interests: int = Field(8, ge=1, description="Number of interests N_z (Re4 §4.1: 8).")
+    n_interests: int = Field(8, ge=1)
+    """Number of interests N_z (Re4 §4.1: 8)."""
 
 
 class Re4DRConfig(ComiRecDRConfig, Re4Fields):
     """Settings of :class:`Re4DR`: ComiRec-DR's and the backward flows'."""
 
-    n_interests: int = Field(8, ge=1, description="Number of interests N_z (Re4 §4.1: 8).")
+    n_interests: int = Field(8, ge=1)
+    """Number of interests N_z (Re4 §4.1: 8)."""
 
 
 class _Decode(torch.autograd.Function):

@@ -53,33 +53,17 @@ class REMIConfig(ComiRecDRConfig):
     """Settings of :class:`REMI`: ComiRec-DR's and the two training additions (defaults: the
     REMI authors' code and README)."""
 
-    beta: float = Field(
-        1.0,
-        ge=0.0,
-        description=(
-            "Hardness β of the interest-aware hard negatives (IHN; 0: plain sampled softmax; "
-            "REMI README: 10 Book, 1 Gowalla, 0.1 RetailRocket)."
-        ),
-    )
-    lambda_rr: float = Field(
-        100.0,
-        ge=0.0,
-        description="Weight λ of the routing regularisation (RR; 0: off; REMI README: 100).",
-    )
-    rr_reduction: Literal["sum", "mean"] = Field(
-        "sum",
-        description=(
-            "RR over the batch: 'sum' (REMI's code, λ = 100 at batch 128) or 'mean' (λ then "
-            "does not depend on the batch size)."
-        ),
-    )
-    routing_gradient: bool = Field(
-        True,
-        description=(
-            "Keep the gradient through the routing iterations so that RR reaches the routing "
-            "(False: ComiRec-DR's routing, whose coupling carries no gradient)."
-        ),
-    )
+    beta: float = Field(1.0, ge=0.0)
+    """Hardness β of the interest-aware hard negatives (IHN; 0: plain sampled softmax; REMI README: 10
+    Book, 1 Gowalla, 0.1 RetailRocket)."""
+    lambda_rr: float = Field(100.0, ge=0.0)
+    """Weight λ of the routing regularisation (RR; 0: off; REMI README: 100)."""
+    rr_reduction: Literal["sum", "mean"] = "sum"
+    """RR over the batch: 'sum' (REMI's code, λ = 100 at batch 128) or 'mean' (λ then does not depend
+    on the batch size)."""
+    routing_gradient: bool = True
+    """Keep the gradient through the routing iterations so that RR reaches the routing (False:
+    ComiRec-DR's routing, whose coupling carries no gradient)."""
 
 
 class REMI(ComiRecDR, name="remi", paper="Xie et al., RecSys 2023", Config=REMIConfig):

@@ -13,14 +13,12 @@ from polyrec.models._sequential import SequentialConfig, SequentialModel, key_pa
 class SASRecConfig(SequentialConfig):
     """Settings of :class:`SASRec` (defaults: SASRec ICDM 2018 §IV-C / ComiRec's d and T)."""
 
-    n_blocks: int = Field(2, ge=1, description="Self-attention blocks b (SASRec §IV-C: b = 2).")
-    n_heads: int = Field(1, ge=1, description="Attention heads (SASRec §III-B: single head).")
-    dropout: float = Field(
-        0.2,
-        ge=0.0,
-        lt=1.0,
-        description="Dropout rate (SASRec §IV-C: 0.2 on MovieLens-1M, 0.5 on the sparse sets).",
-    )
+    n_blocks: int = Field(2, ge=1)
+    """Self-attention blocks b (SASRec §IV-C: b = 2)."""
+    n_heads: int = Field(1, ge=1)
+    """Attention heads (SASRec §III-B: single head)."""
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    """Dropout rate (SASRec §IV-C: 0.2 on MovieLens-1M, 0.5 on the sparse sets)."""
 
 
 class SASRec(

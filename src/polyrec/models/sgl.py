@@ -22,54 +22,28 @@ class SGLConfig(LightGCNConfig):
     d = 64, 3 layers, Xavier init, λ2 = 1e-4; Adam lr 1e-3, batch 2048) plus the
     self-supervised task's (§3.1–3.3, defaults of §4.1.3 and the authors' ``conf/SGL.ini``)."""
 
-    augmentation: Augmentation = Field(
-        "ed",
-        description=(
-            "Graph augmentation of both views (§3.1.1): 'ed' edge dropout (Eq. 6, SGL-ED, the "
-            "paper's main variant), 'nd' node dropout (Eq. 5, SGL-ND) or 'rw' random walk = "
-            "a fresh edge-dropout mask per layer (Eq. 7, SGL-RW)."
-        ),
-    )
-    drop_ratio: float = Field(
-        0.1,
-        ge=0.0,
-        lt=1.0,
-        description=(
-            "Dropout ratio ρ of nodes (nd) or edges (ed, rw) in each view (§3.1.1; §4.1.3 "
-            "searches {0, 0.1, …, 0.5}; 0.1 in the authors' settings)."
-        ),
-    )
-    temperature: float = Field(
-        0.2,
-        gt=0.0,
-        description="Temperature τ of the InfoNCE loss (Eq. 10; §4.1.3 / §4.5: 0.2 works best).",
-    )
-    ssl_weight: float = Field(
-        0.1,
-        ge=0.0,
-        description=(
-            "λ1, the weight of L_ssl in L = L_main + λ1 L_ssl + λ2‖Θ‖² (Eq. 12; §4.1.3 searches "
-            "{0.005, 0.01, 0.05, 0.1, 0.5, 1.0}; 0.1 in the authors' settings). 0 switches the "
-            "self-supervised task off (then SGL is LightGCN)."
-        ),
-    )
-    ssl_negatives: Literal["batch", "all"] = Field(
-        "batch",
-        description=(
-            "Negatives of each node in L_ssl (Eq. 9–10): 'batch' = the other distinct users "
-            "(items) of the batch, the usual in-batch implementation; 'all' = every user (item) "
-            "of the other view, Eq. 10 as printed and the authors' SGL-Torch code."
-        ),
-    )
-    ssl_reduction: Literal["sum", "mean"] = Field(
-        "sum",
-        description=(
-            "How the per-node InfoNCE terms combine: 'sum' = summed over the batch's users and "
-            "items and divided by the batch size, the same scale as our mean BPR (the authors' "
-            "code sums BPR and InfoNCE alike, so λ1 keeps its meaning); 'mean' = mean over the "
-            "users plus mean over the items."
-        ),
-    )
+    augmentation: Augmentation = "ed"
+    """Graph augmentation of both views (§3.1.1): 'ed' edge dropout (Eq. 6, SGL-ED, the paper's main
+    variant), 'nd' node dropout (Eq. 5, SGL-ND) or 'rw' random walk = a fresh edge-dropout mask per
+    layer (Eq. 7, SGL-RW)."""
+    drop_ratio: float = Field(0.1, ge=0.0, lt=1.0)
+    """Dropout ratio ρ of nodes (nd) or edges (ed, rw) in each view (§3.1.1; §4.1.3 searches {0, 0.1,
+    …, 0.5}; 0.1 in the authors' settings)."""
+    temperature: float = Field(0.2, gt=0.0)
+    """Temperature τ of the InfoNCE loss (Eq. 10; §4.1.3 / §4.5: 0.2 works best)."""
+    ssl_weight: float = Field(0.1, ge=0.0)
+    """λ1, the weight of L_ssl in L = L_main + λ1 L_ssl + λ2‖Θ‖² (Eq. 12; §4.1.3 searches {0.005, 0.01,
+    0.05, 0.1, 0.5, 1.0}; 0.1 in the authors' settings). 0 switches the self-supervised task off
+    (then SGL is LightGCN)."""
+    ssl_negatives: Literal["batch", "all"] = "batch"
+    """Negatives of each node in L_ssl (Eq. 9–10): 'batch' = the other distinct users (items) of the
+    batch, the usual in-batch implementation; 'all' = every user (item) of the other view, Eq. 10 as
+    printed and the authors' SGL-Torch code."""
+    ssl_reduction: Literal["sum", "mean"] = "sum"
+    """How the per-node InfoNCE terms combine: 'sum' = summed over the batch's users and items and
+    divided by the batch size, the same scale as our mean BPR (the authors' code sums BPR and
+    InfoNCE alike, so λ1 keeps its meaning); 'mean' = mean over the users plus mean over the items.
+    """
 
 
 class SGL(

@@ -3,7 +3,6 @@ as the single-interest baseline of ComiRec: mean pooling of the history's item e
 
 from __future__ import annotations
 
-from pydantic import Field
 from torch import Tensor, nn
 
 from polyrec.data.views import DataSchema, TrainData
@@ -13,14 +12,10 @@ from polyrec.models._sequential import SequentialConfig, SequentialModel
 class YouTubeDNNConfig(SequentialConfig):
     """Settings of :class:`YouTubeDNN` (defaults: ComiRec KDD 2020 §4.1.4 baseline setting)."""
 
-    dense: bool = Field(
-        True,
-        description=(
-            "One dense layer (d → d, no activation) after the mean pooling, as ComiRec's "
-            "Model_DNN baseline; False: the pooled embedding itself (YouTube DNN §3.3 'averaged "
-            "embeddings' feeding the tower)."
-        ),
-    )
+    dense: bool = True
+    """One dense layer (d → d, no activation) after the mean pooling, as ComiRec's Model_DNN baseline;
+    False: the pooled embedding itself (YouTube DNN §3.3 'averaged embeddings' feeding the tower).
+    """
 
 
 class YouTubeDNN(
