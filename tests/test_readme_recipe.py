@@ -4,7 +4,10 @@ contract's core checks."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,21 +24,28 @@ from polyrec.models.registry import canonical_name
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def recipe_namespace() -> dict[str, Any]:
+def recipe_module(folder: Path) -> Any:
+    """The README's model file, written to ``folder/mymodel.py`` and imported."""
     text = README.read_text()
     section = text[text.index("### Adding a model") :]
     code = re.search(r"```python\n(.*?)```", section, re.S)
     assert code, "the README's 'Adding a model' section has no python block"
-    ns: dict[str, Any] = {"__name__": "readme_recipe"}
-    exec(compile(code.group(1), "README.md#adding-a-model", "exec"), ns)
-    return ns
+    path = folder / "readme_mymodel.py"
+    path.write_text(code.group(1))
+    spec = importlib.util.spec_from_file_location("readme_mymodel", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["readme_mymodel"] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture
-def registered(monkeypatch: pytest.MonkeyPatch) -> type[Scorer]:
-    cls = recipe_namespace()["MyModel"]
+def registered(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[type[Scorer]]:
+    cls = recipe_module(tmp_path).MyModel
     monkeypatch.setitem(REGISTRY, "mymodel", cls)  # the one registry line
-    return cls
+    yield cls
+    sys.modules.pop("readme_mymodel", None)
 
 
 def test_recipe_model_trains_and_scores(registered: type[Scorer], tmp_path: Path) -> None:
@@ -57,3 +67,6 @@ def test_recipe_model_trains_and_scores(registered: type[Scorer], tmp_path: Path
     with torch.no_grad():
         torch.testing.assert_close(restored.scores(torch.arange(5)), scores, rtol=0, atol=0)
     assert RunConfig(model="mymodel").params.dim == 64
+    # the field docstrings are the config's documentation
+    fields = registered.Config.model_fields
+    assert fields["dim"].description == "Embedding size d (§4.1 of the paper)."
