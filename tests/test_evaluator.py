@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -18,13 +17,14 @@ from polyrec.data.views import DataSchema, TrainData
 from polyrec.eval import evaluate, metric_value
 from polyrec.eval.protocols import PairIndex, mask_keys, masked_topk, pair_keys
 from polyrec.models.base import InterestModel, ModelConfig, Scorer
+from stubs import NothingToTrain
 
 L3 = 1 / math.log2(3)  # NDCG of a single positive at position 1
 L5 = 1 / math.log2(5)  # position 3
 L7 = 1 / math.log2(7)  # position 5
 
 
-class FixedScorer(Scorer):
+class FixedScorer(NothingToTrain, Scorer):
     """Scores from a fixed ``[n_users, n_items]`` matrix."""
 
     name = "fixed"
@@ -39,14 +39,6 @@ class FixedScorer(Scorer):
 
     def build(self, schema: DataSchema, data: TrainData | None) -> None:
         self.register_buffer("table", self._scores.clone())
-
-    def batches(
-        self, data: TrainData, batch_size: int, generator: torch.Generator
-    ) -> Iterator[Any]:
-        return iter(())
-
-    def loss(self, batch: Any) -> dict[str, Tensor]:
-        return {}
 
     def prepare_scoring(self) -> None:
         assert not torch.is_grad_enabled()
@@ -370,19 +362,10 @@ def test_bad_arguments(tiny: Split) -> None:
 
 
 def test_interest_models_dispatch_to_retrieval(tiny: Split) -> None:
-    class Interests(InterestModel):
+    class Interests(NothingToTrain, InterestModel):
         name = "interests"
         paper = ""
         Config = ModelConfig
-
-        def build(self, schema: DataSchema, data: TrainData | None) -> None:
-            pass
-
-        def batches(self, data: TrainData, batch_size: int, g: torch.Generator) -> Iterator[Any]:
-            return iter(())
-
-        def loss(self, batch: Any) -> dict[str, Tensor]:
-            return {}
 
         def interests(self, histories: Tensor, lengths: Tensor) -> Tensor:
             return torch.zeros(len(histories), 1, 4)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import numpy as np
@@ -27,6 +26,7 @@ from polyrec.eval import retrieval as R
 from polyrec.eval.protocols import evaluate_scorer, mask_keys
 from polyrec.eval.ranking import PairIndex, block_topk, hit_matrix, sampled_ranks
 from polyrec.models.base import InterestModel, ModelConfig, Scorer
+from stubs import NothingToTrain
 
 L3, L4 = 1 / math.log2(3), 1 / math.log2(4)  # DCG weights of positions 1 and 2
 
@@ -80,7 +80,7 @@ def three_users(negatives: np.ndarray | None = NEGATIVES) -> Split:
     return Split("hand", 0, train.fingerprint(), train, valid, test)
 
 
-class Table(Scorer):
+class Table(NothingToTrain, Scorer):
     """Scores from a fixed ``[n_users, n_items]`` table; counts its calls."""
 
     name: ClassVar[str] = "table"
@@ -97,12 +97,6 @@ class Table(Scorer):
     def build(self, schema: DataSchema, data: TrainData | None) -> None:
         self.register_buffer("table", self._scores.clone())
 
-    def batches(self, data: TrainData, batch_size: int, g: torch.Generator) -> Iterator[Any]:
-        return iter(())
-
-    def loss(self, batch: Any) -> dict[str, Tensor]:
-        return {}
-
     def prepare_scoring(self) -> None:
         self.prepared += 1
 
@@ -111,7 +105,7 @@ class Table(Scorer):
         return self.table[users].clone()
 
 
-class OneInterest(InterestModel):
+class OneInterest(NothingToTrain, InterestModel):
     """K = 1: the interest of a user whose last history item is j is the score row ROWS[j] over
     one-hot item embeddings, so its item scores are exactly that row."""
 
@@ -125,15 +119,6 @@ class OneInterest(InterestModel):
         # last training item of users 0, 1, 2 is 0, 2, 3
         self.rows = torch.zeros(6, 6)
         self.rows[[0, 2, 3]] = scores
-
-    def build(self, schema: DataSchema, data: TrainData | None) -> None:
-        pass
-
-    def batches(self, data: TrainData, batch_size: int, g: torch.Generator) -> Iterator[Any]:
-        return iter(())
-
-    def loss(self, batch: Any) -> dict[str, Tensor]:
-        return {}
 
     def interests(self, histories: Tensor, lengths: Tensor) -> Tensor:
         last = histories[:, -1] - 1  # padded histories hold item + 1

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -24,6 +23,7 @@ from polyrec.eval.retrieval import (
     retrieve,
 )
 from polyrec.models.base import InterestModel, ModelConfig
+from stubs import NothingToTrain
 
 
 def test_merge_hand_made_example() -> None:
@@ -89,7 +89,7 @@ def test_faiss_and_torch_search_agree() -> None:
 N_ITEMS = 6
 
 
-class Fixed(InterestModel):
+class Fixed(NothingToTrain, InterestModel):
     """Interests depend only on the history's last item: item e_j at one-hot axis j."""
 
     name: ClassVar[str] = "fixed"
@@ -108,12 +108,6 @@ class Fixed(InterestModel):
                 [1.0, 2.0, 3.0, 4.0, 5.0, 5.5],  # interest B: 5 > 4 > 3 > 2 > 1 > 0
             ]
         )
-
-    def batches(self, data: TrainData, batch_size: int, g: torch.Generator) -> Iterator[Any]:
-        return iter(())
-
-    def loss(self, batch: Any) -> dict[str, Tensor]:
-        return {}
 
     def interests(self, histories: Tensor, lengths: Tensor) -> Tensor:
         # user with last history item 1 (shifted: 2) gets interest A only; others A and B/2
