@@ -295,3 +295,54 @@ def test_user_split_ignores_a_fold_of_held_out_pairs() -> None:
     assert 0.05 * log.n_users < n_test < 0.15 * log.n_users
     train_users = set(np.unique(split.train.user).tolist())
     assert not train_users & set(np.unique(split.test.users).tolist())
+
+
+def _viewed_then_bought() -> InteractionLog:
+    # user 0 views then buys items 1, 2, 3 (leave-one-out: test 3, valid 2); user 1 buys 4, 5
+    # and views 5 only; user 2 buys 6, 7 and views nothing
+    return InteractionLog.from_frame(
+        {
+            "user": [0] * 6 + [1] * 3 + [2] * 2,
+            "item": [1, 2, 3, 1, 2, 3, 5, 4, 5, 6, 7],
+            "behavior": ["view"] * 3 + ["buy"] * 3 + ["view", "buy", "buy", "buy", "buy"],
+            "t": [1, 2, 3, 4, 5, 6, 1, 2, 3, 1, 2],
+        },
+        timestamp="t",
+        target="buy",
+        behavior_order=["view", "buy"],
+    )
+
+
+def test_aux_overlap_and_label_say_which_hide_protocol() -> None:
+    log = _viewed_then_bought()
+    loose = leave_one_out(log, n_negatives=0, hide="target")
+    # test pairs (0, 3), (1, 5), (2, 7): users 0 and 1 viewed theirs, user 2 did not
+    assert loose.aux_overlap()["test"] == pytest.approx(2 / 3)
+    assert loose.label == "leave-one-out, hide target"
+    strict = leave_one_out(log, n_negatives=0)
+    assert strict.aux_overlap()["test"] == 0.0  # every row of a held-out pair left training
+    assert strict.describe()["label"] == "leave-one-out, hide all"
+    assert strict.describe()["aux_overlap"] == strict.aux_overlap()
+
+
+def test_random_ratio_hide_choice() -> None:
+    log = synthetic_log(n_users=60, seed=4)
+    default = random_ratio(log, seed=1, n_negatives=0)
+    assert default.params["hide"] == "target"  # MBA's code: auxiliary rows stay
+    strict = random_ratio(log, seed=1, n_negatives=0, hide="all")
+    held = np.r_[strict.test.user * log.n_items + strict.test.item]
+    keys = strict.train.user * log.n_items + strict.train.item
+    assert not np.isin(keys, held).any()
+    assert strict.aux_overlap()["test"] == 0.0
+    assert default.aux_overlap()["test"] is not None
+    assert pairs(default.test) == pairs(strict.test)  # the same held-out pairs
+    with pytest.raises(DataError, match="hide"):
+        random_ratio(log, hide="some")
+
+
+def test_data_config_hide_defaults_per_protocol() -> None:
+    from polyrec.config import DataConfig
+
+    assert DataConfig(protocol="leave-one-out").split_params()["hide"] == "all"
+    assert DataConfig(protocol="random-ratio").split_params()["hide"] == "target"
+    assert DataConfig(protocol="random-ratio", hide="all").split_params()["hide"] == "all"

@@ -160,6 +160,13 @@ def _print_result(result: dict[str, Any]) -> None:
             result,
         )
     )
+    overlap = (split.get("aux_overlap") or {}).get("test")
+    if overlap is not None:
+        console.print(
+            f"protocol: {split.get('label', split['name'])}; {overlap:.1%} of test pairs have an "
+            "auxiliary-behavior row in training",
+            highlight=False,
+        )
     dropped = split.get("users_without_target", 0)
     if dropped:
         console.print(

@@ -41,11 +41,13 @@ class DataConfig(_Section):
     target: str | None = Field(None, description="target behavior (default: the dataset's)")
     protocol: Protocol = Field("leave-one-out", description="split protocol")
     n_negatives: int = Field(99, ge=0, description="negatives per held-out pair for sampled 1+N")
-    hide: Literal["all", "target"] = Field(
-        "all",
+    hide: Literal["all", "target"] | None = Field(
+        None,
         description=(
-            "leave-one-out/time-slots: remove a held-out pair from train in every behavior "
-            "('all', like the published HKUDS test sets) or in the target behavior only"
+            "remove a held-out pair from train in every behavior ('all': the HKUDS/CML test "
+            "sets) or in the target behavior only ('target': auxiliary rows of held-out pairs "
+            "stay in training, as MB-CGCN, CRGCN, MuLe and MBA's code). Default: 'all' for "
+            "leave-one-out and time-slots, 'target' for random-ratio (MBA)"
         ),
     )
     ratio: float = Field(0.8, gt=0, lt=1, description="random-ratio: train share (MBA: 4:1)")
@@ -62,9 +64,13 @@ class DataConfig(_Section):
     def split_params(self) -> dict[str, Any]:
         p: dict[str, Any] = {"n_negatives": self.n_negatives}
         if self.protocol in ("leave-one-out", "time-slots"):
-            p["hide"] = self.hide
+            p["hide"] = self.hide or "all"
         if self.protocol == "random-ratio":
-            p |= {"ratio": self.ratio, "valid_ratio": self.valid_ratio}
+            p |= {
+                "ratio": self.ratio,
+                "valid_ratio": self.valid_ratio,
+                "hide": self.hide or "target",
+            }
         elif self.protocol == "user-split":
             p |= {"ratios": self.user_ratios, "history_fraction": self.history_fraction}
         if self.protocol == "time-slots":

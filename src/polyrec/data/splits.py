@@ -69,11 +69,39 @@ class Split:
     # rows of the full log that form ``train`` (saved instead of the rows themselves)
     train_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
+    @property
+    def label(self) -> str:
+        """The protocol's name with its ``hide`` variant, e.g. ``leave-one-out, hide all``."""
+        hide = self.params.get("hide")
+        return f"{self.name}, hide {hide}" if hide else self.name
+
+    def aux_overlap(self) -> dict[str, float | None]:
+        """Share of held-out target pairs (valid, test) with an auxiliary-behavior training row.
+
+        Under ``hide="target"`` (MB-CGCN, CRGCN, MuLe, MBA's code) a held-out purchase's view or
+        cart of the same item stays in training, which a model (or the user's history) can use;
+        under ``hide="all"`` (the HKUDS/CML test sets) it is 0 by construction. None for a
+        protocol whose held-out users are not in training (user split) or an empty part.
+        """
+        train = self.train
+        aux = train.behavior != train.target_code
+        keys = pair_keys(train.user[aux], train.item[aux], train.n_items)
+        out: dict[str, float | None] = {}
+        for part, h in (("valid", self.valid), ("test", self.test)):
+            if len(h) == 0 or h.history is not None:
+                out[part] = None
+                continue
+            q = h.user.astype(np.int64) * train.n_items + h.item.astype(np.int64)
+            out[part] = float(np.isin(q, keys).mean())
+        return out
+
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,
+            "label": self.label,
             "seed": self.seed,
             "params": self.params,
+            "aux_overlap": self.aux_overlap(),
             "dataset_fingerprint": self.fingerprint,
             "train_interactions": len(self.train),
             "valid_pairs": len(self.valid),
@@ -345,12 +373,17 @@ def random_ratio(
     valid_ratio: float = 0.1,
     seed: int = 0,
     n_negatives: int = 99,
+    hide: str = "target",
 ) -> Split:
     """MBA's protocol (§4.3): distinct target pairs split ``ratio : 1 - ratio`` at random.
 
     A published test fold is kept as the test set. The paper has no validation set; polyrec
     carves ``valid_ratio`` of the training target pairs as validation (model selection only).
+    ``hide="target"`` (default, as MBA's code) removes only the target rows of held-out pairs
+    from training; ``"all"`` removes their rows in every behavior.
     """
+    if hide not in ("all", "target"):
+        raise DataError(f"hide must be 'all' or 'target' (got {hide!r})")
     if not 0 < ratio < 1 or not 0 <= valid_ratio < 1:
         raise DataError(
             f"random-ratio needs 0 < ratio < 1 and 0 <= valid_ratio < 1 (got {ratio}, {valid_ratio})"
@@ -376,7 +409,8 @@ def random_ratio(
     vkeys = np.sort(keys[perm[:n_valid]])
     held = np.r_[vkeys, tkeys]
     row_keys = log.user * log.n_items + log.item
-    train_mask = ~(tmask & np.isin(row_keys, held))
+    scope = tmask if hide == "target" else np.ones(len(log), dtype=bool)
+    train_mask = ~(scope & np.isin(row_keys, held))
     if log.fold is not None:
         train_mask &= log.fold == FOLD_TRAIN
     params = {
@@ -384,6 +418,7 @@ def random_ratio(
         "valid_ratio": valid_ratio,
         "published_test": published,
         "n_negatives": n_negatives,
+        "hide": hide,
     }
     return _finish(
         log,
