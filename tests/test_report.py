@@ -196,3 +196,19 @@ def test_committed_results_are_documents() -> None:
         md = path.with_suffix(".md")
         assert md.exists(), md
         assert md.read_text() == render_markdown(json.loads(path.read_text())), md
+
+
+def test_hide_target_results_are_flagged() -> None:
+    from polyrec.report.papers import load_papers
+    from polyrec.report.sources import Result, split_hide
+
+    assert split_hide({"split": "purchases 4:1 at random + 10 % validation (MBA §4.3)"}) == "target"
+    assert split_hide({"split": "leave-one-out on buy (published test purchase)"}) == "all"
+    assert split_hide({"split": "leave-one-out, hide target"}) == "target"
+    assert split_hide({"split": "users 8:1:1"}) is None
+    assert split_hide({"split": "leave-one-out", "hide": "target"}) == "target"
+    paper = next(iter(load_papers().values()))
+    row = Result("b", "retailrocket", "m", "full", "validation", "s", 3, {}, hide="target")
+    assert any("hide = target" in f for f in paper.flags(row))
+    row.hide = "all"
+    assert not any("hide = target" in f for f in paper.flags(row))

@@ -48,6 +48,11 @@ class Paper:
             )
         if self.selection == "test" and "valid" in r.selection:
             out.append("best epoch chosen on validation (paper: on test)")
+        if r.hide == "target":
+            out.append(
+                "auxiliary rows of held-out pairs stay in training (hide = target): a held-out "
+                "purchase's views/carts are visible; not comparable with hide = all"
+            )
         return out
 
 

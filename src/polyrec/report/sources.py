@@ -39,6 +39,22 @@ class Result:
     seeds: int
     test: dict[str, tuple[float, float]]  # metric → (mean, sd)
     ndcg: str = "standard"  # "standard" or "comirec" (IDCG over the recalled positives)
+    hide: str | None = None  # "all" | "target" (auxiliary rows of held-out pairs kept) | None
+
+
+def split_hide(row: dict[str, Any]) -> str | None:
+    """The ``data.hide`` of a result row: its own ``hide`` key, else read from the split's
+    description (results written before rows carried it): MBA's random 4:1 split keeps the
+    auxiliary rows of held-out purchases (``"target"``), leave-one-out on the published HKUDS
+    test purchases removes them (``"all"``); user splits have no such rows (None)."""
+    if row.get("hide") in ("all", "target"):
+        return str(row["hide"])
+    split = str(row.get("split", "")).lower()
+    if "hide target" in split or "random-ratio" in split or "4:1" in split:
+        return "target"
+    if "leave-one-out" in split or "time-slots" in split:
+        return "all"
+    return None
 
 
 @dataclass
@@ -80,6 +96,7 @@ def _read(col: Collected, doc: dict[str, Any]) -> None:
                 bench, str(r["dataset"]), str(r["model"]), str(r["protocol"]),
                 str(r.get("selection", "")), str(r.get("split", "")), int(r.get("seeds", 1)),
                 {k: _ms(v) for k, v in r["test"].items()}, str(r.get("ndcg", "standard")),
+                split_hide(r),
             )
         )  # fmt: skip
     seen: set[tuple[str, str, str]] = set()
