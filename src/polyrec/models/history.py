@@ -151,11 +151,13 @@ def _history_matrix(data: TrainData, schema: DataSchema, config: HistoryConfig) 
     log = data.log
     w_b = np.array([config.behavior_weights.get(b, 1.0) for b in schema.behaviors])
     weight = w_b[log.behavior.astype(np.int64)]
+    keep = weight > 0
     if config.half_life is not None and log.timestamp is not None and len(log):
         t_max = np.full(log.n_users, -np.inf)
         np.maximum.at(t_max, log.user, log.timestamp)
-        weight = weight * np.exp2(-(t_max[log.user] - log.timestamp) / config.half_life)
-    keep = weight > 0
+        decay = np.exp2(-(t_max[log.user] - log.timestamp) / config.half_life)
+        # a long-decayed row still makes the item the user's own: never 0
+        weight = np.maximum(weight * decay, _TINY)
     if config.exclude_target:
         keep &= ~data.pair_set(schema.target).contains(log.user, log.item)
     mat = sp.csr_matrix(
