@@ -29,8 +29,9 @@ ROWS = [
 ]
 # distinct users per item: any behavior [2, 2, 1, 0], buy [1, 0, 1, 0]; prior = 2 / 5
 PRIOR = 0.4
-# buy popularity [1, 0, 1, 0] / (max + 1)
-POP = np.array([0.5, 0.0, 0.5, 0.0])
+# popularity over every behavior [2, 2, 1, 0] / (max + 1); of buys [1, 0, 1, 0] / 2
+POP = np.array([2, 2, 1, 0]) / 3
+POP_BUY = np.array([0.5, 0.0, 0.5, 0.0])
 
 
 def tiny_log(timestamps: bool = True) -> InteractionLog:
@@ -132,15 +133,16 @@ def test_a_very_long_decay_keeps_own_items_above_the_rest() -> None:
 def test_fallback_orders_a_user_without_history_by_popularity() -> None:
     s = scores({"popularity_weight": 0.01})
     np.testing.assert_allclose(s[2], 0.01 * (POP - 1.0), rtol=1e-6)
+    assert s[2, 0] == s[2, 1] > s[2, 2] > s[2, 3]
+    s = scores({"popularity_weight": 0.01, "popularity": "target"})
+    np.testing.assert_allclose(s[2], 0.01 * (POP_BUY - 1.0), rtol=1e-6)
     assert s[2, 0] > s[2, 1] and s[2, 2] > s[2, 3]
-    s = scores({"popularity_weight": 0.01, "popularity": "all"})
-    # every behavior: [2, 2, 1, 0] / 3
-    np.testing.assert_allclose(s[2], 0.01 * (np.array([2, 2, 1, 0]) / 3 - 1.0), rtol=1e-6)
 
 
 def test_own_viewed_items_outrank_unseen_items() -> None:
-    # α = 0: item 1 has conversion 0, and a huge ε: still above the popular unseen item 2
-    s = scores({"alpha": 0.0, "popularity_weight": 100.0})
+    # α = 0: item 1 has conversion 0, and a huge ε: still above the unseen item 2, which is
+    # bought (item 1 is not) and which the target-only popularity puts first
+    s = scores({"alpha": 0.0, "popularity_weight": 100.0, "popularity": "target"})
     assert s[0, 1] == 0.0 and s[0, 2] == pytest.approx(-50.0)
     assert min(s[0, 0], s[0, 1]) > max(s[0, 2], s[0, 3])
 
@@ -148,8 +150,9 @@ def test_own_viewed_items_outrank_unseen_items() -> None:
 def test_exclude_target() -> None:
     s = scores({"conversion": False, "popularity_weight": 0.01, "exclude_target": True})
     # user 1 bought items 0 and 2: they fall back to the popularity tier, item 1 stays own
-    np.testing.assert_allclose(s[1], [0.01 * (0.5 - 1), 1.0, 0.01 * (0.5 - 1), -0.01], rtol=1e-6)
-    np.testing.assert_allclose(s[0], [2 + 0.005, 2, -0.005, -0.01], rtol=1e-6)
+    fallback = 0.01 * (POP - 1.0)
+    np.testing.assert_allclose(s[1], [fallback[0], 1 + 0.01 * POP[1], *fallback[2:]], rtol=1e-6)
+    np.testing.assert_allclose(s[0], [*(2 + 0.01 * POP[:2]), *fallback[2:]], rtol=1e-6)
 
 
 def test_unknown_behavior_weight_is_a_config_error() -> None:
