@@ -18,6 +18,7 @@ from polyrec.models.cml import CML
 from polyrec.models.comirec import ComiRecDR, ComiRecSA
 from polyrec.models.egcm import EGCM
 from polyrec.models.gru4rec import GRU4Rec
+from polyrec.models.history import History
 from polyrec.models.hpcl4sr import HPCL4SR
 from polyrec.models.lightgcn import LightGCN
 from polyrec.models.mba import MBA
@@ -33,6 +34,7 @@ from polyrec.models.youtube_dnn import YouTubeDNN
 
 REGISTRY: dict[str, type[Model]] = {
     "pop": Pop,
+    "history": History,
     "mf": MF,
     "lightgcn": LightGCN,
     "sgl": SGL,
