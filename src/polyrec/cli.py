@@ -145,10 +145,28 @@ def _metrics_table(title: str, results: dict[str, Any]) -> Table:
         keys.extend(k for k in results[part]["metrics"][proto] if k not in keys)
     for k in keys:
         name, _, cut = k.partition("@")
-        label = {"hr": "HR", "ndcg": "NDCG", "recall": "Recall", "mrr": "MRR"}.get(name, name)
-        row = [f"{results[p]['metrics'][q].get(k, float('nan')):.4f}" for p, q in cols]
+        label = METRIC_LABELS.get(name, name)
+        # a figure a protocol does not compute (sampled 1+N: no list-level metrics) shows "-"
+        row = [_figure(results[p]["metrics"][q].get(k)) for p, q in cols]
         table.add_row(f"{label}@{cut}", *row)
     return table
+
+
+METRIC_LABELS = {
+    "hr": "HR",
+    "ndcg": "NDCG",
+    "recall": "Recall",
+    "mrr": "MRR",
+    "precision": "Precision",
+    "map": "MAP",
+    "coverage": "Coverage",
+    "avgpop": "AvgPop",
+    "gini": "Gini",
+}
+
+
+def _figure(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 def _print_result(result: dict[str, Any]) -> None:

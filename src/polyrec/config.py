@@ -132,6 +132,14 @@ class EvalConfig(_Section):
         "target", description="full ranking masks the user's training items of this behavior set"
     )
     batch_size: int = Field(1024, ge=1, description="users per scoring batch")
+    metrics: list[
+        Literal["hr", "recall", "ndcg", "mrr", "precision", "map", "coverage", "avgpop", "gini"]
+    ] = Field(
+        [],
+        description="metrics reported besides hr, recall, ndcg, mrr (always reported; retrieval: "
+        "hr, recall, ndcg): 'precision', 'map' (per user; 'mrr' for retrieval) and the "
+        "list-level 'coverage', 'avgpop', 'gini' (full ranking and retrieval only)",
+    )
     ndcg: Literal["standard", "comirec", "both"] = Field(
         "standard",
         description="retrieval NDCG: the standard one, ComiRec's variant (IDCG over recalled "

@@ -4,7 +4,8 @@
 :mod:`polyrec.eval.retrieval`) for the model and the names asked for and runs them: a Scorer
 under full ranking and/or sampled 1+N in one pass over the users (each batch scored once), an
 InterestModel under multi-interest retrieval. Full-ranking and retrieval metrics are averaged
-over users, sampled metrics over held-out pairs.
+over users, sampled metrics over held-out pairs; list-level metrics (coverage, average
+popularity, Gini index) are figures of all the users' lists together.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from polyrec.eval.protocols import (
     SampledRanking,
     ScorerProtocol,
     check_choice,
+    check_metrics,
     check_part,
     check_protocols,
     evaluate_scorer,
@@ -46,6 +48,7 @@ def evaluate(
     batch_size: int = 1024,
     progress: Progress | None = None,
     retrieval: Mapping[str, Any] | None = None,
+    metrics: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Evaluate ``model`` on ``split``'s ``part`` ("valid" or "test") pairs.
 
@@ -61,6 +64,13 @@ def evaluate(
         progress: called as ``progress(done_users, total_users)`` after each batch.
         retrieval: options of the :class:`~polyrec.eval.retrieval.Retrieval` protocol for
             interest models (``ndcg``, ``exclude_history``, ``max_len``, ``search``).
+        metrics: metrics to report besides the standard ones (``hr``, ``recall``, ``ndcg``,
+            ``mrr`` at each k; retrieval: ``hr``, ``recall``, ``ndcg``), from
+            :data:`~polyrec.eval.protocols.METRICS`: ``precision``, ``map`` (per user, averaged
+            like the others; ``mrr`` for retrieval) and the list-level ``coverage``,
+            ``avgpop``, ``gini`` (full ranking and retrieval only; sampled 1+N leaves them out
+            with a note). Default none: the result is the same as before they existed.
+            Definitions: :mod:`polyrec.eval.metrics`.
 
     Returns a JSON-serialisable dict::
 
@@ -81,19 +91,21 @@ def evaluate(
     description then lists ``"aliases": ["full"]``; its ``label`` is ``"retrieval"``).
 
     Raises:
-        ConfigError: an unknown part, protocol, k, mask, retrieval option or a batch size < 1;
+        ConfigError: an unknown part, protocol, k, mask, metric, retrieval option or a batch
+            size < 1;
             asking a Scorer for "retrieval".
         NotImplementedError: a model that is neither a Scorer nor an InterestModel.
         FloatingPointError: the model returned NaN scores.
         ValueError: the model's item count or score shape does not match the split.
     """
     protos = check_protocols(protocols, KNOWN_PROTOCOLS)
+    extra = check_metrics(metrics)
     check_part(part)
     check_choice("mask", mask, MASK_MODES)
     kind = getattr(model, "kind", "scorer")
     if kind == "interest" and isinstance(model, InterestModel):
         options = retrieval_options(retrieval or {})
-        protocol = Retrieval(ks=ks, batch_size=batch_size, **options)
+        protocol = Retrieval(ks=ks, batch_size=batch_size, metrics=extra, **options)
         aliases = [p for p in protos if p == "full"]  # the trainer selects on "full" by default
         return protocol.evaluate(model, split, part, progress=progress, also_as=aliases)
     if "retrieval" in protos:
@@ -102,9 +114,9 @@ def evaluate(
             f"{type(model).__name__} is a scorer: use 'full' or 'sampled'"
         )
     chosen: list[ScorerProtocol] = [
-        FullRanking(ks=ks, mask=mask, batch_size=batch_size)
+        FullRanking(ks=ks, mask=mask, batch_size=batch_size, metrics=extra)
         if name == "full"
-        else SampledRanking(ks=ks, batch_size=batch_size)
+        else SampledRanking(ks=ks, batch_size=batch_size, metrics=extra)
         for name in protos
     ]
     return evaluate_scorer(model, split, part, chosen, mask=mask, progress=progress)

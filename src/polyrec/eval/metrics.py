@@ -23,7 +23,33 @@ NDCG@k ComiRec  same DCG, but ``IDCG`` sums over ``p < r`` where ``r = sum_{p<k}
                 rewards a row that recalls one positive at position 0 with 1.0 however many
                 positives it has; 0 when nothing is recalled)
 MRR@k           ``1 / (p* + 1)`` with ``p*`` the first position ``< k`` holding a positive, else 0
+Precision@k     ``sum_{p<k} rel_p / k`` (denominator k even when the list is shorter than k)
+MAP@k           mean over rows of ``AP@k = sum_{p<k} rel_p * Precision@(p+1) / min(k, n_pos)``
+                (RecBole's MAP: the precision at each hit position, summed, over
+                ``min(k, n_pos)``; rows with ``n_pos = 0`` get 0)
 ==============  ============================================================================
+
+**List-level metrics** (not an average of per-row values) are functions of how often each item
+appears in the first k positions of all evaluated users' lists, ``c_i`` (``n`` = the number of
+items of the catalogue, ``c_i = 0`` for items never listed; the counts come from
+:class:`polyrec.eval.ranking.ItemCounts`):
+
+==============  ============================================================================
+Coverage@k      ``#{i : c_i > 0} / n``: the share of the catalogue that some user is shown
+                (RecBole's ItemCoverage)
+AvgPop@k        ``sum_i c_i * pop_i / sum_i c_i``: the mean popularity of a recommended item,
+                ``pop_i`` the item's number of training interactions (of the target
+                behavior); with full lists of k items this is RecBole's AveragePopularity,
+                the per-user mean ``sum_{p<k} pop / k`` averaged over users
+Gini@k          ``sum_{j=1..n} (2j - n - 1) c_(j) / (n * sum_i c_i)`` with ``c_(1) <= .. <=
+                c_(n)`` the counts in ascending order, zeros included (RecBole's GiniIndex):
+                0 when every item is listed equally often, ``1 - 1/n`` when one item takes
+                every slot; 0 when nothing is listed
+==============  ============================================================================
+
+RecBole divides Coverage and Gini by its item count, which includes its padding item; here ``n``
+is the number of real items, so RecBole's figures on the same lists are ``n / (n + 1)`` of
+Coverage (Gini differs likewise, slightly).
 """
 
 from __future__ import annotations
@@ -38,8 +64,14 @@ ArrayLike = Tensor | np.ndarray
 
 #: The metrics :func:`from_hits` and :func:`from_rank` compute by default, in report order.
 DEFAULT_METRICS: tuple[str, ...] = ("hr", "recall", "ndcg", "mrr")
+#: Per-row metrics beyond the default ones (asked for by name), in report order.
+EXTRA_METRICS: tuple[str, ...] = ("precision", "map")
 #: Every metric name understood by :func:`from_hits`.
-HIT_METRICS: tuple[str, ...] = ("hr", "recall", "ndcg", "ndcg_comirec", "mrr")
+HIT_METRICS: tuple[str, ...] = ("hr", "recall", "ndcg", "ndcg_comirec", "mrr", *EXTRA_METRICS)
+#: Every metric name understood by :func:`from_rank`.
+RANK_METRICS: tuple[str, ...] = (*DEFAULT_METRICS, *EXTRA_METRICS)
+#: Metrics of the recommended lists as a whole (:func:`from_counts`), in report order.
+LIST_METRICS: tuple[str, ...] = ("coverage", "avgpop", "gini")
 
 
 def _as_tensor(x: ArrayLike) -> Tensor:
@@ -118,6 +150,48 @@ def mrr(hits: ArrayLike, k: int) -> Tensor:
     return torch.where(first < k, 1.0 / (first.double() + 1.0), torch.zeros_like(first.double()))
 
 
+def precision(hits: ArrayLike, k: int) -> Tensor:
+    """Precision@k = (relevant items among the first k) / k."""
+    return _top(hits, k).sum(dim=1).double() / k
+
+
+def average_precision(hits: ArrayLike, n_pos: ArrayLike, k: int) -> Tensor:
+    """AP@k = sum_{p<k} rel_p * Precision@(p+1) / min(k, n_pos); 0 when n_pos = 0 (RecBole's
+    MAP@k is its mean over rows)."""
+    h = _top(hits, k)
+    rel = h.double()
+    at = torch.cumsum(rel, dim=1) / torch.arange(1, k + 1, dtype=torch.float64, device=h.device)
+    n = _as_tensor(n_pos).to(h.device).double()
+    return (at * rel).sum(dim=1) / n.clamp(min=1.0, max=float(k))
+
+
+def coverage(counts: ArrayLike) -> float:
+    """Coverage = share of the items listed at least once (``counts[n_items]``: list counts)."""
+    c = _as_tensor(counts)
+    return float((c > 0).sum()) / max(int(c.numel()), 1)
+
+
+def average_popularity(counts: ArrayLike, popularity: ArrayLike) -> float:
+    """AvgPop = sum_i counts_i * popularity_i / sum_i counts_i (0 when nothing is listed)."""
+    c = _as_tensor(counts).long()
+    total = int(c.sum())
+    if total == 0:
+        return 0.0
+    pop = _as_tensor(popularity).to(c.device).long()
+    return int((c * pop).sum()) / total
+
+
+def gini_index(counts: ArrayLike) -> float:
+    """Gini = sum_j (2j - n - 1) c_(j) / (n sum c), counts ascending, j = 1..n (RecBole's)."""
+    c = _as_tensor(counts).long().flatten()
+    n, total = int(c.numel()), int(c.sum())
+    if n == 0 or total == 0:
+        return 0.0
+    j = torch.arange(1, n + 1, dtype=torch.long, device=c.device)
+    # integer arithmetic: exact, the same on every device
+    return int(((2 * j - n - 1) * torch.sort(c).values).sum()) / (n * total)
+
+
 def _check_names(names: Iterable[str], allowed: Sequence[str]) -> list[str]:
     out = list(names)
     bad = [n for n in out if n not in allowed]
@@ -148,6 +222,10 @@ def from_hits(
                 v = ndcg(hits, n_pos, k)
             elif nm == "ndcg_comirec":
                 v = ndcg_comirec(hits, k)
+            elif nm == "precision":
+                v = precision(hits, k)
+            elif nm == "map":
+                v = average_precision(hits, n_pos, k)
             else:
                 v = mrr(hits, k)
             out[f"{nm}@{k}"] = v
@@ -160,9 +238,10 @@ def from_rank(
     """Per-row metrics for one relevant item per row at 0-based position ``rank`` (sampled 1+N).
 
     With ``r = rank`` and ``hit = r < k``: ``hr@k = recall@k = hit`` (one positive),
-    ``ndcg@k = hit / log2(r + 2)`` (IDCG = 1), ``mrr@k = hit / (r + 1)``.
+    ``ndcg@k = hit / log2(r + 2)`` (IDCG = 1), ``mrr@k = hit / (r + 1)``, and when asked
+    ``precision@k = hit / k``, ``map@k = hit / (r + 1)`` (one positive: AP = MRR).
     """
-    metric_names = _check_names(names, DEFAULT_METRICS)
+    metric_names = _check_names(names, RANK_METRICS)
     r = _as_tensor(rank).double()
     if r.ndim != 1:
         raise ValueError(f"rank must be one-dimensional, got shape {tuple(r.shape)}")
@@ -177,22 +256,52 @@ def from_rank(
                 v = hit.double()
             elif nm == "ndcg":
                 v = torch.where(hit, 1.0 / torch.log2(r + 2.0), zero)
-            else:
+            elif nm == "precision":
+                v = hit.double() / k
+            else:  # mrr, map
                 v = torch.where(hit, 1.0 / (r + 1.0), zero)
             out[f"{nm}@{k}"] = v
     return out
 
 
+def from_counts(
+    counts: dict[int, Tensor], popularity: ArrayLike, names: Iterable[str] = LIST_METRICS
+) -> dict[str, float]:
+    """List-level ``{"<name>@<k>": value}`` for every name and every k of ``counts`` (item
+    counts of the first k positions of every list, ``{k: Tensor[n_items]}``); ``popularity``
+    (``[n_items]``) is needed for ``avgpop``. Names from :data:`LIST_METRICS`."""
+    metric_names = _check_names(names, LIST_METRICS)
+    out: dict[str, float] = {}
+    for k, c in counts.items():
+        for nm in metric_names:
+            if nm == "coverage":
+                out[f"{nm}@{k}"] = coverage(c)
+            elif nm == "avgpop":
+                out[f"{nm}@{k}"] = average_popularity(c, popularity)
+            else:
+                out[f"{nm}@{k}"] = gini_index(c)
+    return out
+
+
 __all__ = [
     "DEFAULT_METRICS",
+    "EXTRA_METRICS",
     "HIT_METRICS",
+    "LIST_METRICS",
+    "RANK_METRICS",
+    "average_popularity",
+    "average_precision",
+    "coverage",
     "dcg",
     "discounts",
+    "from_counts",
     "from_hits",
     "from_rank",
+    "gini_index",
     "hit_rate",
     "mrr",
     "ndcg",
     "ndcg_comirec",
+    "precision",
     "recall",
 ]

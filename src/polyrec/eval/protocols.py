@@ -21,6 +21,18 @@ are averaged over pairs. Skipped, with a note, when the split stores no negative
 Both break ties against the positive (see :mod:`polyrec.eval.ranking`). Scorer protocols share
 one pass over the users (:func:`evaluate_scorer`): each batch is scored once and handed to every
 protocol, so asking for both costs one scoring pass.
+
+**Metrics.** Every protocol reports its standard metrics (:data:`polyrec.eval.metrics.
+DEFAULT_METRICS` at each k: ``hr``, ``recall``, ``ndcg``, ``mrr``; retrieval: ``hr``,
+``recall``, ``ndcg``) and, when asked through ``metrics``, more (:data:`METRICS`): the per-user
+``precision`` and ``map``, averaged like the others, and the list-level ``coverage``, ``avgpop``
+and ``gini`` (:mod:`polyrec.eval.metrics`), computed from how often each item is listed in the
+users' top-k lists (:class:`polyrec.eval.ranking.ItemCounts`). List-level metrics need
+recommendation lists: full ranking and retrieval compute them; sampled 1+N does not (a positive
+and its N sampled negatives are not a recommendation list) and says so in a note. Keys are
+ordered by k, then the standard metrics, then the asked ones in :data:`METRICS` order. Item
+popularity (``avgpop``) is the number of training interactions of the target behavior
+(:func:`popularity`).
 """
 
 from __future__ import annotations
@@ -38,11 +50,14 @@ from polyrec.data.splits import Holdout, Split
 from polyrec.errors import ConfigError
 from polyrec.eval import metrics as M
 from polyrec.eval.ranking import (
+    ItemCounts,
     MetricSums,
     PairIndex,
     Progress,
     full_ranking,
+    hit_matrix,
     masked_topk,
+    masked_topk_values,
     sampled_ranks,
     scoring_mode,
     user_batches,
@@ -51,6 +66,8 @@ from polyrec.models.base import Model, Scorer
 
 PARTS: tuple[str, ...] = ("valid", "test")
 MASK_MODES: tuple[str, ...] = ("target", "all")
+#: every metric name a protocol can be asked for; the standard ones are always reported
+METRICS: tuple[str, ...] = (*M.DEFAULT_METRICS, *M.EXTRA_METRICS, *M.LIST_METRICS)
 
 # one user batch's scores [B, n_items], its user ids (numpy) and the same ids on the device
 # → per-row metric values
@@ -98,6 +115,34 @@ def check_protocols(protocols: Sequence[str] | str, known: Sequence[str]) -> lis
     return protos
 
 
+def check_metrics(metrics: Sequence[str] | str) -> tuple[str, ...]:
+    """Distinct metric names from :data:`METRICS` (one name may be given as a string)."""
+    names = tuple(dict.fromkeys((metrics,) if isinstance(metrics, str) else metrics))
+    bad = [m for m in names if m not in METRICS]
+    if bad:
+        raise ConfigError(f"unknown metric(s) {bad}; choose from {', '.join(METRICS)}")
+    return names
+
+
+def row_metrics(standard: Sequence[str], asked: Sequence[str]) -> list[str]:
+    """The per-row metric names to compute: ``standard``, then the asked extra ones."""
+    return [*standard, *(m for m in M.EXTRA_METRICS if m in asked and m not in standard)]
+
+
+def list_metrics(asked: Sequence[str]) -> list[str]:
+    """The asked list-level metric names, in report order."""
+    return [m for m in M.LIST_METRICS if m in asked]
+
+
+def by_cutoff(per_row: dict[str, float], lists: dict[str, float], ks: Sequence[int]) -> dict:
+    """``per_row`` and ``lists`` figures in one dict ordered by k (``per_row`` as it is when
+    there are no list figures)."""
+    if not lists:
+        return per_row
+    both = per_row | lists
+    return {key: v for k in ks for key, v in both.items() if key.rpartition("@")[2] == str(k)}
+
+
 def check_items(model: Model, n_items: int, what: str) -> None:
     """The model must rank the split's items (``what`` names the model's side)."""
     if getattr(model, "n_items", n_items) != n_items:
@@ -141,6 +186,14 @@ def mask_keys(split: Split, part: str, mask: str = "target") -> np.ndarray:
     return np.setdiff1d(keys, positives, assume_unique=True)
 
 
+def popularity(split: Split) -> np.ndarray:
+    """Each item's number of training interactions of the target behavior (``int64
+    [n_items]``; repeated interactions count each time): ``avgpop``'s popularity."""
+    train = split.train
+    items = train.item[train.mask_behavior(train.target)]
+    return np.bincount(np.asarray(items, dtype=np.int64), minlength=train.n_items)
+
+
 def jsonable(x: Any) -> Any:
     """Numpy scalars/arrays inside dicts and lists → plain Python (for JSON)."""
     if isinstance(x, dict):
@@ -177,17 +230,21 @@ def result_header(
 class EvalProtocol(ABC):
     """One evaluation protocol: its options, its ``label`` and :meth:`evaluate`.
 
-    ``ks`` (cut-offs) and ``batch_size`` (users scored at once) are checked here, when the
-    protocol is made; a bad value is a :class:`ConfigError`.
+    ``ks`` (cut-offs), ``batch_size`` (users scored at once) and ``metrics`` (metrics reported
+    besides the standard ones, from :data:`METRICS`) are checked here, when the protocol is made;
+    a bad value is a :class:`ConfigError`.
     """
 
     label: ClassVar[str]
     #: what the figures under ``label`` are, in a few words
     description: ClassVar[str]
 
-    def __init__(self, *, ks: Sequence[int] = (10, 20), batch_size: int = 1024) -> None:
+    def __init__(
+        self, *, ks: Sequence[int] = (10, 20), batch_size: int = 1024, metrics: Sequence[str] = ()
+    ) -> None:
         self.ks = check_ks(ks)
         self.batch_size = check_batch_size(batch_size)
+        self.metrics = check_metrics(metrics)
 
     @abstractmethod
     def evaluate(
@@ -197,7 +254,7 @@ class EvalProtocol(ABC):
         (figures under ``result["metrics"][self.label]``)."""
 
     def __repr__(self) -> str:
-        opts = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        opts = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{type(self).__name__}({opts})"
 
 
@@ -219,6 +276,14 @@ class ScorerProtocol(EvalProtocol):
     def start(self, split: Split, part: str, device: torch.device) -> BatchStep:
         """Build this evaluation's indices on ``device``; return the per-batch step."""
 
+    def finish(self) -> dict[str, float]:
+        """Figures of the pass :meth:`start` began that are not row averages (list-level)."""
+        return {}
+
+    def notes(self) -> list[str]:
+        """Notes for the result about what this protocol did not compute."""
+        return []
+
     def evaluate(
         self, model: Model, split: Split, part: str, *, progress: Progress | None = None
     ) -> dict[str, Any]:
@@ -233,10 +298,19 @@ class FullRanking(ScorerProtocol):
     writes_scores = True
 
     def __init__(
-        self, *, ks: Sequence[int] = (10, 20), mask: str = "target", batch_size: int = 1024
+        self,
+        *,
+        ks: Sequence[int] = (10, 20),
+        mask: str = "target",
+        batch_size: int = 1024,
+        metrics: Sequence[str] = (),
     ) -> None:
-        super().__init__(ks=ks, batch_size=batch_size)
+        super().__init__(ks=ks, batch_size=batch_size, metrics=metrics)
         self.mask = check_choice("mask", mask, MASK_MODES)
+        # the list-level metrics of the pass :meth:`start` began
+        self._lists: list[str] = []
+        self._counts: ItemCounts | None = None
+        self._popularity: np.ndarray | None = None
 
     def count(self, hold: Holdout, users: np.ndarray) -> int:
         return len(users)
@@ -247,12 +321,28 @@ class FullRanking(ScorerProtocol):
         positives = PairIndex(pair_keys(hold.user, hold.item, n_items), n_users, n_items, device)
         masked = PairIndex(mask_keys(split, part, self.mask), n_users, n_items, device)
         ks, max_k = self.ks, self.ks[-1]
+        names = row_metrics(M.DEFAULT_METRICS, self.metrics)
+        self._lists = list_metrics(self.metrics)
+        self._popularity = popularity(split) if "avgpop" in self._lists else None
+        self._counts = counts = ItemCounts(ks, n_items, device) if self._lists else None
 
         def step(scores: Tensor, users: np.ndarray, users_t: Tensor) -> dict[str, Tensor]:
-            _, hits, n_pos = full_ranking(writable(scores), users_t, masked, positives, max_k)
-            return M.from_hits(hits, n_pos, ks)
+            # full_ranking, with the listed scores kept for the item counts
+            values, top = masked_topk_values(writable(scores), users_t, masked, max_k, positives)
+            if counts is not None:
+                # masked items (-inf) fill a list only when a user has fewer unmasked items
+                # than max_k: they are not recommendations
+                counts.add(top.masked_fill(torch.isneginf(values), -1))
+            hits = hit_matrix(top, users_t, positives, max_k)
+            return M.from_hits(hits, positives.counts(users_t), ks, names)
 
         return step
+
+    def finish(self) -> dict[str, float]:
+        if self._counts is None:
+            return {}
+        pop = np.zeros(0, np.int64) if self._popularity is None else self._popularity
+        return M.from_counts(self._counts.counts, pop, self._lists)
 
 
 class SampledRanking(ScorerProtocol):
@@ -260,6 +350,15 @@ class SampledRanking(ScorerProtocol):
 
     label = "sampled"
     description = "rank among the split's stored 1+N candidates"
+
+    def notes(self) -> list[str]:
+        lists = list_metrics(self.metrics)
+        if not lists:
+            return []
+        return [
+            f"sampled: {', '.join(lists)} not computed (list-level metrics need recommendation "
+            "lists; a positive and its sampled negatives are not one)"
+        ]
 
     def skip_note(self, hold: Holdout, part: str) -> str | None:
         if hold.negatives is None:
@@ -283,6 +382,7 @@ class SampledRanking(ScorerProtocol):
         order = np.argsort(hold.user, kind="stable")
         sorted_users = hold.user[order]
         ks = self.ks
+        names = row_metrics(M.DEFAULT_METRICS, self.metrics)
 
         def step(scores: Tensor, users: np.ndarray, users_t: Tensor) -> dict[str, Tensor]:
             # the batch's pairs: a slice of the pairs sorted by user (users are ascending)
@@ -292,7 +392,7 @@ class SampledRanking(ScorerProtocol):
             rows = torch.from_numpy(np.searchsorted(users, hold.user[idx])).to(device)
             items = torch.from_numpy(hold.item[idx]).to(device)
             negs = torch.from_numpy(np.asarray(negatives[idx], np.int64)).to(device)
-            return M.from_rank(sampled_ranks(scores, rows, items, negs), ks)
+            return M.from_rank(sampled_ranks(scores, rows, items, negs), ks, names)
 
         return step
 
@@ -363,8 +463,9 @@ def evaluate_scorer(
             del scores
     for p in active:
         count = p.count(hold, users)
-        result["metrics"][p.label] = sums[p.label].means(count)
+        result["metrics"][p.label] = by_cutoff(sums[p.label].means(count), p.finish(), ks)
         result["n_evaluated"][p.label] = count
+        notes.extend(p.notes())
     return result
 
 
@@ -390,23 +491,29 @@ def writable(scores: Tensor) -> Tensor:
 
 __all__ = [
     "MASK_MODES",
+    "METRICS",
     "PARTS",
     "EvalProtocol",
     "FullRanking",
     "PairIndex",
     "SampledRanking",
     "ScorerProtocol",
+    "by_cutoff",
     "check_batch_size",
     "check_choice",
     "check_ks",
+    "check_metrics",
     "check_part",
     "check_protocols",
     "evaluate_scorer",
     "full_ranking",
     "holdout",
+    "list_metrics",
     "mask_keys",
     "masked_topk",
     "pair_keys",
+    "popularity",
     "result_header",
+    "row_metrics",
     "sampled_ranks",
 ]

@@ -13,7 +13,10 @@ Everything here works on one user batch at a time (never a dense users × items 
   input of :func:`polyrec.eval.metrics.from_rank`);
 * :func:`scoring_mode`, :func:`user_batches` and :class:`MetricSums` — the pass over the users:
   eval mode and ``no_grad`` around ``model.prepare_scoring()``, ``batch_size`` users at a time
-  with progress, per-row metric values summed on the device.
+  with progress, per-row metric values summed on the device;
+* :class:`ItemCounts` — how often each item is listed in the first k positions, summed over the
+  batches (one ``bincount`` per k and batch): the input of the list-level metrics,
+  :func:`polyrec.eval.metrics.from_counts`.
 
 **Ties.** Both rankings break ties against the positive. Sampled 1+N:
 ``rank = #{negatives with score >= the positive's score}``, so a constant scorer puts the
@@ -139,12 +142,24 @@ def masked_topk(
     lowered to the next float below (pessimistic ties). A NaN among the unmasked scores raises
     :class:`FloatingPointError`.
     """
+    return masked_topk_values(scores, users, masked, k, positives)[1]
+
+
+def masked_topk_values(
+    scores: Tensor,
+    users: Tensor,
+    masked: PairIndex,
+    k: int,
+    positives: PairIndex | None = None,
+) -> tuple[Tensor, Tensor]:
+    """:func:`masked_topk`'s ``(values, indices)``: the listed scores too (``-inf`` marks a
+    masked item, listed only when a row has fewer than ``k`` unmasked items)."""
     demote = None if positives is None else positives.flat_index(users)
     values, top = block_topk(scores, k, exclude=masked.flat_index(users), demote=demote)
     # topk ranks NaN above every number, so a NaN anywhere unmasked shows up here
     if bool(torch.isnan(values).any()):
         raise FloatingPointError(NAN_SCORES)
-    return top
+    return values, top
 
 
 def hit_matrix(top: Tensor, users: Tensor, positives: PairIndex, width: int) -> Tensor:
@@ -205,6 +220,22 @@ class MetricSums:
         return {key: float(v) / count for key, v in self.sums.items()}
 
 
+class ItemCounts:
+    """How often each item is listed in the first ``k`` positions, for every ``k`` of ``ks``,
+    summed over the batches (``int64 [n_items]`` per k, on ``device``)."""
+
+    def __init__(self, ks: list[int], n_items: int, device: torch.device | str = "cpu") -> None:
+        self.n_items = int(n_items)
+        self.counts = {k: torch.zeros(self.n_items, dtype=torch.long, device=device) for k in ks}
+
+    def add(self, top: Tensor) -> None:
+        """Count a batch's lists ``top[B, width]`` (item ids, best first; ``-1`` is an empty slot,
+        not counted; positions beyond ``width`` are empty)."""
+        for k, c in self.counts.items():
+            ids = top[:, :k]
+            c += torch.bincount(ids[ids >= 0], minlength=self.n_items)
+
+
 @contextmanager
 def scoring_mode(model: Model) -> Iterator[None]:
     """Eval mode and ``no_grad`` with ``model.prepare_scoring()`` done; the mode is restored."""
@@ -236,12 +267,14 @@ def user_batches(
 
 __all__ = [
     "NAN_SCORES",
+    "ItemCounts",
     "MetricSums",
     "PairIndex",
     "block_topk",
     "full_ranking",
     "hit_matrix",
     "masked_topk",
+    "masked_topk_values",
     "sampled_ranks",
     "scoring_mode",
     "user_batches",

@@ -15,7 +15,9 @@ are given to the model (``max_len`` from the model's config when it has one).
 
 **Metrics** (:mod:`polyrec.eval.metrics`, averaged over evaluated users): ``recall``, ``ndcg``
 (standard), ``hr`` at each k; ``ndcg="comirec"`` or ``"both"`` adds ``ndcg_comirec@k``
-(ComiRec's variant, IDCG over the recalled positives) under its own name and a note. Targets are
+(ComiRec's variant, IDCG over the recalled positives) under its own name and a note; ``metrics``
+adds the asked ones (``mrr``, ``precision``, ``map``; list-level ``coverage``, ``avgpop``,
+``gini`` over the merged lists, see :mod:`polyrec.eval.protocols`). Targets are
 the user's distinct held-out items. History items are **not** excluded from the ranking by
 default (as ComiRec); ``exclude_history=True`` removes them (also a history item that is
 a target again: repeat consumption is then unreachable).
@@ -40,14 +42,19 @@ from polyrec.errors import ConfigError
 from polyrec.eval import metrics as M
 from polyrec.eval.protocols import (
     EvalProtocol,
+    by_cutoff,
     check_choice,
     check_items,
     check_part,
     holdout,
+    list_metrics,
     pair_keys,
+    popularity,
     result_header,
+    row_metrics,
 )
 from polyrec.eval.ranking import (
+    ItemCounts,
     MetricSums,
     PairIndex,
     Progress,
@@ -214,7 +221,8 @@ class Retrieval(EvalProtocol):
 
     Options: ``ndcg`` (``"standard"``, ``"comirec"`` or ``"both"``), ``exclude_history``,
     ``max_len`` (history items given to the model; default: the model config's ``max_len``, else
-    50) and ``search`` (``"auto"``, ``"torch"`` or ``"faiss"``).
+    50), ``search`` (``"auto"``, ``"torch"`` or ``"faiss"``) and ``metrics`` (reported besides
+    ``hr``, ``recall`` and the NDCG of ``ndcg``).
     """
 
     label = PROTOCOL
@@ -229,8 +237,9 @@ class Retrieval(EvalProtocol):
         exclude_history: bool = False,
         max_len: int | None = None,
         search: Search = "auto",
+        metrics: Sequence[str] = (),
     ) -> None:
-        super().__init__(ks=ks, batch_size=batch_size)
+        super().__init__(ks=ks, batch_size=batch_size, metrics=metrics)
         self.ndcg = check_choice("ndcg", ndcg, NDCG_MODES)
         self.exclude_history = bool(exclude_history)
         self.max_len = max_len
@@ -242,7 +251,9 @@ class Retrieval(EvalProtocol):
             names.append("ndcg")
         if self.ndcg in ("comirec", "both"):
             names.append("ndcg_comirec")
-        return names
+        if "mrr" in self.metrics:
+            names.append("mrr")
+        return row_metrics(names, self.metrics)
 
     def evaluate(
         self,
@@ -307,6 +318,8 @@ class Retrieval(EvalProtocol):
             hu = np.repeat(np.arange(seqs.n_users), seqs.lengths)
             hist_index = PairIndex(pair_keys(hu, seqs.items, n_items), n_users, n_items, device)
         sums = MetricSums()
+        lists = list_metrics(self.metrics)
+        counts = ItemCounts(ks, n_items, device) if lists else None
         cos_sum: Tensor | None = None
         with scoring_mode(model):
             item_emb = model.item_embeddings()
@@ -320,7 +333,12 @@ class Retrieval(EvalProtocol):
                 top = retrieve(vecs, item_emb, max_k, exclude=exclude, search=self.search)
                 hits = hit_matrix(top, ub_t, positives, max_k)
                 sums.add(M.from_hits(hits, positives.counts(ub_t), ks, names))
+                if counts is not None:
+                    counts.add(top)  # -1 pads a list with fewer distinct items: not counted
         per = sums.means(len(users))
+        if counts is not None:
+            pop = popularity(split) if "avgpop" in lists else np.zeros(0, np.int64)
+            per = by_cutoff(per, M.from_counts(counts.counts, pop, lists), ks)
         if cos_sum is not None and not bool(torch.isnan(cos_sum)):
             result["retrieval"]["interest_cosine"] = float(cos_sum) / len(users)
         for key in (self.label, *aliases):
@@ -370,6 +388,7 @@ def evaluate_retrieval(
     search: Search = "auto",
     progress: Progress | None = None,
     also_as: Sequence[str] = (),
+    metrics: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Retrieval metrics of ``model`` on ``split``'s ``part`` users: :class:`Retrieval` with
     these options (see :meth:`Retrieval.evaluate`)."""
@@ -380,6 +399,7 @@ def evaluate_retrieval(
         exclude_history=exclude_history,
         max_len=max_len,
         search=search,
+        metrics=metrics,
     )
     return protocol.evaluate(model, split, part, progress=progress, also_as=also_as)
 

@@ -87,9 +87,10 @@ def seed_everything(seed: int) -> None:
 
 def parse_metric(metric: str) -> tuple[str, int]:
     name, _, k = metric.partition("@")
-    if name not in {"hr", "recall", "ndcg", "mrr"} or not k.isdigit():
+    if name not in {"hr", "recall", "ndcg", "mrr", "precision", "map"} or not k.isdigit():
         raise ConfigError(
-            f"train.metric={metric!r}: write it as name@k with name in hr, recall, ndcg, mrr"
+            f"train.metric={metric!r}: write it as name@k with name in hr, recall, ndcg, mrr, "
+            "precision, map"
         )
     return name, int(k)
 
@@ -189,6 +190,7 @@ class Trainer:
             mask=cfg.eval.mask,
             batch_size=cfg.eval.batch_size,
             retrieval=cfg.eval.retrieval_options(),
+            metrics=(self.metric_name,),
         )
 
     def _selection_metrics(self) -> dict[str, float]:
@@ -384,6 +386,7 @@ def final_metrics(prepared: Prepared, reporter: Reporter | None = None) -> dict[
             batch_size=cfg.eval.batch_size,
             progress=reporter.eval_progress(),
             retrieval=cfg.eval.retrieval_options(),
+            metrics=tuple(cfg.eval.metrics),
         )
     return out
 
