@@ -16,9 +16,11 @@ from polyrec.errors import ConfigError
 from polyrec.models.base import Model, ModelConfig
 from polyrec.models.cml import CML
 from polyrec.models.comirec import ComiRecDR, ComiRecSA
+from polyrec.models.ease import EASE
 from polyrec.models.egcm import EGCM
 from polyrec.models.gru4rec import GRU4Rec
 from polyrec.models.hpcl4sr import HPCL4SR
+from polyrec.models.itemknn import ItemKNN
 from polyrec.models.lightgcn import LightGCN
 from polyrec.models.mba import MBA
 from polyrec.models.mbgcn import MBGCN
@@ -34,6 +36,8 @@ from polyrec.models.youtube_dnn import YouTubeDNN
 REGISTRY: dict[str, type[Model]] = {
     "pop": Pop,
     "mf": MF,
+    "ease": EASE,
+    "itemknn": ItemKNN,
     "lightgcn": LightGCN,
     "sgl": SGL,
     "mbgcn": MBGCN,
@@ -63,6 +67,10 @@ ALIASES: dict[str, str] = {
     "re4": "re4-sa",
     "re4_sa": "re4-sa",
     "re4_dr": "re4-dr",
+    "ease-r": "ease",
+    "easer": "ease",
+    "item-knn": "itemknn",
+    "itemcf": "itemknn",
 }
 
 
