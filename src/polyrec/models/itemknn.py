@@ -46,18 +46,21 @@ def knn_similarity(
     sq = np.asarray(xc.multiply(xc).sum(axis=0)).ravel()  # ‖x_j‖²
     rows, cols, vals = [], [], []
     for start in range(0, n_items, block):
-        g = sp.coo_matrix(xt @ xc[:, start : start + block])  # x_i · x_j for j in the block
-        i, j, dot = g.row.astype(np.int64), g.col.astype(np.int64) + start, g.data
-        keep = (i != j) & (dot != 0)
-        i, j, dot = i[keep], j[keep], dot[keep]
-        sim = dot / (sq[j] ** alpha * sq[i] ** (1.0 - alpha) + shrink)
-        order = np.lexsort((i, -sim, j))  # by target, most similar first, ties by index
-        i, j, sim = i[order], j[order], sim[order]
-        first = np.searchsorted(j, j, side="left")  # where each target's run starts
-        top = np.arange(len(j)) - first < k
-        rows.append(i[top])
-        cols.append(j[top])
-        vals.append(sim[top])
+        g = sp.csc_matrix(xt @ xc[:, start : start + block])  # x_i · x_j for j in the block
+        g.sort_indices()
+        counts = np.diff(g.indptr)
+        i = g.indices.astype(np.int64)
+        j = np.repeat(np.arange(start, start + len(counts), dtype=np.int64), counts)
+        sim = g.data / (sq[j] ** alpha * sq[i] ** (1.0 - alpha) + shrink)
+        sim[i == j] = 0.0  # no self-similarity (dropped below)
+        keep = np.repeat(counts <= k, counts)  # columns with at most k entries keep them all
+        for c in np.flatnonzero(counts > k):  # the others: the k largest, ties by lower index
+            a = g.indptr[c]
+            keep[a + np.argsort(-sim[a : g.indptr[c + 1]], kind="stable")[:k]] = True
+        keep &= sim > 0
+        rows.append(i[keep])
+        cols.append(j[keep])
+        vals.append(sim[keep])
     s = sp.csr_matrix(
         (
             np.concatenate(vals or [np.zeros(0)]),
