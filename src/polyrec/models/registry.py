@@ -36,9 +36,9 @@ from polyrec.models.youtube_dnn import YouTubeDNN
 REGISTRY: dict[str, type[Model]] = {
     "pop": Pop,
     "mf": MF,
+    "lightgcn": LightGCN,
     "ease": EASE,
     "itemknn": ItemKNN,
-    "lightgcn": LightGCN,
     "sgl": SGL,
     "mbgcn": MBGCN,
     "cml": CML,
