@@ -10,13 +10,15 @@
   :class:`BehaviorBatch` / :func:`behavior_batches` (per-behavior positives and negatives for the
   batch's users plus a held-out meta batch: CML's sampler) and :func:`sequence_views` (training
   cuts and log-uniform negatives of the sequential models).
+* :func:`weighted_matrix` — the behavior-weighted users × items matrix of the closed-form and
+  neighbourhood baselines (EASE, ItemKNN).
 
 Everything is vectorised: no Python loop runs over interactions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -162,6 +164,31 @@ class TrainData:
         return self.cached(("csr_t", behavior or "all"), make)
 
 
+def weighted_matrix(data: TrainData, weights: Mapping[str, float]) -> sp.csr_matrix:
+    """The users × items float64 CSR ``X = Σ_b w_b · R_b``: each behavior's binary matrix
+    :meth:`TrainData.csr` times its weight, summed (a pair in several behaviors gets the sum of
+    their weights).
+
+    ``weights`` maps behavior names to weights ≥ 0; an unnamed behavior, or a zero weight, adds
+    nothing. Stored zeros are removed and indices sorted. Pure: it reads the cached per-behavior
+    views and returns a new matrix.
+    """
+    unknown = sorted(set(weights) - set(data.log.behaviors))
+    if unknown:
+        raise ValueError(f"unknown behavior(s) {unknown}; the log has {list(data.log.behaviors)}")
+    x = sp.csr_matrix((data.n_users, data.n_items), dtype=np.float64)
+    for behavior in data.log.behaviors:
+        w = float(weights.get(behavior, 0.0))
+        if w < 0:
+            raise ValueError(f"behavior weight of {behavior!r} is {w}; weights must be ≥ 0")
+        if w:
+            x = x + w * data.csr(behavior).astype(np.float64)
+    x = sp.csr_matrix(x)
+    x.eliminate_zeros()
+    x.sort_indices()
+    return x
+
+
 # ----------------------------------------------------------------------------------- BPR triples
 @dataclass
 class BPRBatch:
@@ -301,4 +328,5 @@ __all__ = [
     "bpr_batches",
     "category_count",
     "sequence_views",
+    "weighted_matrix",
 ]

@@ -1,18 +1,23 @@
-"""Small helpers shared by the embedding models (not part of the public API)."""
+"""Small helpers shared by the embedding models and the closed-form baselines (not part of
+the public API)."""
 
 from __future__ import annotations
 
 import copy
+import warnings
 from abc import abstractmethod
 from collections.abc import Iterator
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
+import numpy as np
+import scipy.sparse as sp
 import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from polyrec.data.views import BPRBatch, DataSchema, TrainData, bpr_batches
-from polyrec.models.base import Scorer
+from polyrec.data.views import BPRBatch, DataSchema, TrainData, bpr_batches, weighted_matrix
+from polyrec.errors import ConfigError
+from polyrec.models.base import ModelConfig, Scorer
 
 Behaviors = Literal["target", "all"]
 Init = Literal["normal", "xavier"]
@@ -151,3 +156,103 @@ class BPRScorer(Scorer):
         self, data: TrainData, batch_size: int, generator: torch.Generator
     ) -> Iterator[BPRBatch]:
         return bpr_batches(data, self.train_behavior, batch_size, generator)
+
+
+# --------------------------------------------------------------------------- closed-form baselines
+class WeightedMatrixConfig(ModelConfig):
+    """The behavior weights of the users × items matrix ``X = Σ_b w_b · R_b`` the closed-form
+    baselines (EASE, ItemKNN) start from (:func:`~polyrec.data.views.weighted_matrix`)."""
+
+    behavior_weights: dict[str, Annotated[float, Field(ge=0.0)]] = Field(default_factory=dict)
+    """Weight w_b ≥ 0 of each named behavior in X = Σ_b w_b·R_b (R_b: the binary users × items
+    matrix of behavior b; a pair in several behaviors gets the sum). Unnamed behaviors: the target
+    1.0, the others other_weight. Neither paper has several behaviors: this is polyrec's
+    multi-behavior input."""
+    other_weight: float = Field(0.0, ge=0.0)
+    """Weight of each non-target behavior not named in behavior_weights. Default 0: the target
+    behavior alone, like the single-behavior baselines (MF, LightGCN, POP with behaviors='target'),
+    so that the model fits in memory on wide catalogues (EASE's dense matrix covers the items with
+    a non-zero column only) and comparisons stay like for like; a small weight (e.g. 0.1) lets
+    views and carts inform the item-item weights."""
+
+
+def resolve_behavior_weights(schema: DataSchema, config: WeightedMatrixConfig) -> dict[str, float]:
+    """Every behavior's weight: the named ones, then the target 1.0 and the others
+    ``config.other_weight``; :class:`ConfigError` for a name the data does not have."""
+    unknown = sorted(set(config.behavior_weights) - set(schema.behaviors))
+    if unknown:
+        raise ConfigError(
+            f"behavior_weights: unknown behavior(s) {unknown}; the data has "
+            f"{list(schema.behaviors)}"
+        )
+    return {
+        b: config.behavior_weights.get(b, 1.0 if b == schema.target else config.other_weight)
+        for b in schema.behaviors
+    }
+
+
+def csr_tensor(crow: Tensor, col: Tensor, val: Tensor, size: tuple[int, int]) -> Tensor:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return torch.sparse_csr_tensor(crow, col, val, size=size, check_invariants=False)
+
+
+class MatrixScorer(Scorer):
+    """A closed-form, non-trainable scorer whose scores are ``X[users] @ W`` for the
+    behavior-weighted training matrix ``X`` (:func:`weighted_matrix`) and an item × item ``W``.
+
+    ``X`` is kept as the three dense arrays of its CSR form, non-persistent buffers
+    (``x_crow``, ``x_col``, ``x_val``: ``.to(device)`` moves them, ``state_dict`` leaves them out,
+    copies copy them): the scores need the user's training row, so these models are not
+    :attr:`~polyrec.models.base.Model.rebuildable`. Nothing to train: empty epochs, no loss.
+    """
+
+    trainable: ClassVar[bool] = False
+    rebuildable: ClassVar[bool] = False
+
+    x_crow: Tensor
+    x_col: Tensor
+    x_val: Tensor
+
+    def training_matrix(self, schema: DataSchema, data: TrainData | None) -> sp.csr_matrix:
+        """``X`` of ``data`` with the config's behavior weights (float64)."""
+        assert data is not None  # not rebuildable: setup() always passes the data
+        config = self.config
+        assert isinstance(config, WeightedMatrixConfig)
+        return weighted_matrix(data, resolve_behavior_weights(schema, config))
+
+    def keep_user_rows(self, x: sp.csr_matrix) -> None:
+        """Keep ``x`` (users × columns) as the non-persistent CSR buffers :meth:`user_rows`
+        reads (float32 values)."""
+        x = sp.csr_matrix(x)
+        x.sort_indices()
+        self.x_cols = int(x.shape[1])
+        for name, arr, dtype in (
+            ("x_crow", x.indptr, torch.int64),
+            ("x_col", x.indices, torch.int64),
+            ("x_val", x.data, torch.float32),
+        ):
+            self.register_buffer(
+                name, torch.from_numpy(np.asarray(arr)).to(dtype), persistent=False
+            )
+
+    def user_rows(self, users: Tensor) -> Tensor:
+        """The rows ``X[users]`` as a sparse CSR tensor ``[len(users), columns]`` (a user may
+        repeat; a user with no interaction gives an empty row)."""
+        users = users.to(self.x_crow.device, torch.int64)
+        starts = self.x_crow[users]
+        lengths = self.x_crow[users + 1] - starts
+        crow = torch.zeros(len(users) + 1, dtype=torch.int64, device=starts.device)
+        torch.cumsum(lengths, 0, out=crow[1:])
+        row_start = torch.repeat_interleave(starts - crow[:-1], lengths)
+        pos = row_start + torch.arange(int(crow[-1]), device=starts.device)
+        return csr_tensor(crow, self.x_col[pos], self.x_val[pos], (len(users), self.x_cols))
+
+    def batches(
+        self, data: TrainData, batch_size: int, generator: torch.Generator
+    ) -> Iterator[Any]:
+        """Closed form: nothing to train, an empty epoch."""
+        return iter(())
+
+    def loss(self, batch: Any) -> dict[str, Tensor]:
+        raise RuntimeError(f"{self.name} is not trainable (trainable = False): it has no loss")

@@ -16,10 +16,12 @@ from polyrec.errors import ConfigError
 from polyrec.models.base import Model, ModelConfig
 from polyrec.models.cml import CML
 from polyrec.models.comirec import ComiRecDR, ComiRecSA
+from polyrec.models.ease import EASE
 from polyrec.models.egcm import EGCM
 from polyrec.models.gru4rec import GRU4Rec
 from polyrec.models.history import History
 from polyrec.models.hpcl4sr import HPCL4SR
+from polyrec.models.itemknn import ItemKNN
 from polyrec.models.lightgcn import LightGCN
 from polyrec.models.mba import MBA
 from polyrec.models.mbgcn import MBGCN
@@ -37,6 +39,8 @@ REGISTRY: dict[str, type[Model]] = {
     "history": History,
     "mf": MF,
     "lightgcn": LightGCN,
+    "ease": EASE,
+    "itemknn": ItemKNN,
     "sgl": SGL,
     "mbgcn": MBGCN,
     "cml": CML,
@@ -65,6 +69,10 @@ ALIASES: dict[str, str] = {
     "re4": "re4-sa",
     "re4_sa": "re4-sa",
     "re4_dr": "re4-dr",
+    "ease-r": "ease",
+    "easer": "ease",
+    "item-knn": "itemknn",
+    "itemcf": "itemknn",
 }
 
 
