@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import warnings
 from abc import abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 import numpy as np
@@ -179,12 +179,7 @@ class WeightedMatrixConfig(ModelConfig):
 def resolve_behavior_weights(schema: DataSchema, config: WeightedMatrixConfig) -> dict[str, float]:
     """Every behavior's weight: the named ones, then the target 1.0 and the others
     ``config.other_weight``; :class:`ConfigError` for a name the data does not have."""
-    unknown = sorted(set(config.behavior_weights) - set(schema.behaviors))
-    if unknown:
-        raise ConfigError(
-            f"behavior_weights: unknown behavior(s) {unknown}; the data has "
-            f"{list(schema.behaviors)}"
-        )
+    check_behaviors("behavior_weights", config.behavior_weights, schema)
     return {
         b: config.behavior_weights.get(b, 1.0 if b == schema.target else config.other_weight)
         for b in schema.behaviors
@@ -197,7 +192,34 @@ def csr_tensor(crow: Tensor, col: Tensor, val: Tensor, size: tuple[int, int]) ->
         return torch.sparse_csr_tensor(crow, col, val, size=size, check_invariants=False)
 
 
-class MatrixScorer(Scorer):
+class ClosedForm:
+    """Mixin of the closed-form scorers (Pop, History, EASE, ItemKNN): fitted in ``build``,
+    nothing to train — empty epochs, and a loss that is an error."""
+
+    trainable: ClassVar[bool] = False
+    name: ClassVar[str]
+
+    def batches(
+        self, data: TrainData, batch_size: int, generator: torch.Generator
+    ) -> Iterator[Any]:
+        """Closed form: nothing to train, an empty epoch."""
+        return iter(())
+
+    def loss(self, batch: Any) -> dict[str, Tensor]:
+        raise RuntimeError(f"{self.name} is not trainable (trainable = False): it has no loss")
+
+
+def check_behaviors(key: str, names: Iterable[str], schema: DataSchema) -> None:
+    """:class:`ConfigError` naming ``key`` when ``names`` holds a behavior the data lacks."""
+    unknown = sorted(set(names) - set(schema.behaviors))
+    if unknown:
+        raise ConfigError(
+            f"params.{key}: unknown behavior(s) {', '.join(map(repr, unknown))}; the data has "
+            f"{', '.join(schema.behaviors)}"
+        )
+
+
+class MatrixScorer(ClosedForm, Scorer):
     """A closed-form, non-trainable scorer whose scores are ``X[users] @ W`` for the
     behavior-weighted training matrix ``X`` (:func:`weighted_matrix`) and an item × item ``W``.
 
@@ -214,6 +236,15 @@ class MatrixScorer(Scorer):
     x_col: Tensor
     x_val: Tensor
 
+    def build(self, schema: DataSchema, data: TrainData | None) -> None:
+        """Fit the item side from ``X`` (:meth:`fit`) and keep the rows scoring reads."""
+        self.keep_user_rows(self.fit(schema, self.training_matrix(schema, data)))
+
+    def fit(self, schema: DataSchema, x: sp.csr_matrix) -> sp.csr_matrix:
+        """Fit the item × item side from the training matrix ``x`` (users × items); return the
+        users' rows that scoring multiplies by it (``x`` or a column subset)."""
+        raise NotImplementedError
+
     def training_matrix(self, schema: DataSchema, data: TrainData | None) -> sp.csr_matrix:
         """``X`` of ``data`` with the config's behavior weights (float64)."""
         assert data is not None  # not rebuildable: setup() always passes the data
@@ -221,20 +252,23 @@ class MatrixScorer(Scorer):
         assert isinstance(config, WeightedMatrixConfig)
         return weighted_matrix(data, resolve_behavior_weights(schema, config))
 
-    def keep_user_rows(self, x: sp.csr_matrix) -> None:
-        """Keep ``x`` (users × columns) as the non-persistent CSR buffers :meth:`user_rows`
-        reads (float32 values)."""
-        x = sp.csr_matrix(x)
-        x.sort_indices()
-        self.x_cols = int(x.shape[1])
-        for name, arr, dtype in (
-            ("x_crow", x.indptr, torch.int64),
-            ("x_col", x.indices, torch.int64),
-            ("x_val", x.data, torch.float32),
+    def keep_csr(self, prefix: str, m: sp.csr_matrix) -> None:
+        """Keep ``m`` as three non-persistent buffers ``{prefix}_crow``, ``{prefix}_col`` and
+        ``{prefix}_val`` (int64, int64, float32; indices sorted)."""
+        m = sp.csr_matrix(m)
+        m.sort_indices()
+        for part, arr, dtype in (
+            ("crow", m.indptr, torch.int64),
+            ("col", m.indices, torch.int64),
+            ("val", m.data, torch.float32),
         ):
-            self.register_buffer(
-                name, torch.from_numpy(np.asarray(arr)).to(dtype), persistent=False
-            )
+            t = torch.from_numpy(np.asarray(arr)).to(dtype)
+            self.register_buffer(f"{prefix}_{part}", t, persistent=False)
+
+    def keep_user_rows(self, x: sp.csr_matrix) -> None:
+        """Keep ``x`` (users × columns) as the CSR buffers :meth:`user_rows` reads."""
+        self.x_cols = int(x.shape[1])
+        self.keep_csr("x", x)
 
     def user_rows(self, users: Tensor) -> Tensor:
         """The rows ``X[users]`` as a sparse CSR tensor ``[len(users), columns]`` (a user may
@@ -247,12 +281,3 @@ class MatrixScorer(Scorer):
         row_start = torch.repeat_interleave(starts - crow[:-1], lengths)
         pos = row_start + torch.arange(int(crow[-1]), device=starts.device)
         return csr_tensor(crow, self.x_col[pos], self.x_val[pos], (len(users), self.x_cols))
-
-    def batches(
-        self, data: TrainData, batch_size: int, generator: torch.Generator
-    ) -> Iterator[Any]:
-        """Closed form: nothing to train, an empty epoch."""
-        return iter(())
-
-    def loss(self, batch: Any) -> dict[str, Tensor]:
-        raise RuntimeError(f"{self.name} is not trainable (trainable = False): it has no loss")

@@ -168,8 +168,8 @@ class Model(nn.Module, ABC):
             cls.paper = paper
         if Config is not None:
             cls.Config = Config
-        for attr in _NEEDS_SETUP:
-            fn = cls.__dict__.get(attr)
+        for attr in _NEEDS_SETUP:  # own methods and those of mixins (not yet guarded)
+            fn = getattr(cls, attr, None)
             if callable(fn) and not getattr(fn, "__polyrec_guarded__", False):
                 setattr(cls, attr, _guarded(fn))
 

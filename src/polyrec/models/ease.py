@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.linalg
+import scipy.sparse as sp
 import torch
 from pydantic import Field
 from torch import Tensor
 
-from polyrec.data.views import DataSchema, TrainData
+from polyrec.data.views import DataSchema
 from polyrec.errors import ConfigError
 from polyrec.models._common import MatrixScorer, WeightedMatrixConfig
 
@@ -70,9 +71,8 @@ class EASE(
     weight: Tensor
     active: Tensor
 
-    def build(self, schema: DataSchema, data: TrainData | None) -> None:
+    def fit(self, schema: DataSchema, x: sp.csr_matrix) -> sp.csr_matrix:
         config = self.config
-        x = self.training_matrix(schema, data)
         active = np.flatnonzero(x.getnnz(axis=0))
         n = len(active)
         need_gb = BYTES_PER_ITEM_PAIR * n * n / 1e9
@@ -93,7 +93,7 @@ class EASE(
         p[np.diag_indices(n)] = 0.0  # diag(B) = 0
         self.register_buffer("weight", torch.from_numpy(p.astype(np.float32)))
         self.register_buffer("active", torch.from_numpy(active.astype(np.int64)))
-        self.keep_user_rows(xa)
+        return xa
 
     def scores(self, users: Tensor) -> Tensor:
         """``X[users] @ B`` ``[len(users), n_items]`` (float32, a fresh tensor; items without

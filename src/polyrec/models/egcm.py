@@ -21,6 +21,7 @@ from polyrec.models._common import (
     BPRScorer,
     GraphScorer,
     Init,
+    check_behaviors,
     init_embedding,
 )
 from polyrec.models.base import ModelConfig
@@ -335,12 +336,7 @@ class EGCM(
         config = self.config
         assert data is not None  # not rebuildable: setup() always passes the data
         log = data.log
-        unknown = sorted(set(config.drop_behaviors) - set(log.behaviors))
-        if unknown:
-            raise ConfigError(
-                f"params.drop_behaviors: {unknown} are not behaviors of {log.name!r} "
-                f"(it has {', '.join(log.behaviors)})"
-            )
+        check_behaviors("drop_behaviors", config.drop_behaviors, schema)
         if log.target in config.drop_behaviors:
             raise ConfigError(
                 f"params.drop_behaviors: the target behavior {log.target!r} cannot be removed"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Annotated, Any, ClassVar
 
 import numpy as np
@@ -13,8 +12,13 @@ from torch import Tensor
 
 from polyrec.data.graphs import to_torch_csr
 from polyrec.data.views import DataSchema, TrainData
-from polyrec.errors import ConfigError
-from polyrec.models._common import Behaviors, deepcopy_sharing_sparse, train_behavior
+from polyrec.models._common import (
+    Behaviors,
+    ClosedForm,
+    check_behaviors,
+    deepcopy_sharing_sparse,
+    train_behavior,
+)
 from polyrec.models.base import ModelConfig, Scorer
 
 # the smallest positive float32 a history weight keeps (a long decay must not make it 0)
@@ -57,6 +61,7 @@ class HistoryConfig(ModelConfig):
 
 
 class History(
+    ClosedForm,
     Scorer,
     name="history",
     paper="Own-history baseline (repeat consumption; no paper: see the class doc)",
@@ -95,7 +100,6 @@ class History(
       ``p̃``.
     """
 
-    trainable: ClassVar[bool] = False
     rebuildable: ClassVar[bool] = False
 
     config: HistoryConfig
@@ -106,12 +110,7 @@ class History(
     def build(self, schema: DataSchema, data: TrainData | None) -> None:
         assert data is not None  # not rebuildable: setup() always passes the data
         config = self.config
-        unknown = sorted(set(config.behavior_weights) - set(schema.behaviors))
-        if unknown:
-            raise ConfigError(
-                f"model.behavior_weights: unknown behavior(s) {', '.join(map(repr, unknown))}; "
-                f"this dataset has {', '.join(schema.behaviors)}"
-            )
+        check_behaviors("behavior_weights", config.behavior_weights, schema)
         h = _history_matrix(data, schema, config)
         self.register_buffer("history", to_torch_csr(h), persistent=False)
         self._ddp_params_and_buffers_to_ignore = ["history"]
@@ -126,15 +125,6 @@ class History(
 
     def __deepcopy__(self, memo: dict[int, Any]) -> History:
         return deepcopy_sharing_sparse(self, memo)
-
-    def batches(
-        self, data: TrainData, batch_size: int, generator: torch.Generator
-    ) -> Iterator[Any]:
-        """Nothing to train: an empty epoch."""
-        return iter(())
-
-    def loss(self, batch: Any) -> dict[str, Tensor]:
-        raise RuntimeError("HISTORY is not trainable (trainable = False): it has no loss")
 
     def scores(self, users: Tensor) -> Tensor:
         """``[len(users), n_items]`` (a fresh tensor): the users' history rows × conversion plus

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
-import torch
 from pydantic import Field
 from torch import Tensor
 
-from polyrec.data.views import DataSchema, TrainData
+from polyrec.data.views import DataSchema
 from polyrec.models._common import MatrixScorer, WeightedMatrixConfig, csr_tensor
 
 # target items per block of the similarity computation (bounds the Gram block held at once)
@@ -111,19 +110,10 @@ class ItemKNN(
     s_col: Tensor
     s_val: Tensor
 
-    def build(self, schema: DataSchema, data: TrainData | None) -> None:
+    def fit(self, schema: DataSchema, x: sp.csr_matrix) -> sp.csr_matrix:
         config = self.config
-        x = self.training_matrix(schema, data)
-        s = knn_similarity(x, config.k, config.shrink, config.alpha)
-        for name, arr, dtype in (
-            ("s_crow", s.indptr, torch.int64),
-            ("s_col", s.indices, torch.int64),
-            ("s_val", s.data, torch.float32),
-        ):
-            self.register_buffer(
-                name, torch.from_numpy(np.asarray(arr)).to(dtype), persistent=False
-            )
-        self.keep_user_rows(x)
+        self.keep_csr("s", knn_similarity(x, config.k, config.shrink, config.alpha))
+        return x
 
     def similarity(self) -> Tensor:
         """S as a sparse CSR tensor ``[n_items, n_items]`` (rows: neighbours, columns: targets)."""

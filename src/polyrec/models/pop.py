@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from polyrec.data.views import DataSchema, TrainData
-from polyrec.models._common import Behaviors, train_behavior
+from polyrec.models._common import Behaviors, ClosedForm, train_behavior
 from polyrec.models.base import ModelConfig, Scorer
 
 
@@ -24,6 +23,7 @@ class PopConfig(ModelConfig):
 
 
 class Pop(
+    ClosedForm,
     Scorer,
     name="pop",
     paper="Most-popular baseline (as in Re4, WWW 2022, §4.1 Baselines)",
@@ -37,7 +37,6 @@ class Pop(
     (also one unseen in training) gets the same ranking.
     """
 
-    trainable: ClassVar[bool] = False
     rebuildable: ClassVar[bool] = True
 
     config: PopConfig
@@ -51,15 +50,6 @@ class Pop(
         m = data.csr(train_behavior(schema, config.behaviors))
         counts = np.asarray((m > 0).sum(axis=0)).ravel().astype(np.float32)
         self.register_buffer("popularity", torch.from_numpy(counts))
-
-    def batches(
-        self, data: TrainData, batch_size: int, generator: torch.Generator
-    ) -> Iterator[Any]:
-        """POP has nothing to train: an empty epoch."""
-        return iter(())
-
-    def loss(self, batch: Any) -> dict[str, Tensor]:
-        raise RuntimeError("POP is not trainable (trainable = False): it has no loss")
 
     def scores(self, users: Tensor) -> Tensor:
         """``[len(users), n_items]``: every row is the popularity vector (a fresh tensor)."""
