@@ -36,9 +36,9 @@ from polyrec.models.youtube_dnn import YouTubeDNN
 
 REGISTRY: dict[str, type[Model]] = {
     "pop": Pop,
-    "history": History,
     "mf": MF,
     "lightgcn": LightGCN,
+    "history": History,
     "ease": EASE,
     "itemknn": ItemKNN,
     "sgl": SGL,
