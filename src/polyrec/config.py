@@ -538,7 +538,7 @@ def to_toml(cfg: RunConfig) -> str:
         if isinstance(v, dict):
             tables.append((k, v))
         else:
-            lines.append(f"{k} = {_toml_value(v)}")
+            lines.append(f"{k} = {toml_value(v)}")
     for name, table in tables:
         lines.append("")
         lines.append(f"[{name}]")
@@ -546,11 +546,11 @@ def to_toml(cfg: RunConfig) -> str:
             if v is None:
                 lines.append(f"# {k} = (unset)")
             else:
-                lines.append(f"{k} = {_toml_value(v)}")
+                lines.append(f"{k} = {toml_value(v)}")
     return "\n".join(lines) + "\n"
 
 
-def _toml_value(v: Any) -> str:
+def toml_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, int | float):
@@ -558,11 +558,9 @@ def _toml_value(v: Any) -> str:
     if isinstance(v, str):
         return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(v, list | tuple):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
     if isinstance(v, dict):
         return (
-            "{ "
-            + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items() if x is not None)
-            + " }"
+            "{ " + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items() if x is not None) + " }"
         )
     raise TypeError(f"cannot write {type(v).__name__} to TOML")
