@@ -15,6 +15,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -119,7 +120,8 @@ def _user_errors() -> Iterator[None]:
     try:
         yield
     except PolyrecError as e:
-        err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        # escaped: a message may hold brackets ('[tune]', "polyrec[serve]") that are not markup
+        err_console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=e.exit_code) from None
 
 

@@ -105,13 +105,23 @@ def _storage(out: Path) -> Any:
     return optuna.storages.JournalStorage(JournalFileBackend(str(out / STUDY_LOG)))
 
 
+def settings_json(tune: TuneConfig) -> dict[str, Any]:
+    """The [tune] table as JSON (each space entry with only the fields it sets)."""
+    out = tune.model_dump(mode="json")
+    out["space"] = {
+        k: p.model_dump(mode="json", exclude_defaults=True) for k, p in tune.space.items()
+    }
+    return out
+
+
 def _trial_record(t: Any) -> dict[str, Any]:
     seconds = None
-    if t.datetime_start is not None and t.datetime_complete is not None:
+    killed = t.user_attrs.get("interrupted") == "killed"  # its end time is the resume's
+    if t.datetime_start is not None and t.datetime_complete is not None and not killed:
         seconds = (t.datetime_complete - t.datetime_start).total_seconds()
     record: dict[str, Any] = {
         "number": t.number,
-        "state": t.state.name.lower(),
+        "state": "interrupted" if t.user_attrs.get("interrupted") else t.state.name.lower(),
         "params": dict(t.params),
         "value": t.value if t.state.name == "COMPLETE" else None,
         "seconds": seconds,
@@ -138,7 +148,7 @@ def _recover(study: Any, reporter: TuneReporter) -> None:
     state = optuna.trial.TrialState
     storage = study._storage
     for t in study.get_trials(deepcopy=False, states=(state.RUNNING,)):
-        storage.set_trial_user_attr(t._trial_id, "interrupted", True)
+        storage.set_trial_user_attr(t._trial_id, "interrupted", "killed")
         storage.set_trial_state_values(t._trial_id, state.FAIL)
     trials = study.get_trials(deepcopy=False)
     retried = {t.user_attrs.get("retry_of") for t in trials}
@@ -176,7 +186,7 @@ def summary(
         "note": TEST_NOTE,
         "budget": budget,
         "sampler": {"name": "TPESampler", "seed": seed},
-        "settings": tune.model_dump(mode="json"),
+        "settings": settings_json(tune),
         "n_trials": len(trials),
         "n_complete": len(complete),
         "trials": trials,
@@ -214,7 +224,7 @@ def start(cfg: RunConfig, tune: TuneConfig, out: Path) -> None:
     atomic_write_text(out / BASE, to_toml(cfg))
     atomic_write_text(
         out / TUNE_JSON,
-        json.dumps({"status": "new", "settings": tune.model_dump(mode="json")}, indent=2),
+        json.dumps({"status": "new", "settings": settings_json(tune)}, indent=2),
     )
 
 
@@ -240,19 +250,19 @@ def run_study(
 ) -> dict[str, Any]:
     """Run (or continue) the study in ``out`` until ``tune.trials`` trials have finished or
     ``tune.minutes`` have passed; returns tune.json's content."""
-    optuna = _optuna()
+    opt = _optuna()
     reporter = reporter or TuneReporter()
     metric = tune.metric or cfg.train.metric
     protocol = cfg.train.select_protocol
     storage = _storage(out)
-    study = optuna.create_study(
+    study = opt.create_study(
         study_name=STUDY_NAME, storage=storage, direction="maximize", load_if_exists=True
     )
     _recover(study, reporter)
     # a resumed study continues with a fresh sampler: seeding it with the number of trials so
     # far keeps the run reproducible without re-drawing the first random points
     seed = (cfg.seed if tune.seed is None else tune.seed) + len(study.trials)
-    study.sampler = optuna.samplers.TPESampler(seed=seed)
+    study.sampler = opt.samplers.TPESampler(seed=seed)
     budget = {"trials": tune.trials, "minutes": tune.minutes}
     done = sum(_counts(t) for t in study.get_trials(deepcopy=False))
     remaining = None if tune.trials is None else max(tune.trials - done, 0)
@@ -273,7 +283,7 @@ def run_study(
         try:
             result = train_run(trial_cfg, run_dir, reporter=reporter.trial_reporter(), test=False)
         except KeyboardInterrupt:
-            trial.set_user_attr("interrupted", True)
+            trial.set_user_attr("interrupted", "ctrl-c")
             raise
         except FloatingPointError as e:  # diverged: a bad point of the space, not a bug
             trial.set_user_attr("error", str(e))
