@@ -219,3 +219,19 @@ def test_resume_runs_only_missing_trials(dataset_dir, tmp_path):
     assert r.exit_code == 0, r.output
     assert json.loads((out / "tune.json").read_text())["n_trials"] == 4
     assert_user_error(run("tune", "--resume", out, "--model", "mf"), "give no other options")
+
+
+def test_readme_tune_example_is_valid(tmp_path):
+    from polyrec.config import load_tune_config
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text[text.index("### `polyrec tune`") :]
+    block = section[
+        section.index("```toml\n") + 8 : section.index("```", section.index("```toml") + 7)
+    ]
+    path = tmp_path / "readme-tune.toml"
+    path.write_text(block)
+    cfg, tune = load_tune_config(path)
+    assert cfg.model == "lightgcn" and tune.trials == 20 and tune.minutes == 10
+    assert set(tune.space) == {"train.lr", "params.dim", "params.reg", "params.n_layers"}
+    assert tune.space["params.n_layers"].is_int and not tune.space["params.reg"].is_int
