@@ -235,3 +235,35 @@ def test_readme_tune_example_is_valid(tmp_path):
     assert cfg.model == "lightgcn" and tune.trials == 20 and tune.minutes == 10
     assert set(tune.space) == {"train.lr", "params.dim", "params.reg", "params.n_layers"}
     assert tune.space["params.n_layers"].is_int and not tune.space["params.reg"].is_int
+
+
+def test_ctrl_c_then_resume_retries_the_trial(dataset_dir, tmp_path, monkeypatch):
+    import polyrec
+    from polyrec import tuning
+
+    real = tuning.train_run
+    calls = []
+
+    def interrupted_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tuning, "train_run", interrupted_second)
+    cfg = write_config(tmp_path, dataset_dir, "trials = 3")
+    out = tmp_path / "t"
+    with pytest.raises(KeyboardInterrupt):
+        polyrec.tune(config=cfg, out=out, overrides=["train.epochs=1"])
+    saved = json.loads((out / "tune.json").read_text())
+    assert saved["status"] == "interrupted"
+    assert [t["state"] for t in saved["trials"]] == ["complete", "interrupted"]
+    # a time budget: the first trial that ends past it is the last one of this invocation
+    result = polyrec.tune(resume=out, minutes=1e-4)
+    assert [t["state"] for t in result["trials"]] == ["complete", "interrupted", "complete"]
+    assert result["trials"][2]["retry_of"] == 1
+    assert result["trials"][2]["params"] == saved["trials"][1]["params"]
+    assert result["budget"] == {"trials": 3, "minutes": 1e-4}
+    result = polyrec.tune(resume=out)  # the third counted trial
+    assert [t["state"] for t in result["trials"]][3:] == ["complete"]
+    assert result["n_complete"] == 3
