@@ -141,12 +141,11 @@ def _counts(t: Any) -> bool:
     )
 
 
-def _recover(study: Any, reporter: TuneReporter) -> None:
+def _recover(study: Any, storage: Any, reporter: TuneReporter) -> None:
     """Mark trials left running by a killed process as failed; queue one retry of each
     interrupted trial (same values, new number) that has none yet."""
     optuna = _optuna()
     state = optuna.trial.TrialState
-    storage = study._storage
     for t in study.get_trials(deepcopy=False, states=(state.RUNNING,)):
         storage.set_trial_user_attr(t._trial_id, "interrupted", "killed")
         storage.set_trial_state_values(t._trial_id, state.FAIL)
@@ -258,7 +257,7 @@ def run_study(
     study = opt.create_study(
         study_name=STUDY_NAME, storage=storage, direction="maximize", load_if_exists=True
     )
-    _recover(study, reporter)
+    _recover(study, storage, reporter)
     # a resumed study continues with a fresh sampler: seeding it with the number of trials so
     # far keeps the run reproducible without re-drawing the first random points
     seed = (cfg.seed if tune.seed is None else tune.seed) + len(study.trials)
@@ -307,8 +306,11 @@ def run_study(
                 catch=(FloatingPointError,),
                 callbacks=[after_trial],
             )
-    except BaseException:
+    except KeyboardInterrupt:
         write("interrupted")
+        raise
+    except BaseException:
+        write("error")
         raise
     finally:
         reporter.stop()
