@@ -19,6 +19,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "train": "polyrec.api",
+    "tune": "polyrec.api",
     "evaluate": "polyrec.api",
     "recommend": "polyrec.api",
     "export": "polyrec.api",

@@ -96,6 +96,83 @@ def train(
     return result
 
 
+def tune(
+    model: str | None = None,
+    data: PathLike | None = None,
+    *,
+    protocol: str | None = None,
+    config: PathLike | None = None,
+    overrides: Sequence[str] = (),
+    out: PathLike | None = None,
+    resume: PathLike | None = None,
+    trials: int | None = None,
+    minutes: float | None = None,
+    reporter: Any = None,
+) -> dict[str, Any]:
+    """Search the ``[tune.space]`` of a config on the validation split (Optuna TPE); returns
+    ``OUT/tune.json``'s content plus ``tune_dir`` (see :mod:`polyrec.tuning`).
+
+    Every trial is a training run in ``OUT/trial-NNN/``, judged by its best validation
+    ``tune.metric`` under ``train.select_protocol``; the best trial's test metrics are computed
+    once, after selection. ``trials``/``minutes`` replace the config's budget (``tune.trials``
+    is the study's total). ``resume`` continues an interrupted study in that folder (finished
+    trials are kept; a trial killed mid-way runs again once); it takes no other option than
+    ``trials`` and ``minutes``. Needs optuna (``pip install "polyrec[tune]"``).
+    """
+    from polyrec import tuning
+    from polyrec.config import load_tune_config
+
+    budget = {k: v for k, v in {"trials": trials, "minutes": minutes}.items() if v is not None}
+    if resume is not None:
+        tune_dir = Path(resume)
+        if model or data or protocol or config or overrides or out:
+            raise DataError(
+                "--resume continues a study with its saved config; give no other options than "
+                "--trials and --minutes"
+            )
+        cfg, settings = tuning.load(tune_dir)
+    else:
+        if config is None:
+            raise ConfigError(
+                "polyrec tune needs a config file (--config) with a [tune] table and a "
+                "[tune.space] of keys to search"
+            )
+        cfg, settings = load_tune_config(
+            config,
+            list(overrides),
+            model=model,
+            data__path=None if data is None else str(data),
+            data__protocol=protocol,
+        )
+        if out is None:
+            run_dir = default_run_dir(cfg)
+            tune_dir = run_dir.with_name(f"tune-{run_dir.name}")
+            tune_dir.parent.mkdir(parents=True, exist_ok=True)
+        else:
+            tune_dir = Path(out)
+        _check_out_parent(tune_dir, "tune directory")
+        if tune_dir.exists() and any(tune_dir.iterdir()):
+            raise DataError(
+                f"tune directory {str(tune_dir)!r} is not empty; choose another --out or continue "
+                "it with --resume"
+            )
+    if budget:
+        from pydantic import ValidationError
+
+        try:
+            settings = settings.model_validate({**settings.model_dump(), **budget})
+        except ValidationError as e:
+            first = e.errors()[0]
+            key = ".".join(str(p) for p in first["loc"]) or "budget"
+            raise ConfigError(f"--{key}: {first['msg']}") from None
+        settings.space = tuning.check_space(settings, cfg)
+    if resume is None:
+        tuning.start(cfg, settings, tune_dir)
+    result = tuning.run_study(tune_dir, cfg, settings, reporter=reporter)
+    result["tune_dir"] = str(tune_dir)
+    return result
+
+
 def evaluate(run_dir: PathLike, *, reporter: Reporter | None = None) -> dict[str, Any]:
     """Re-evaluate a run's best weights on its saved split (validation and test)."""
     prepared = load_run(Path(run_dir))

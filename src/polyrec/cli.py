@@ -1,5 +1,5 @@
-"""Command line: ``polyrec train | evaluate | recommend | export | serve | models | data import |
-data info``.
+"""Command line: ``polyrec train | tune | evaluate | recommend | export | serve | models | data
+import | data info``.
 
 User mistakes (``PolyrecError``) print one line and exit with status 2; bugs raise normally.
 """
@@ -15,6 +15,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -29,6 +30,7 @@ from polyrec import api
 from polyrec.errors import PolyrecError
 from polyrec.training import distributed
 from polyrec.training.trainer import Reporter
+from polyrec.tuning import TuneReporter
 
 app = typer.Typer(
     add_completion=False,
@@ -118,7 +120,8 @@ def _user_errors() -> Iterator[None]:
     try:
         yield
     except PolyrecError as e:
-        err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        # escaped: a message may hold brackets ('[tune]', "polyrec[serve]") that are not markup
+        err_console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=e.exit_code) from None
 
 
@@ -235,6 +238,182 @@ def train(
         f"run saved in {result.get('run_dir', str(resume))}",
         highlight=False,
     )
+
+
+class _TrialEpochs(Reporter):
+    """The running trial's epochs, as one bar of the tune progress display."""
+
+    def __init__(self, owner: RichTuneReporter) -> None:
+        self.owner = owner
+
+    def start(self, total_epochs: int, first_epoch: int) -> None:
+        if self.owner.progress is not None:
+            self.owner.progress.reset(
+                self.owner.epoch_task, total=total_epochs, completed=first_epoch - 1, info=""
+            )
+
+    def epoch_end(self, epoch: int, record: dict[str, Any]) -> None:
+        if self.owner.progress is not None:
+            value = record.get("valid", {}).get(self.owner.metric)
+            info = "" if value is None else f"valid {self.owner.metric} {value:.4f}"
+            self.owner.progress.update(self.owner.epoch_task, completed=epoch, info=info)
+
+
+class RichTuneReporter(TuneReporter):
+    """A bar over trials (with the best value so far), one over the running trial's epochs, and
+    one line per finished trial."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self.metric = ""
+        self.progress: Progress | None = None
+        self.trial_task: Any = None
+        self.epoch_task: Any = None
+
+    def start(self, total: int | None, done: int, minutes: float | None, metric: str) -> None:
+        self.metric = metric
+        if self.quiet:
+            return
+        budget = [f"{total} trials" if total else "", f"{minutes:g} min" if minutes else ""]
+        console.print(f"tuning: budget {' / '.join(b for b in budget if b)}", highlight=False)
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[info]}"),
+            console=console,
+            transient=True,
+        )
+        self.progress.start()
+        self.trial_task = self.progress.add_task("trials", total=total, completed=done, info="")
+        self.epoch_task = self.progress.add_task("epochs", total=None, info="")
+
+    def trial_reporter(self) -> Reporter | None:
+        return None if self.quiet else _TrialEpochs(self)
+
+    def trial_end(self, record: dict[str, Any], best: dict[str, Any] | None) -> None:
+        if self.quiet:
+            return
+        if self.progress is not None:
+            info = "" if best is None else f"best {best['value']:.4f} (trial {best['number']})"
+            self.progress.update(self.trial_task, advance=1, info=info)
+        value = "" if record["value"] is None else f"{record['value']:.4f}"
+        console.print(
+            f"trial {record['number']:>3}  {record['state']:<8}  {self.metric} {value:<7}  "
+            f"{_params_text(record['params'])}",
+            highlight=False,
+        )
+
+    def message(self, text: str) -> None:
+        if not self.quiet:
+            console.print(f"[dim]{text}[/dim]")
+
+    def stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+def _fmt_param(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _params_text(params: dict[str, Any]) -> str:
+    return "  ".join(f"{k}={_fmt_param(v)}" for k, v in params.items())
+
+
+def _print_tune(result: dict[str, Any]) -> None:
+    obj = result["objective"]
+    keys = list(result["settings"]["space"])
+    table = Table(
+        title=f"{result['model']}: {result['n_trials']} trials, validation {obj['protocol']} "
+        f"{obj['metric']}",
+        title_justify="left",
+    )
+    table.add_column("trial", justify="right")
+    table.add_column("state")
+    table.add_column(f"valid {obj['metric']}", justify="right")
+    table.add_column("seconds", justify="right")
+    for k in keys:
+        table.add_column(k, justify="right")
+    best = result["best"] or {}
+    for t in result["trials"]:
+        mark = " *" if t["number"] == best.get("number") else ""
+        table.add_row(
+            f"{t['number']}{mark}",
+            t["state"],
+            "" if t["value"] is None else f"{t['value']:.4f}",
+            "" if t["seconds"] is None else f"{t['seconds']:.1f}",
+            *[_fmt_param(t["params"][k]) if k in t["params"] else "" for k in keys],
+        )
+    console.print(table)
+    if not best:
+        return
+    run_dir = Path(result["tune_dir"]) / best["run_dir"]
+    console.print(
+        f"best trial {best['number']}: valid {obj['metric']} {best['value']:.4f}  "
+        f"{_params_text(best['params'])}",
+        highlight=False,
+    )
+    test = best.get("test") or {}
+    for proto, values in test.get("metrics", {}).items():
+        parts = "  ".join(f"{k} {v:.4f}" for k, v in values.items())
+        console.print(f"test ({proto}) of the best trial: {parts}", highlight=False)
+    console.print(f"[dim]{result['note']}[/dim]")
+    console.print(
+        f"best run {run_dir} (polyrec evaluate/export work on it); study in "
+        f"{result['tune_dir']}/tune.json",
+        highlight=False,
+    )
+
+
+@app.command()
+def tune(
+    overrides: list[str] = typer.Argument(None, help="config overrides: key=value ..."),
+    config: Path = typer.Option(
+        None, "--config", "-c", help="TOML config file with a [tune] table and [tune.space]"
+    ),
+    model: str = typer.Option(None, "--model", "-m", help="model name (see 'polyrec models')"),
+    data: str = typer.Option(
+        None, "--data", "-d", help="dataset directory or embedded:retailrocket"
+    ),
+    protocol: str = typer.Option(
+        None, "--protocol", "-p", help="leave-one-out | random-ratio | user-split | time-slots"
+    ),
+    out: Path = typer.Option(
+        None, "--out", "-o", help="tune directory (default runs/tune-<model>-<data>-<time>)"
+    ),
+    resume: Path = typer.Option(
+        None, "--resume", help="continue an interrupted study in this tune directory"
+    ),
+    trials: int = typer.Option(None, "--trials", "-n", help="trial budget (the study's total)"),
+    minutes: float = typer.Option(
+        None, "--minutes", help="time budget of this invocation (checked between trials)"
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display"),
+    as_json: bool = typer.Option(False, "--json", help="print tune.json"),
+) -> None:
+    """Search hyperparameters on the validation split (Optuna TPE); the test split is used once,
+    on the best trial, after selection."""
+    with _user_errors():
+        result = api.tune(
+            model,
+            data,
+            protocol=protocol,
+            config=config,
+            overrides=overrides or [],
+            out=out,
+            resume=resume,
+            trials=trials,
+            minutes=minutes,
+            reporter=RichTuneReporter(quiet=quiet or as_json),
+        )
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    _print_tune(result)
 
 
 @app.command()

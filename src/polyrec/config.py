@@ -9,6 +9,9 @@ A run config has four sections plus the model's own parameters::
     [eval]   K list, protocols, masking
     [params] the model's config (validated by the model's own pydantic class)
 
+A ``[tune]`` table (budget, validation metric and ``[tune.space]``, see :class:`TuneConfig`) is
+read by ``polyrec tune`` only (:func:`load_tune_config`); ``polyrec train`` ignores it.
+
 Overrides are ``section.key=value`` (e.g. ``train.lr=0.01``, ``params.n_layers=2``) or a bare
 ``key=value`` when the key exists in exactly one section. Values are parsed as TOML values
 (``3``, ``0.5``, ``true``, ``[10, 20]``, ``"buy"``) and fall back to a plain string.
@@ -21,7 +24,15 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from polyrec.errors import ConfigError
 from polyrec.models.base import ModelConfig
@@ -193,6 +204,161 @@ class RunConfig(_Section):
         return self
 
 
+class SpaceParam(_Section):
+    """One dimension of a search space: ``choices`` (a categorical), or ``low``/``high`` (an int
+    when ``low``, ``high`` and ``step`` are all ints, else a float), sampled on a log scale
+    with ``log = true`` or on a grid with ``step``."""
+
+    low: float | int | None = None
+    high: float | int | None = None
+    step: float | int | None = Field(None, gt=0)
+    log: bool = False
+    choices: list[bool | int | float | str] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> SpaceParam:
+        if self.choices is not None:
+            if self.low is not None or self.high is not None or self.step is not None or self.log:
+                raise ValueError("give either choices or low/high (with step or log), not both")
+            if not self.choices:
+                raise ValueError("choices is empty")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("give choices = [...] or both low and high")
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log = true needs low > 0 (got {self.low})")
+        if self.log and self.step is not None and not (self.is_int and self.step == 1):
+            raise ValueError("log = true cannot be combined with a step (except 1 for ints)")
+        return self
+
+    @property
+    def is_int(self) -> bool:
+        ints = [v for v in (self.low, self.high, self.step) if v is not None]
+        return all(isinstance(v, int) and not isinstance(v, bool) for v in ints)
+
+    def values(self) -> list[Any]:
+        """The values to check against the config: every choice, or the bounds."""
+        if self.choices is not None:
+            return list(self.choices)
+        return [self.low, self.high]
+
+
+# keys a search may not vary: they change the split or what is compared between trials
+_FIXED_KEYS = {
+    "model": "the model's parameters depend on it; tune one model at a time",
+    "seed": "it changes the split, so trials would be compared on different validation sets",
+    "data": "it changes the split, so trials would be compared on different validation sets",
+    "eval": "it changes how validation is measured, so trials would not compare",
+    "train.metric": "it is the tuned metric; set tune.metric instead",
+    "train.select_protocol": "it decides the validation protocol of the tuned metric",
+}
+
+_METRIC_NAMES = ("hr", "recall", "ndcg", "mrr")
+
+
+class TuneConfig(_Section):
+    """The ``[tune]`` table of ``polyrec tune``: a budget, a validation metric and a space."""
+
+    trials: int | None = Field(20, ge=1, description="number of trials (the study's total)")
+    minutes: float | None = Field(
+        None, gt=0, description="time budget of one invocation (stops after the running trial)"
+    )
+    metric: str | None = Field(
+        None,
+        description="validation metric to maximise (name@k; default train.metric), under "
+        "train.select_protocol; the test split is never used for selection",
+    )
+    seed: int | None = Field(None, description="TPE sampler seed (default: the run's seed)")
+    space: dict[str, SpaceParam] = Field(
+        default_factory=dict, description="config key -> its range or choices"
+    )
+
+    @field_validator("metric")
+    @classmethod
+    def _validation_metric(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        text = v.strip()
+        split, dot, rest = text.partition(".")
+        if dot:
+            if split.lower() == "test":
+                raise ValueError(
+                    f"{v!r} names the test split: tuning selects on the validation split only "
+                    "(the best trial's test metrics are reported once, after selection); write "
+                    f"{rest!r}"
+                )
+            if split.lower() not in ("valid", "validation"):
+                raise ValueError(f"{v!r} is not a validation metric (write name@k, e.g. ndcg@10)")
+            text = rest
+        name, _, k = text.partition("@")
+        if name not in _METRIC_NAMES or not k.isdigit() or int(k) < 1:
+            raise ValueError(
+                f"{v!r} is not a validation metric: write name@k with name in "
+                f"{', '.join(_METRIC_NAMES)} (e.g. ndcg@10)"
+            )
+        return f"{name}@{int(k)}"
+
+    @model_validator(mode="after")
+    def _budget(self) -> TuneConfig:
+        if self.trials is None and self.minutes is None:
+            raise ValueError("give a budget: trials and/or minutes")
+        return self
+
+
+def check_space(tune: TuneConfig, cfg: RunConfig) -> dict[str, SpaceParam]:
+    """The search space with every key resolved (``lr`` → ``train.lr``), checked against the
+    run config: each key is a real config key that a trial may vary, and each bound or choice
+    is a valid value of it. Raises ConfigError naming the key."""
+    if not tune.space:
+        raise ConfigError(
+            "tune.space is empty: give at least one key to search, e.g. "
+            '"train.lr" = { low = 1e-4, high = 1e-2, log = true }'
+        )
+    model_fields = set(type(cfg.params).model_fields)
+    out: dict[str, SpaceParam] = {}
+    for raw, param in tune.space.items():
+        try:
+            key = resolve_key(raw, model_fields)
+        except ConfigError as e:
+            raise ConfigError(f"tune.space: {e}") from None
+        section, _, field = key.partition(".")
+        why = _FIXED_KEYS.get(key) or _FIXED_KEYS.get(section)
+        if why:
+            raise ConfigError(f"tune.space key {raw!r} cannot be tuned: {why}")
+        if section in SECTIONS:
+            cls: type[BaseModel] = SECTIONS[section]
+            current = getattr(cfg, section)
+        elif section == "params":
+            cls, current = type(cfg.params), cfg.params
+        else:
+            cls, current = RunConfig, None
+        if "." in field or field not in cls.model_fields or current is None:
+            known = sorted(
+                [f"train.{k}" for k in TrainConfig.model_fields if f"train.{k}" not in _FIXED_KEYS]
+                + [f"params.{k}" for k in model_fields]
+            )
+            raise ConfigError(
+                f"tune.space key {raw!r} is not a config key of model {cfg.model!r}; "
+                f"known keys: {', '.join(known)}"
+            )
+        if key in out:
+            raise ConfigError(f"tune.space names {key!r} twice")
+        base = current.model_dump()
+        for value in param.values():
+            try:
+                cls.model_validate({**base, field: value})
+            except ValidationError as e:
+                first = e.errors()[0]
+                raise ConfigError(
+                    f"tune.space key {raw!r}: value {value!r} is not valid for {key} "
+                    f"({first['msg']})"
+                ) from None
+        out[key] = param
+    return out
+
+
 SECTIONS: dict[str, type[BaseModel]] = {
     "data": DataConfig,
     "train": TrainConfig,
@@ -215,6 +381,8 @@ def _format_validation(err: ValidationError, prefix: str = "") -> str:
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
+    elif first["type"] == "value_error":
+        msg = msg.removeprefix("Value error, ")
     extra = f" ({len(err.errors()) - 1} more problems)" if len(err.errors()) > 1 else ""
     return f"config key {key!r}: {msg}{extra}"
 
@@ -270,8 +438,46 @@ def load_config(
     with ``__`` for the dot: ``data__path``); they apply after the file, before the overrides.
     The model's own parameters are validated here too, so a wrong key fails before training.
     Settings a kind of model needs (``Model.run_defaults``, e.g. the ComiRec protocol for the
-    sequential models) fill the keys that none of the three sources set.
+    sequential models) fill the keys that none of the three sources set. A ``[tune]`` table is
+    left out (see :func:`load_tune_config`).
     """
+    return _load(path, overrides, fixed)[0]
+
+
+def load_tune_config(
+    path: str | os.PathLike[str] | None = None,
+    overrides: list[str] | None = None,
+    **fixed: Any,
+) -> tuple[RunConfig, TuneConfig]:
+    """The run config and its ``[tune]`` table (``tune.*`` overrides apply to it), checked: a
+    budget, a validation metric and a search space of real, tunable config keys.
+
+    ``train.metric`` of the returned config is ``tune.metric`` (when given), so every trial
+    selects its best epoch on the metric the study maximises.
+    """
+    cfg, raw = _load(path, overrides, fixed)
+    if raw is None:
+        raise ConfigError(
+            "the config has no [tune] table: give tune.trials (or tune.minutes) and a "
+            "[tune.space] table of keys to search"
+        )
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config key 'tune' must be a table, got {type(raw).__name__}")
+    try:
+        tune = TuneConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_format_validation(e, "tune.")) from None
+    if tune.metric is None:
+        tune.metric = cfg.train.metric
+    else:
+        cfg.train.metric = tune.metric
+    tune.space = check_space(tune, cfg)
+    return cfg, tune
+
+
+def _load(
+    path: str | os.PathLike[str] | None, overrides: list[str] | None, fixed: dict[str, Any]
+) -> tuple[RunConfig, Any]:
     tree: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
@@ -302,6 +508,7 @@ def load_config(
     for key, value in getattr(model_cls, "run_defaults", {}).items():
         if not _has(tree, key):
             _set(tree, key, value)
+    tune = tree.pop("tune", None)
     raw_params = tree.pop("params", {})
     if not isinstance(raw_params, dict):
         raise ConfigError(f"config key 'params' must be a table, got {type(raw_params).__name__}")
@@ -321,7 +528,7 @@ def load_config(
 
         lazy = sorted(n for n, c in REGISTRY.items() if c.supports_lazy_adam)
         check_lazy_adam(model_cls.name, model_cls.supports_lazy_adam, cfg.train.weight_decay, lazy)
-    return cfg
+    return cfg, tune
 
 
 def _model_class(name: str) -> Any:
@@ -345,7 +552,7 @@ def to_toml(cfg: RunConfig) -> str:
         if isinstance(v, dict):
             tables.append((k, v))
         else:
-            lines.append(f"{k} = {_toml_value(v)}")
+            lines.append(f"{k} = {toml_value(v)}")
     for name, table in tables:
         lines.append("")
         lines.append(f"[{name}]")
@@ -353,11 +560,11 @@ def to_toml(cfg: RunConfig) -> str:
             if v is None:
                 lines.append(f"# {k} = (unset)")
             else:
-                lines.append(f"{k} = {_toml_value(v)}")
+                lines.append(f"{k} = {toml_value(v)}")
     return "\n".join(lines) + "\n"
 
 
-def _toml_value(v: Any) -> str:
+def toml_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, int | float):
@@ -365,11 +572,9 @@ def _toml_value(v: Any) -> str:
     if isinstance(v, str):
         return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(v, list | tuple):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
     if isinstance(v, dict):
         return (
-            "{ "
-            + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items() if x is not None)
-            + " }"
+            "{ " + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items() if x is not None) + " }"
         )
     raise TypeError(f"cannot write {type(v).__name__} to TOML")

@@ -370,12 +370,15 @@ def _tensorboard(run_dir: Path) -> Any:
     return SummaryWriter(str(run_dir / "tb"))
 
 
-def final_metrics(prepared: Prepared, reporter: Reporter | None = None) -> dict[str, Any]:
-    """Validation and test metrics of the current (best) weights under every configured protocol."""
+def final_metrics(
+    prepared: Prepared, reporter: Reporter | None = None, parts: tuple[str, ...] = ("valid", "test")
+) -> dict[str, Any]:
+    """Validation and test metrics of the current (best) weights under every configured protocol
+    (``parts``: the splits to evaluate)."""
     cfg = prepared.cfg
     reporter = reporter or Reporter()
     out: dict[str, Any] = {}
-    for part in ("valid", "test"):
+    for part in parts:
         out[part] = evaluate(
             prepared.model,
             prepared.split,
@@ -415,18 +418,21 @@ def train_run(
     *,
     resume: bool = False,
     reporter: Reporter | None = None,
+    test: bool = True,
 ) -> dict[str, Any]:
     """Train (or resume) a run in ``run_dir`` and write its metrics; returns metrics.json's dict.
 
+    ``test=False`` leaves the test split alone (``"test": null`` in metrics.json): a trial of
+    ``polyrec tune`` is judged on validation only, and the chosen one is tested after selection.
     Under torchrun every process calls this; rank 0 writes the run directory and evaluates, and
     every process returns rank 0's result.
     """
     with distributed.process_group(run_device(cfg)):
-        return _train_run(cfg, run_dir, resume=resume, reporter=reporter)
+        return _train_run(cfg, run_dir, resume=resume, reporter=reporter, test=test)
 
 
 def _train_run(
-    cfg: RunConfig, run_dir: Path, *, resume: bool, reporter: Reporter | None
+    cfg: RunConfig, run_dir: Path, *, resume: bool, reporter: Reporter | None, test: bool = True
 ) -> dict[str, Any]:
     reporter = (reporter if distributed.is_main() else None) or Reporter()
     prepared = prepare(cfg, run_dir, reuse_split=resume)
@@ -443,17 +449,20 @@ def _train_run(
     trainer = Trainer(prepared, run_dir, reporter)
     state = trainer.fit(resume=resume)
     return distributed.run_on_main(
-        functools.partial(_finish_run, prepared, trainer, state, reporter)
+        functools.partial(_finish_run, prepared, trainer, state, reporter, test)
     )
 
 
 def _finish_run(
-    prepared: Prepared, trainer: Trainer, state: dict[str, Any], reporter: Reporter
+    prepared: Prepared, trainer: Trainer, state: dict[str, Any], reporter: Reporter, test: bool
 ) -> dict[str, Any]:
     """Final validation and test metrics of the best weights; writes metrics.json (rank 0)."""
     cfg, run_dir = prepared.cfg, trainer.run_dir
-    reporter.message("evaluating the best weights on validation and test")
-    metrics = final_metrics(prepared, reporter)
+    parts = ("valid", "test") if test else ("valid",)
+    reporter.message(
+        "evaluating the best weights on validation" + (" and test" if test else " (no test)")
+    )
+    metrics = final_metrics(prepared, reporter, parts)
     result = {
         "model": cfg.model,
         "dataset": prepared.log.name,
@@ -470,7 +479,7 @@ def _finish_run(
         "train_seconds": state["train_seconds"],
         "history": state["history"],
         "valid": metrics["valid"],
-        "test": metrics["test"],
+        "test": metrics.get("test"),
     }
     atomic_write_text(run_dir / "metrics.json", json.dumps(result, indent=2))
     atomic_write_text(run_dir / "run.json", json.dumps(_run_meta(cfg, prepared, "done"), indent=2))
