@@ -316,6 +316,21 @@ def emit(
     return 1 if res.get("failures") else 0
 
 
+# the strong baselines every multi-behavior table carries (issue 22); the strongest of them is
+# picked on validation, never on test
+STRONG_BASELINES = (
+    "pop", "pop-all", "history", "itemknn", "ease", "mf", "mf-all", "lightgcn", "lightgcn-all",
+)  # fmt: skip
+
+
+def strongest(
+    valid: dict[str, float | None], baselines: tuple[str, ...] = STRONG_BASELINES
+) -> str | None:
+    """The baseline with the best validation value among ``valid`` (model → value), or None."""
+    scored = {m: v for m, v in valid.items() if m in baselines and v is not None}
+    return max(scored, key=lambda m: scored[m]) if scored else None
+
+
 def gain(a: float | None, b: float | None) -> str:
     """Relative gain of ``a`` over ``b`` as ``+x.y %`` (``—`` when either is missing)."""
     if a is None or b is None or b == 0:
