@@ -7,26 +7,10 @@ import pickle
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from typer.testing import CliRunner
 
-from polyrec.cli import app
+from cli_helpers import assert_user_error, run
 
-runner = CliRunner()
 FAST = ["train.batch_size=256", "eval.ks=[10]", "data.n_negatives=20", "params.dim=16"]
-
-
-def run(*args: str):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def assert_user_error(result, *fragments: str) -> None:
-    out = result.output
-    assert result.exit_code == 2, out
-    assert "Traceback" not in out
-    assert out.strip().startswith("error:"), out
-    assert len(out.strip().splitlines()) <= 2, out  # one message (soft-wrapped at most once)
-    for f in fragments:
-        assert f in out, (f, out)
 
 
 @pytest.fixture()

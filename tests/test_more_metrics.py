@@ -20,23 +20,11 @@ from polyrec.eval.protocols import popularity
 from polyrec.eval.ranking import ItemCounts
 from polyrec.training.trainer import parse_metric
 from test_evaluator import KS, fixed, tiny  # noqa: F401  (tiny is a fixture)
+from test_metrics import HITS, NPOS, F, T
 from test_retrieval import Fixed, hand_split
 
-T, F = True, False
-# the hit matrix of tests/test_metrics.py:
-# row 0: positives at positions 1 and 3 of the top 5, 3 positives in all
-# row 1: nothing in the top 5, 1 positive
-# row 2: the single positive at position 0
-# row 3: all 5 positions relevant, 10 positives in all
-HITS = torch.tensor(
-    [
-        [F, T, F, T, F],
-        [F, F, F, F, F],
-        [T, F, F, F, F],
-        [T, T, T, T, T],
-    ]
-)
-NPOS = torch.tensor([3, 1, 1, 10])
+# the hit matrix of tests/test_metrics.py (rows: positives at 1 and 3 of 3; none of 1; at 0
+# of 1; all 5 of 10)
 
 
 def approx(values: torch.Tensor, expected: list[float]) -> None:

@@ -10,31 +10,14 @@ import pytest
 
 pytest.importorskip("optuna")
 
-from typer.testing import CliRunner
 
-from polyrec.cli import app
-
-runner = CliRunner()
+from cli_helpers import assert_user_error, run
 
 SPACE = """
 "train.lr" = { low = 1e-3, high = 1e-1, log = true }
 "params.dim" = { choices = [8, 16] }
 "params.reg" = { low = 1e-6, high = 1e-2, log = true }
 """
-
-
-def run(*args: object):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def assert_user_error(result, *fragments: str) -> None:
-    out = result.output
-    assert result.exit_code == 2, out
-    assert "Traceback" not in out
-    assert out.strip().startswith("error:"), out
-    assert len(out.strip().splitlines()) <= 3, out  # one message (soft-wrapped)
-    for f in fragments:
-        assert f in " ".join(out.split()), (f, out)
 
 
 def write_config(
@@ -98,7 +81,7 @@ def test_tune_end_to_end(dataset_dir, tmp_path):
     r = run("export", best_dir, "--out", tmp_path / "export", "--json")
     assert r.exit_code == 0, r.output
     # a second study may not overwrite this folder
-    assert_user_error(run("tune", "-c", cfg, "--out", out), "not empty", "--resume")
+    assert_user_error3(run("tune", "-c", cfg, "--out", out), "not empty", "--resume")
 
 
 def test_tune_python_api_int_space(dataset_dir, tmp_path):
@@ -125,7 +108,7 @@ def test_tune_python_api_int_space(dataset_dir, tmp_path):
 def test_test_metric_refused(dataset_dir, tmp_path, metric):
     cfg = write_config(tmp_path, dataset_dir, f"trials = 2\nmetric = {metric}")
     r = run("tune", "-c", cfg, "--out", tmp_path / "t")
-    assert_user_error(r, "tune.metric")
+    assert_user_error3(r, "tune.metric")
     if "test" in metric:
         assert "validation split only" in " ".join(r.output.split())
     assert not (tmp_path / "t").exists()
@@ -152,24 +135,24 @@ def test_test_metric_refused(dataset_dir, tmp_path, metric):
 )
 def test_bad_space_refused(dataset_dir, tmp_path, space, fragment):
     cfg = write_config(tmp_path, dataset_dir, space=space)
-    assert_user_error(run("tune", "-c", cfg, "--out", tmp_path / "t"), fragment)
+    assert_user_error3(run("tune", "-c", cfg, "--out", tmp_path / "t"), fragment)
     assert not (tmp_path / "t").exists()
 
 
 def test_bad_input_refused(dataset_dir, tmp_path):
-    assert_user_error(run("tune", "--out", tmp_path / "t"), "needs a config file")
-    assert_user_error(run("tune", "-c", tmp_path / "nope.toml"), "does not exist")
+    assert_user_error3(run("tune", "--out", tmp_path / "t"), "needs a config file")
+    assert_user_error3(run("tune", "-c", tmp_path / "nope.toml"), "does not exist")
     cfg = tmp_path / "plain.toml"
     cfg.write_text('model = "mf"\n')
-    assert_user_error(run("tune", "-c", cfg), "no [tune] table")
+    assert_user_error3(run("tune", "-c", cfg), "no [tune] table")
     cfg = write_config(tmp_path, dataset_dir, "trials = 0")
-    assert_user_error(run("tune", "-c", cfg), "tune.trials")
+    assert_user_error3(run("tune", "-c", cfg), "tune.trials")
     cfg = write_config(tmp_path, dataset_dir, "trials = 2\nbudget = 3")
-    assert_user_error(run("tune", "-c", cfg), "tune.budget", "unknown key")
+    assert_user_error3(run("tune", "-c", cfg), "tune.budget", "unknown key")
     cfg = write_config(tmp_path, dataset_dir)
-    assert_user_error(run("tune", "-c", cfg, "--trials", "0"), "--trials")
-    assert_user_error(run("tune", "-c", cfg, "--out", tmp_path / "no" / "t"), "does not exist")
-    assert_user_error(run("tune", "--resume", tmp_path), "not a polyrec tune folder")
+    assert_user_error3(run("tune", "-c", cfg, "--trials", "0"), "--trials")
+    assert_user_error3(run("tune", "-c", cfg, "--out", tmp_path / "no" / "t"), "does not exist")
+    assert_user_error3(run("tune", "--resume", tmp_path), "not a polyrec tune folder")
     # polyrec train reads the same file and ignores its [tune] table
     r = run("train", "-c", cfg, "--out", tmp_path / "run", "--quiet", "train.epochs=1")
     assert r.exit_code == 0, r.output
@@ -179,7 +162,7 @@ def test_missing_optuna_names_the_extra(dataset_dir, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna raises ImportError
     cfg = write_config(tmp_path, dataset_dir)
     r = run("tune", "-c", cfg, "--out", tmp_path / "t")
-    assert_user_error(r, 'pip install "polyrec[tune]"')
+    assert_user_error3(r, 'pip install "polyrec[tune]"')
     assert not (tmp_path / "t").exists()
 
 
@@ -218,7 +201,7 @@ def test_resume_runs_only_missing_trials(dataset_dir, tmp_path):
     r = run("tune", "--resume", out, "--quiet")
     assert r.exit_code == 0, r.output
     assert json.loads((out / "tune.json").read_text())["n_trials"] == 4
-    assert_user_error(run("tune", "--resume", out, "--model", "mf"), "give no other options")
+    assert_user_error3(run("tune", "--resume", out, "--model", "mf"), "give no other options")
 
 
 def test_readme_tune_example_is_valid(tmp_path):
@@ -267,3 +250,7 @@ def test_ctrl_c_then_resume_retries_the_trial(dataset_dir, tmp_path, monkeypatch
     result = polyrec.tune(resume=out)  # the third counted trial
     assert [t["state"] for t in result["trials"]][3:] == ["complete"]
     assert result["n_complete"] == 3
+
+
+def assert_user_error3(result, *fragments: str) -> None:
+    assert_user_error(result, *fragments, max_lines=3)

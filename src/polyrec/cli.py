@@ -45,7 +45,37 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-class RichReporter(Reporter):
+def _progress() -> Progress:
+    """The progress display of long work (epochs, batches, trials): bars that vanish when done."""
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=console,
+        transient=True,
+    )
+
+
+class _ConsoleProgress:
+    """What the rich reporters share: a progress display (quiet: none) and dim messages."""
+
+    quiet: bool
+    progress: Progress | None
+
+    def message(self, text: str) -> None:
+        if not self.quiet:
+            console.print(f"[dim]{text}[/dim]")
+
+    def stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+class RichReporter(_ConsoleProgress, Reporter):
     """Progress bars on epochs and batches; one log line per epoch."""
 
     def __init__(self, quiet: bool = False) -> None:
@@ -58,16 +88,7 @@ class RichReporter(Reporter):
     def start(self, total_epochs: int, first_epoch: int) -> None:
         if self.quiet:
             return
-        self.progress = Progress(
-            SpinnerColumn(),
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.fields[info]}"),
-            console=console,
-            transient=True,
-        )
+        self.progress = _progress()
         self.progress.start()
         self.epoch_task = self.progress.add_task(
             "epochs", total=total_epochs, completed=first_epoch - 1, info=""
@@ -99,15 +120,6 @@ class RichReporter(Reporter):
             )
             line += f"  valid {parts}"
         console.print(line, highlight=False)
-
-    def message(self, text: str) -> None:
-        if not self.quiet:
-            console.print(f"[dim]{text}[/dim]")
-
-    def stop(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-            self.progress = None
 
 
 def _cut_key(cut: str) -> int:
@@ -259,7 +271,7 @@ class _TrialEpochs(Reporter):
             self.owner.progress.update(self.owner.epoch_task, completed=epoch, info=info)
 
 
-class RichTuneReporter(TuneReporter):
+class RichTuneReporter(_ConsoleProgress, TuneReporter):
     """A bar over trials (with the best value so far), one over the running trial's epochs, and
     one line per finished trial."""
 
@@ -276,16 +288,7 @@ class RichTuneReporter(TuneReporter):
             return
         budget = [f"{total} trials" if total else "", f"{minutes:g} min" if minutes else ""]
         console.print(f"tuning: budget {' / '.join(b for b in budget if b)}", highlight=False)
-        self.progress = Progress(
-            SpinnerColumn(),
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.fields[info]}"),
-            console=console,
-            transient=True,
-        )
+        self.progress = _progress()
         self.progress.start()
         self.trial_task = self.progress.add_task("trials", total=total, completed=done, info="")
         self.epoch_task = self.progress.add_task("epochs", total=None, info="")
@@ -305,15 +308,6 @@ class RichTuneReporter(TuneReporter):
             f"{_params_text(record['params'])}",
             highlight=False,
         )
-
-    def message(self, text: str) -> None:
-        if not self.quiet:
-            console.print(f"[dim]{text}[/dim]")
-
-    def stop(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-            self.progress = None
 
 
 def _fmt_param(v: Any) -> str:
