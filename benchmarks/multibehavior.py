@@ -92,6 +92,15 @@ def ensure_dataset(name: str, shared: Path, root: Path) -> str:
     return str(out)
 
 
+def other_seeds(spec: str, dataset: str) -> int:
+    """``--other-seeds``: a count for every other dataset, or ``tmall=3,ijcai=1`` per dataset
+    (a dataset not named gets 1)."""
+    if "=" not in spec:
+        return int(spec)
+    counts = dict(part.split("=", 1) for part in spec.split(",") if part)
+    return int(counts.get(dataset, 1))
+
+
 def seeds_from(n: int) -> list[int]:
     return [2024 + i for i in range(n)]
 
@@ -273,7 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--other-models", default="cml", help="models run on tmall/ijcai")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument(
-        "--other-seeds", type=int, default=None, help="seeds on tmall/ijcai (default --seeds)"
+        "--other-seeds",
+        default=None,
+        help="seeds on tmall/ijcai (default --seeds): a count, or per dataset 'tmall=3,ijcai=1'",
     )
     ap.add_argument(
         "--other-select",
@@ -321,7 +332,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             ms = [m for m in args.other_models.split(",") if m]
             sels = selects if args.other_select is None else [args.other_select]
-            sds = seeds if args.other_seeds is None else seeds_from(args.other_seeds)
+            sds = (
+                seeds if args.other_seeds is None else seeds_from(other_seeds(args.other_seeds, d))
+            )
         specs += [spec_for(d, m, seed, sel, data, args) for sel in sels for seed in sds for m in ms]
     t0 = time.perf_counter()
     runs, failures = _bench.run_specs(specs, __file__, args, _bench.keep_dir(args), "multibehavior")
