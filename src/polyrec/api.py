@@ -47,6 +47,31 @@ def default_run_dir(cfg: RunConfig) -> Path:
     return path
 
 
+def _fixed(model: str | None, data: PathLike | None, protocol: str | None) -> dict[str, Any]:
+    """The config values given by dedicated options (model, data folder, protocol)."""
+    return {
+        "model": model,
+        "data__path": None if data is None else str(data),
+        "data__protocol": protocol,
+    }
+
+
+def _fresh_dir(out: PathLike | None, default: Path, what: str) -> Path:
+    """``out`` (or ``default``, whose parent — ``runs/`` — is ours to create: a fresh checkout
+    has none; an ``--out`` whose folder is missing stays a user error), which must be empty."""
+    if out is None:
+        path = default
+        path.parent.mkdir(parents=True, exist_ok=True)
+    else:
+        path = Path(out)
+    _check_out_parent(path, what)
+    if path.exists() and any(path.iterdir()):
+        raise DataError(
+            f"{what} {str(path)!r} is not empty; choose another --out or continue it with --resume"
+        )
+    return path
+
+
 def train(
     model: str | None = None,
     data: PathLike | None = None,
@@ -71,26 +96,8 @@ def train(
         if model or data or protocol or config or overrides:
             raise DataError("--resume continues a run with its saved config; give no other options")
         return train_run(cfg, run_dir, resume=True, reporter=reporter)
-    cfg = load_config(
-        config,
-        list(overrides),
-        model=model,
-        data__path=None if data is None else str(data),
-        data__protocol=protocol,
-    )
-    if out is None:
-        run_dir = default_run_dir(cfg)
-        # the default runs/ folder is ours: a fresh checkout has none, so make it (an --out
-        # whose folder is missing stays a user error)
-        run_dir.parent.mkdir(parents=True, exist_ok=True)
-    else:
-        run_dir = Path(out)
-    _check_out_parent(run_dir, "run directory")
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise DataError(
-            f"run directory {str(run_dir)!r} is not empty; choose another --out or continue it with "
-            "--resume"
-        )
+    cfg = load_config(config, list(overrides), **_fixed(model, data, protocol))
+    run_dir = _fresh_dir(out, default_run_dir(cfg), "run directory")
     result = train_run(cfg, run_dir, reporter=reporter)
     result["run_dir"] = str(run_dir)
     return result
@@ -137,25 +144,9 @@ def tune(
                 "polyrec tune needs a config file (--config) with a [tune] table and a "
                 "[tune.space] of keys to search"
             )
-        cfg, settings = load_tune_config(
-            config,
-            list(overrides),
-            model=model,
-            data__path=None if data is None else str(data),
-            data__protocol=protocol,
-        )
-        if out is None:
-            run_dir = default_run_dir(cfg)
-            tune_dir = run_dir.with_name(f"tune-{run_dir.name}")
-            tune_dir.parent.mkdir(parents=True, exist_ok=True)
-        else:
-            tune_dir = Path(out)
-        _check_out_parent(tune_dir, "tune directory")
-        if tune_dir.exists() and any(tune_dir.iterdir()):
-            raise DataError(
-                f"tune directory {str(tune_dir)!r} is not empty; choose another --out or continue "
-                "it with --resume"
-            )
+        cfg, settings = load_tune_config(config, list(overrides), **_fixed(model, data, protocol))
+        run_dir = default_run_dir(cfg)
+        tune_dir = _fresh_dir(out, run_dir.with_name(f"tune-{run_dir.name}"), "tune directory")
     if budget:
         from pydantic import ValidationError
 

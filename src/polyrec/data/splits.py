@@ -68,6 +68,7 @@ class Split:
     dropped_users: int = 0  # users with no target interaction (not evaluated)
     # rows of the full log that form ``train`` (saved instead of the rows themselves)
     train_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    _aux_overlap: dict[str, float | None] | None = field(default=None, repr=False)
 
     @property
     def label(self) -> str:
@@ -82,7 +83,10 @@ class Split:
         cart of the same item stays in training, which a model (or the user's history) can use;
         under ``hide="all"`` (the HKUDS/CML test sets) it is 0 by construction. None for a
         protocol whose held-out users are not in training (user split) or an empty part.
+        Computed once (every evaluation's result header describes the split).
         """
+        if self._aux_overlap is not None:
+            return dict(self._aux_overlap)
         train = self.train
         aux = train.behavior != train.target_code
         keys = pair_keys(train.user[aux], train.item[aux], train.n_items)
@@ -93,7 +97,8 @@ class Split:
                 continue
             q = h.user.astype(np.int64) * train.n_items + h.item.astype(np.int64)
             out[part] = float(np.isin(q, keys).mean())
-        return out
+        self._aux_overlap = out
+        return dict(out)
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -192,6 +192,19 @@ def csr_tensor(crow: Tensor, col: Tensor, val: Tensor, size: tuple[int, int]) ->
         return torch.sparse_csr_tensor(crow, col, val, size=size, check_invariants=False)
 
 
+def csr_rows(crow: Tensor, col: Tensor, val: Tensor, rows: Tensor, n_cols: int) -> Tensor:
+    """Rows ``rows`` (repeats allowed) of the CSR matrix ``(crow, col, val)`` as a sparse CSR
+    tensor ``[len(rows), n_cols]``, gathered vectorised (torch has no ``index_select`` for CSR)."""
+    rows = rows.to(crow.device, torch.int64)
+    starts = crow[rows]
+    lengths = crow[rows + 1] - starts
+    out_crow = torch.zeros(len(rows) + 1, dtype=torch.int64, device=starts.device)
+    torch.cumsum(lengths, 0, out=out_crow[1:])
+    row_start = torch.repeat_interleave(starts - out_crow[:-1], lengths)
+    pos = row_start + torch.arange(int(out_crow[-1]), device=starts.device)
+    return csr_tensor(out_crow, col[pos], val[pos], (len(rows), n_cols))
+
+
 class ClosedForm:
     """Mixin of the closed-form scorers (Pop, History, EASE, ItemKNN): fitted in ``build``,
     nothing to train — empty epochs, and a loss that is an error."""
@@ -273,11 +286,4 @@ class MatrixScorer(ClosedForm, Scorer):
     def user_rows(self, users: Tensor) -> Tensor:
         """The rows ``X[users]`` as a sparse CSR tensor ``[len(users), columns]`` (a user may
         repeat; a user with no interaction gives an empty row)."""
-        users = users.to(self.x_crow.device, torch.int64)
-        starts = self.x_crow[users]
-        lengths = self.x_crow[users + 1] - starts
-        crow = torch.zeros(len(users) + 1, dtype=torch.int64, device=starts.device)
-        torch.cumsum(lengths, 0, out=crow[1:])
-        row_start = torch.repeat_interleave(starts - crow[:-1], lengths)
-        pos = row_start + torch.arange(int(crow[-1]), device=starts.device)
-        return csr_tensor(crow, self.x_col[pos], self.x_val[pos], (len(users), self.x_cols))
+        return csr_rows(self.x_crow, self.x_col, self.x_val, users, self.x_cols)

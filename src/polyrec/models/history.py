@@ -16,6 +16,7 @@ from polyrec.models._common import (
     Behaviors,
     ClosedForm,
     check_behaviors,
+    csr_rows,
     deepcopy_sharing_sparse,
     train_behavior,
 )
@@ -130,7 +131,10 @@ class History(
         """``[len(users), n_items]`` (a fresh tensor): the users' history rows × conversion plus
         the popularity fallback; finite for every user index below ``n_users``."""
         users = users.to(self.conversion.device)
-        h = _dense_rows(self.history, users, self.n_items)
+        hist = self.history
+        h = csr_rows(
+            hist.crow_indices(), hist.col_indices(), hist.values(), users, self.n_items
+        ).to_dense()
         eps = self.config.popularity_weight
         own = h * self.conversion + eps * self.popularity
         other = eps * (self.popularity - 1.0)
@@ -173,23 +177,6 @@ def _conversion(data: TrainData, schema: DataSchema, config: HistoryConfig) -> n
     denom = users + alpha
     rate = np.divide(buyers + alpha * prior, denom, out=np.zeros_like(denom), where=denom > 0)
     return rate
-
-
-def _dense_rows(mat: Tensor, rows: Tensor, n_cols: int) -> Tensor:
-    """Rows ``rows`` of the sparse CSR ``mat`` as a dense ``[len(rows), n_cols]`` tensor
-    (vectorised gather; torch has no ``index_select`` for CSR)."""
-    crow, col, val = mat.crow_indices(), mat.col_indices(), mat.values()
-    out = torch.zeros(len(rows), n_cols, dtype=val.dtype, device=val.device)
-    start, end = crow[rows], crow[rows + 1]
-    count = end - start
-    total = int(count.sum())
-    if total == 0:
-        return out
-    which = torch.repeat_interleave(torch.arange(len(rows), device=val.device), count)
-    first = torch.cumsum(count, 0) - count  # where each row's entries begin in the output run
-    at = torch.arange(total, device=val.device) - first[which] + start[which]
-    out[which, col[at]] = val[at]
-    return out
 
 
 __all__ = ["History", "HistoryConfig"]
