@@ -480,8 +480,14 @@ def run_jobs(
         spec = {**spec, "threads": threads, "out": str((keep or work) / f"{name}.json")}
         spec.setdefault("run_dir", str(work / name))
         if (resume or report_only) and Path(spec["out"]).exists():
-            print(f"[{tag}] {name}: reusing {spec['out']}", flush=True)
-            return {**spec, **json.loads(Path(spec["out"]).read_text())}
+            kept = json.loads(Path(spec["out"]).read_text())
+            # a kept run made with other settings is stale: run it again (report-only: missing)
+            if kept.get("overrides", spec.get("overrides")) == spec.get("overrides"):
+                print(f"[{tag}] {name}: reusing {spec['out']}", flush=True)
+                return {**spec, **kept}
+            if report_only:
+                return f"{name}: kept run has other settings than asked (--report-only)"
+            print(f"[{tag}] {name}: settings changed since the kept run; running again", flush=True)
         if report_only:
             return f"{name}: not run yet (--report-only)"
         spec_path = work / f"{name}.spec.json"
@@ -491,6 +497,9 @@ def run_jobs(
         if rc != 0 or not Path(spec["out"]).exists():
             return f"{name} failed (exit {rc}):\n{tail(work / f'{name}.log')}"
         out = json.loads(Path(spec["out"]).read_text())
+        if "overrides" in spec:  # kept with the run, so that --resume can tell stale runs
+            out["overrides"] = spec["overrides"]
+            Path(spec["out"]).write_text(json.dumps(out))
         return {**spec, **out, "wall_seconds": wall, "contention": cont}
 
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import _bench
+import tune_baselines
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -133,6 +134,7 @@ def spec_for(
             f"train.patience={args.patience}",
             f"train.min_epochs={args.min_epochs}",
             *VARIANTS.get(m, (m, []))[1],
+            *tune_baselines.overrides(d, m),  # the values tuned on validation, if any
         ],
         "eval_reps": args.eval_reps,
         "eval_protocols": ["sampled"],

@@ -197,22 +197,28 @@ def test_evaluator_passes_retrieval_options() -> None:
 
 
 def test_scorer_refuses_retrieval_protocol() -> None:
+    # MF scores known users only (no history scoring): retrieval is refused
     from polyrec.errors import ConfigError
-    from polyrec.models.pop import Pop
+    from polyrec.models.mf import MF
 
     split = hand_split()
-    pop = Pop(Pop.Config()).setup(TrainData(split.train))
+    mf = MF(MF.Config()).setup(TrainData(split.train))
     with pytest.raises(ConfigError, match="retrieval"):
-        evaluate(pop, split, "valid", protocols=("retrieval",), ks=(2,))
+        evaluate(mf, split, "valid", protocols=("retrieval",), ks=(2,))
+    with pytest.raises(ConfigError, match="retrieval"):
+        evaluate_retrieval(mf, split, "valid", ks=(2,))  # type: ignore[arg-type]
 
 
 def test_run_config_retrieval_options() -> None:
     from polyrec.config import load_config
 
-    cfg = load_config(overrides=["eval.ndcg=both", "train.select_protocol=retrieval"])
+    cfg = load_config(
+        overrides=["eval.ndcg=both", "train.select_protocol=retrieval", "eval.max_len=20"]
+    )
     assert cfg.eval.retrieval_options() == {
         "ndcg": "both",
         "exclude_history": False,
         "search": "auto",
+        "max_len": 20,
     }
     assert cfg.train.select_protocol == "retrieval"

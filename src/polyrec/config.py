@@ -163,10 +163,21 @@ class EvalConfig(_Section):
         "auto",
         description="retrieval search: exact torch, faiss IndexFlatIP, or faiss if installed",
     )
+    max_len: int | None = Field(
+        None,
+        ge=1,
+        description="retrieval: the latest history items given to the model (default: the "
+        "model's params.max_len, else 50)",
+    )
 
     def retrieval_options(self) -> dict[str, Any]:
         """Keyword arguments of :func:`polyrec.eval.retrieval.evaluate_retrieval`."""
-        return {"ndcg": self.ndcg, "exclude_history": self.exclude_history, "search": self.search}
+        return {
+            "ndcg": self.ndcg,
+            "exclude_history": self.exclude_history,
+            "search": self.search,
+            "max_len": self.max_len,
+        }
 
 
 class RunConfig(_Section):

@@ -29,7 +29,7 @@ from polyrec.eval.protocols import (
 )
 from polyrec.eval.ranking import Progress
 from polyrec.eval.retrieval import Retrieval, retrieval_options
-from polyrec.models.base import InterestModel, Model
+from polyrec.models.base import HistoryScoring, InterestModel, Model
 
 #: what :func:`evaluate` asks a Scorer for by default
 PROTOCOLS: tuple[str, ...] = ("full", "sampled")
@@ -108,6 +108,18 @@ def evaluate(
         protocol = Retrieval(ks=ks, batch_size=batch_size, metrics=extra, **options)
         aliases = [p for p in protos if p == "full"]  # the trainer selects on "full" by default
         return protocol.evaluate(model, split, part, progress=progress, also_as=aliases)
+    if "retrieval" in protos and isinstance(model, HistoryScoring):
+        options = retrieval_options(retrieval or {})
+        protocol = Retrieval(ks=ks, batch_size=batch_size, metrics=extra, **options)
+        result = protocol.evaluate(model, split, part, progress=progress)
+        others = [p for p in protos if p != "retrieval"]
+        if others:  # the scorer protocols on the same users' training rows
+            rest = evaluate(model, split, part, protocols=others, ks=ks, mask=mask,
+                            batch_size=batch_size, progress=progress, metrics=metrics)  # fmt: skip
+            for key in ("metrics", "n_evaluated"):
+                result[key] = {**rest.get(key, {}), **result[key]}
+            result["notes"] = [*result.get("notes", []), *rest.get("notes", [])]
+        return result
     if "retrieval" in protos:
         raise ConfigError(
             f"protocol 'retrieval' is for multi-interest/sequential models; "

@@ -63,7 +63,7 @@ from polyrec.eval.ranking import (
     scoring_mode,
     user_batches,
 )
-from polyrec.models.base import InterestModel, Model
+from polyrec.models.base import HistoryScoring, InterestModel, Model
 
 NdcgMode = Literal["standard", "comirec", "both"]
 Search = Literal["auto", "torch", "faiss"]
@@ -268,10 +268,11 @@ class Retrieval(EvalProtocol):
         in ``also_as`` (for callers that asked for another protocol name; a note says so and the
         result's ``retrieval`` description lists them as ``aliases``)."""
         part = check_part(part)
-        if not isinstance(model, InterestModel):
+        if not isinstance(model, InterestModel | HistoryScoring):
             raise ConfigError(
-                f"protocol 'retrieval' is for multi-interest/sequential models; "
-                f"{type(model).__name__} is a scorer: use 'full' or 'sampled'"
+                f"protocol 'retrieval' is for multi-interest/sequential models and the "
+                f"baselines that score a history; {type(model).__name__} is a scorer of known "
+                "users: use 'full' or 'sampled'"
             )
         train = split.train
         n_users, n_items = train.n_users, train.n_items
@@ -322,6 +323,17 @@ class Retrieval(EvalProtocol):
         counts = ItemCounts(ks, n_items, device) if lists else None
         cos_sum: Tensor | None = None
         with scoring_mode(model):
+            if not isinstance(model, InterestModel):
+                for ub, ub_t in user_batches(users, self.batch_size, device, progress):
+                    hist, lengths = seqs.padded(ub, max_len)
+                    scores = model.history_scores(hist.to(device), lengths.to(device))
+                    exclude = None if hist_index is None else hist_index.flat_index(ub_t)
+                    top = history_topk(scores, max_k, exclude, positives.flat_index(ub_t))
+                    hits = hit_matrix(top, ub_t, positives, max_k)
+                    sums.add(M.from_hits(hits, positives.counts(ub_t), ks, names))
+                    if counts is not None:
+                        counts.add(top)
+                return self._finish(result, split, sums, counts, lists, users, aliases, notes)
             item_emb = model.item_embeddings()
             for ub, ub_t in user_batches(users, self.batch_size, device, progress):
                 hist, lengths = seqs.padded(ub, max_len)
@@ -335,12 +347,27 @@ class Retrieval(EvalProtocol):
                 sums.add(M.from_hits(hits, positives.counts(ub_t), ks, names))
                 if counts is not None:
                     counts.add(top)  # -1 pads a list with fewer distinct items: not counted
+        if cos_sum is not None and not bool(torch.isnan(cos_sum)):
+            result["retrieval"]["interest_cosine"] = float(cos_sum) / len(users)
+        return self._finish(result, split, sums, counts, lists, users, aliases, notes)
+
+    def _finish(
+        self,
+        result: dict[str, Any],
+        split: Split,
+        sums: MetricSums,
+        counts: ItemCounts | None,
+        lists: list[str],
+        users: np.ndarray,
+        aliases: list[str],
+        notes: list[str],
+    ) -> dict[str, Any]:
+        """The per-user means (and list-level metrics) into ``result``."""
+        ks = self.ks
         per = sums.means(len(users))
         if counts is not None:
             pop = popularity(split) if "avgpop" in lists else np.zeros(0, np.int64)
             per = by_cutoff(per, M.from_counts(counts.counts, pop, lists), ks)
-        if cos_sum is not None and not bool(torch.isnan(cos_sum)):
-            result["retrieval"]["interest_cosine"] = float(cos_sum) / len(users)
         for key in (self.label, *aliases):
             result["metrics"][key] = per
             result["n_evaluated"][key] = len(users)
@@ -364,6 +391,25 @@ def retrieval_options(options: Mapping[str, Any]) -> dict[str, Any]:
             f"unknown retrieval option(s) {unknown}; choose from {', '.join(RETRIEVAL_OPTIONS)}"
         )
     return dict(options)
+
+
+def history_topk(
+    scores: Tensor,
+    n: int,
+    exclude: tuple[Tensor, Tensor] | None,
+    positives: tuple[Tensor, Tensor],
+) -> Tensor:
+    """Top-``n`` item ids ``[B, n]`` of a history scorer's ``scores [B, n_items]`` (modified in
+    place): ``exclude`` pairs out, the held-out ``positives`` lowered to the next float below
+    (pessimistic ties: closed-form scores tie often, e.g. items without any history weight).
+    ``-1`` pads rows with fewer than ``n`` rankable items."""
+    if bool(torch.isnan(scores).any()):
+        raise FloatingPointError("the model's history scores contain NaN")
+    top_s, top_i = block_topk(scores, n, exclude=exclude, demote=positives)
+    top_i = top_i.masked_fill(torch.isinf(top_s) & (top_s < 0), -1)
+    if top_i.shape[1] < n:
+        top_i = torch.cat([top_i, top_i.new_full((len(top_i), n - top_i.shape[1]), -1)], 1)
+    return top_i
 
 
 def check_interests(vecs: Tensor, rows: int, name: str) -> None:
@@ -411,6 +457,7 @@ __all__ = [
     "eval_histories",
     "evaluate_retrieval",
     "faiss_topk",
+    "history_topk",
     "interest_cosine",
     "interest_topk",
     "merge_topk",

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from polyrec.data.views import BPRBatch, DataSchema, TrainData, bpr_batches, weighted_matrix
 from polyrec.errors import ConfigError
-from polyrec.models.base import ModelConfig, Scorer
+from polyrec.models.base import HistoryScoring, ModelConfig, Scorer
 
 Behaviors = Literal["target", "all"]
 Init = Literal["normal", "xavier"]
@@ -232,7 +232,25 @@ def check_behaviors(key: str, names: Iterable[str], schema: DataSchema) -> None:
         )
 
 
-class MatrixScorer(ClosedForm, Scorer):
+def history_weights(
+    histories: Tensor, n_items: int, half_life: float | None = None, binary: bool = False
+) -> Tensor:
+    """Dense ``[B, n_items]`` weight of each row's history items (left-padded, +1-shifted ids,
+    0 = padding, the latest item last): per occurrence 1, or ``0.5^(k / half_life)`` for the
+    occurrence ``k`` positions before the latest item; summed over an item's occurrences
+    (``binary``: 1 for every history item)."""
+    mask = histories > 0
+    w = mask.float()
+    if half_life is not None:
+        t = histories.shape[1]
+        age = torch.arange(t - 1, -1, -1, device=histories.device, dtype=torch.float32)
+        w = w * torch.exp2(-age / half_life)
+    out = torch.zeros(histories.shape[0], n_items, device=histories.device)
+    out.scatter_add_(1, (histories - 1).clamp(min=0), w)
+    return (out > 0).float() if binary else out
+
+
+class MatrixScorer(ClosedForm, HistoryScoring, Scorer):
     """A closed-form, non-trainable scorer whose scores are ``X[users] @ W`` for the
     behavior-weighted training matrix ``X`` (:func:`weighted_matrix`) and an item × item ``W``.
 
@@ -287,3 +305,22 @@ class MatrixScorer(ClosedForm, Scorer):
         """The rows ``X[users]`` as a sparse CSR tensor ``[len(users), columns]`` (a user may
         repeat; a user with no interaction gives an empty row)."""
         return csr_rows(self.x_crow, self.x_col, self.x_val, users, self.x_cols)
+
+    def score_rows(self, rows: Tensor) -> Tensor:
+        """Scores ``[B, n_items]`` (a fresh tensor) of the rows ``rows`` of X (sparse CSR
+        ``[B, columns]``): the item × item side applied to them."""
+        raise NotImplementedError
+
+    def x_columns(self, x: Tensor) -> Tensor:
+        """The columns of X in the dense users × items ``x`` (default: every item)."""
+        return x
+
+    def scores(self, users: Tensor) -> Tensor:
+        """``X[users] @ W`` ``[len(users), n_items]`` (float32, a fresh tensor)."""
+        return self.score_rows(self.user_rows(users))
+
+    def history_scores(self, histories: Tensor, lengths: Tensor) -> Tensor:
+        """The scores of a user whose row of X is the history: each history item once, with
+        the target behavior's weight 1 (a sequence log has the target behavior only)."""
+        x = history_weights(histories.to(self.x_val.device), self.n_items, binary=True)
+        return self.score_rows(self.x_columns(x).to_sparse_csr())

@@ -108,6 +108,7 @@ _NEEDS_SETUP = (
     "train_step",
     "make_optimisers",
     "scores",
+    "history_scores",
     "user_item_embeddings",
     "interests",
     "item_embeddings",
@@ -350,6 +351,18 @@ class Scorer(Model):
     def user_item_embeddings(self) -> tuple[Tensor, Tensor] | None:
         """Final user and item embeddings when ``scores`` is their inner product (for export)."""
         return None
+
+
+class HistoryScoring(ABC):
+    """Mixin of the scorers that can also score a user from a history alone (the ComiRec
+    retrieval protocol's held-out users have no training row): the closed-form baselines
+    (POP, own history, ItemKNN, EASE) in the sequential tables."""
+
+    @abstractmethod
+    def history_scores(self, histories: Tensor, lengths: Tensor) -> Tensor:
+        """Scores ``[B, n_items]`` (a fresh tensor, higher is better) of users given only their
+        histories: left-padded, +1-shifted item ids ``[B, T]`` (0 = padding, the latest item
+        last) and their lengths ``[B]``, as :meth:`InterestModel.interests` gets them."""
 
 
 class InterestModel(Model):

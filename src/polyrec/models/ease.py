@@ -95,14 +95,16 @@ class EASE(
         self.register_buffer("active", torch.from_numpy(active.astype(np.int64)))
         return xa
 
-    def scores(self, users: Tensor) -> Tensor:
-        """``X[users] @ B`` ``[len(users), n_items]`` (float32, a fresh tensor; items without
-        training interactions score 0)."""
-        rows = self.user_rows(users)
+    def x_columns(self, x: Tensor) -> Tensor:
+        return x[:, self.active]
+
+    def score_rows(self, rows: Tensor) -> Tensor:
+        """``rows @ B`` ``[B, n_items]`` (float32, a fresh tensor; items without training
+        interactions score 0)."""
         active_scores = torch.sparse.mm(rows, self.weight)
         if len(self.active) == self.n_items:  # every item active: B's columns are the items
             return active_scores
-        out = torch.zeros(len(users), self.n_items, device=self.weight.device)
+        out = torch.zeros(rows.shape[0], self.n_items, device=self.weight.device)
         out[:, self.active] = active_scores
         return out
 

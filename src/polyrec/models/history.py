@@ -18,9 +18,10 @@ from polyrec.models._common import (
     check_behaviors,
     csr_rows,
     deepcopy_sharing_sparse,
+    history_weights,
     train_behavior,
 )
-from polyrec.models.base import ModelConfig, Scorer
+from polyrec.models.base import HistoryScoring, ModelConfig, Scorer
 
 # the smallest positive float32 a history weight keeps (a long decay must not make it 0)
 _TINY = float(np.finfo(np.float32).tiny)
@@ -39,6 +40,10 @@ class HistoryConfig(ModelConfig):
     is a week): an interaction Δ = t_max_u − t before the user's latest training interaction
     counts 0.5^(Δ / half_life). None (default: timestamp units differ between datasets) or a log
     without timestamps: plain counts."""
+    position_half_life: float | None = Field(None, gt=0.0)
+    """Recency half-life in positions, for a user given as a sequence (the retrieval protocol's
+    held-out users, :meth:`History.history_scores`): an occurrence k items before the latest
+    counts 0.5^(k / position_half_life). None (default): plain counts."""
     conversion: bool = True
     """Multiply the user's history weight by the item's smoothed conversion rate (the share of
     the item's users who did the target behavior). False: history weight alone."""
@@ -63,6 +68,7 @@ class HistoryConfig(ModelConfig):
 
 class History(
     ClosedForm,
+    HistoryScoring,
     Scorer,
     name="history",
     paper="Own-history baseline (repeat consumption; no paper: see the class doc)",
@@ -135,6 +141,20 @@ class History(
         h = csr_rows(
             hist.crow_indices(), hist.col_indices(), hist.values(), users, self.n_items
         ).to_dense()
+        return self._combine(h)
+
+    def history_scores(self, histories: Tensor, lengths: Tensor) -> Tensor:
+        """Repeat consumption on a sequence: ``h_ui`` is the user's count of item i in the
+        history, each occurrence weighted 0.5^(k / position_half_life) when it lies k positions
+        before the latest item; then the same conversion and popularity terms as
+        :meth:`scores`."""
+        h = history_weights(
+            histories.to(self.conversion.device), self.n_items, self.config.position_half_life
+        )
+        return self._combine(h)
+
+    def _combine(self, h: Tensor) -> Tensor:
+        """``h · c + ε p̃`` on the own-history items (``h > 0``), ``ε (p̃ − 1)`` elsewhere."""
         eps = self.config.popularity_weight
         own = h * self.conversion + eps * self.popularity
         other = eps * (self.popularity - 1.0)

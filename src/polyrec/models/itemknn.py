@@ -119,9 +119,9 @@ class ItemKNN(
         """S as a sparse CSR tensor ``[n_items, n_items]`` (rows: neighbours, columns: targets)."""
         return csr_tensor(self.s_crow, self.s_col, self.s_val, (self.n_items, self.n_items))
 
-    def scores(self, users: Tensor) -> Tensor:
-        """``X[users] @ S`` ``[len(users), n_items]`` (float32, a fresh tensor)."""
-        return (self.user_rows(users) @ self.similarity()).to_dense()
+    def score_rows(self, rows: Tensor) -> Tensor:
+        """``rows @ S`` ``[B, n_items]`` (float32, a fresh tensor)."""
+        return (rows @ self.similarity()).to_dense()
 
 
 __all__ = ["ItemKNN", "ItemKNNConfig", "knn_similarity"]

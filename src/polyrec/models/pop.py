@@ -10,7 +10,7 @@ from torch import Tensor
 
 from polyrec.data.views import DataSchema, TrainData
 from polyrec.models._common import Behaviors, ClosedForm, train_behavior
-from polyrec.models.base import ModelConfig, Scorer
+from polyrec.models.base import HistoryScoring, ModelConfig, Scorer
 
 
 class PopConfig(ModelConfig):
@@ -24,6 +24,7 @@ class PopConfig(ModelConfig):
 
 class Pop(
     ClosedForm,
+    HistoryScoring,
     Scorer,
     name="pop",
     paper="Most-popular baseline (as in Re4, WWW 2022, §4.1 Baselines)",
@@ -54,6 +55,10 @@ class Pop(
     def scores(self, users: Tensor) -> Tensor:
         """``[len(users), n_items]``: every row is the popularity vector (a fresh tensor)."""
         return self.popularity.unsqueeze(0).repeat(len(users), 1)
+
+    def history_scores(self, histories: Tensor, lengths: Tensor) -> Tensor:
+        """The popularity vector for every history (the history is not read)."""
+        return self.popularity.unsqueeze(0).repeat(len(histories), 1)
 
 
 __all__ = ["Pop", "PopConfig"]
