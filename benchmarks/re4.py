@@ -79,18 +79,27 @@ def report(res: dict[str, Any]) -> _bench.Doc:
         "rows are the sequential benchmark's runs (same settings and seeds). Re4: K = 4 (the "
         "backbone's), lr 1e-3, τ 0.02, d_b 32, γ_c = 1/N_x, λ_CL 0.01, λ_Att 0.01, λ_CT 0.1."
     )
+    doc.text(
+        "Baseline rows (`pop`, `history`, `itemknn`, `ease`, `sasrec`) are the sequential "
+        "benchmark's runs too (closed-form ones at their defaults, see `sequential.md`); each "
+        "table names the strongest of them on validation Recall@50 and gives every model's test "
+        "Recall@50 against it."
+    )
     keys = ["recall@20", "recall@50", "ndcg@50", "ndcg_comirec@50", "hr@50"]
     for d, rows in res["results"].items():
         doc.section(d)
+        strong = sequential.vs_baseline(doc, rows)
+        sb = rows[strong]["test"]["recall@50"]["mean"] if strong else None
         doc.table(["model", *(sequential.LABELS[k] for k in keys),
-                   "gain Recall@50 vs backbone", "seeds"])  # fmt: skip
+                   "gain Recall@50 vs backbone", "vs strongest baseline", "seeds"])  # fmt: skip
         for name, a in rows.items():
             t = a["test"]
             base = PAIRS.get(name.split(" ")[0])
             g = "—"
             if base and base in rows and name in PAIRS:
                 g = _bench.gain(t["recall@50"]["mean"], rows[base]["test"]["recall@50"]["mean"])
-            doc.row(name, *sequential.metric_cells(t, keys), g, len(a["seeds"]))
+            gs = _bench.gain(t["recall@50"]["mean"], sb) if name != strong else ""
+            doc.row(name, *sequential.metric_cells(t, keys), g, gs, len(a["seeds"]))
         doc.table(["model", "iterations / s (in the runs)", "best check", "interest cosine (test)"])
         cos_rows = res.get("cosine", {}).get(d, {})
         for name, a in rows.items():
@@ -98,7 +107,10 @@ def report(res: dict[str, Any]) -> _bench.Doc:
             cs = _bench.fmt_mean_sd_from(c["mean"], c["sd"], 3) if c and c["n"] else "—"
             ips = a["iterations_per_second"]
             best = ", ".join(map(str, a["best_epoch"]))
-            doc.row(name, f"{ips:.1f}", best, cs) if ips else doc.row(name, "—", "—", cs)
+            if name in sequential.CLOSED_FORM:
+                doc.row(name, "closed form", "—", "—")
+            else:
+                doc.row(name, f"{ips:.1f}", best, cs) if ips else doc.row(name, "—", "—", cs)
     doc.text(
         "Interest cosine: mean pairwise cosine similarity between a test user's K interest "
         "vectors (lower = more distinct interests; Re4 §4.4 claims Re4's are more distinct). "
@@ -175,6 +187,10 @@ def main(argv: list[str] | None = None) -> int:
                 cosine.setdefault(d, {})[PAIRS[m]] = sequential.interest_cell(fresh)[
                     "interest_cosine"
                 ]
+        for b in sequential.SEQ_BASELINES:  # the table's strong baselines, as run there
+            base = backbone_runs(Path(args.backbone_runs), d, b, seeds)
+            if base:
+                rows[b] = sequential.interest_cell(base)
         if rows:
             results[d] = rows
     res = {
