@@ -223,6 +223,7 @@ def result_row(
     seeds: int,
     test: dict[str, Any],
     ndcg: str = "standard",
+    strongest: str | None = None,
 ) -> dict[str, Any]:
     """One ``results`` row of the document: test ``{metric: [mean, sd]}`` (from ``{"mean",
     "sd"}`` cells, ``[mean, sd]`` pairs or numbers; entries without an ``@`` are left out)."""
@@ -239,6 +240,7 @@ def result_row(
         "dataset": dataset, "model": model, "protocol": protocol, "selection": selection,
         "split": split, "seeds": seeds, "ndcg": ndcg,
         "test": {k: v for k, v in metrics.items() if v is not None and v[0] is not None},
+        **({"strongest": strongest} if strongest else {}),
     }  # fmt: skip
 
 

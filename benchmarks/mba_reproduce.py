@@ -683,12 +683,16 @@ def side_by_side_section(doc: _bench.Doc, sb: dict[str, Any]) -> None:
 
 def results_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
     """The document's ``results``: one row per dataset and model (a failed model: no metrics)."""
-    return [
-        _bench.result_row(ds, label, "full", SELECTION, SPLIT, len(row.get("seeds") or [0]),
-                          row.get("test", {}))
-        for ds, s in summary.items()
-        for label, row in s["rows"].items()
-    ]  # fmt: skip
+    out = []
+    for ds, s in summary.items():
+        ok = {k: r for k, r in s["rows"].items() if "error" not in r}
+        best = _bench.strongest({k: r["valid"]["recall@20"][0] for k, r in ok.items()}, STRONG)
+        out += [
+            _bench.result_row(ds, label, "full", SELECTION, SPLIT, len(row.get("seeds") or [0]),
+                              row.get("test", {}), strongest=best)
+            for label, row in s["rows"].items()
+        ]  # fmt: skip
+    return out
 
 
 def flat_runs(results: dict[str, dict[str, list[dict[str, Any]]]]) -> list[dict[str, Any]]:

@@ -264,14 +264,20 @@ def report(res: dict[str, Any]) -> _bench.Doc:
 
 
 def results_rows(res: dict[str, Any], split: str) -> list[dict[str, Any]]:
-    """The HTML report's rows: results[dataset][selection][model] (also EGCM's layout)."""
-    return [
-        _bench.result_row(ds, model, sel, f"validation {sel} ndcg@10", split,
-                          len(e.get("seeds") or [1]), e["test"][sel])
-        for ds, per_sel in res["results"].items()
-        for sel, per_model in per_sel.items()
-        for model, e in per_model.items()
-    ]  # fmt: skip
+    """The HTML report's rows: results[dataset][selection][model] (also EGCM's layout), each
+    naming its table's strongest baseline (on that table's validation NDCG@10)."""
+    rows = []
+    for ds, per_sel in res["results"].items():
+        for sel, per_model in per_sel.items():
+            best = _bench.strongest(
+                {m: a["valid"][sel]["ndcg@10"]["mean"] for m, a in per_model.items()}
+            )
+            rows += [
+                _bench.result_row(ds, model, sel, f"validation {sel} ndcg@10", split,
+                                  len(e.get("seeds") or [1]), e["test"][sel], strongest=best)
+                for model, e in per_model.items()
+            ]  # fmt: skip
+    return rows
 
 
 SPLIT = "leave-one-out on buy (published test purchase)"

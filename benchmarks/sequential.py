@@ -234,12 +234,16 @@ SPLIT = "users 8:1:1, first 80 % of held-out users as history"
 def results_rows(res: dict[str, Any], per_dataset: dict[str, Any]) -> list[dict[str, Any]]:
     """The HTML report's rows: per_dataset[dataset][model] with ``seeds`` and ``test``."""
     sel = str(res["settings"].get("selection", "validation"))
-    return [
-        _bench.result_row(ds, model, "retrieval", sel, SPLIT, len(a["seeds"]), a["test"])
-        for ds, per_model in per_dataset.items()
-        for model, a in per_model.items()
-        if isinstance(a, dict) and "test" in a
-    ]
+    rows = []
+    for ds, per_model in per_dataset.items():
+        cells = {m: a for m, a in per_model.items() if isinstance(a, dict) and "test" in a}
+        best = strongest_baseline(cells)
+        rows += [
+            _bench.result_row(ds, model, "retrieval", sel, SPLIT, len(a["seeds"]), a["test"],
+                              strongest=best)
+            for model, a in cells.items()
+        ]  # fmt: skip
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -212,3 +212,24 @@ def test_hide_target_results_are_flagged() -> None:
     assert any("hide = target" in f for f in paper.flags(row))
     row.hide = "all"
     assert not any("hide = target" in f for f in paper.flags(row))
+
+
+def test_gains_against_the_strongest_baseline(tmp_path: Path) -> None:
+    # the table names pop-all as its strongest baseline (the benchmark chose it on validation):
+    # the report shows CML's gain against it beside the paper's comparison, negative here
+    root = tmp_path / "res"
+    root.mkdir()
+    rows = [
+        {**_row("retailrocket", m, "sampled", **{"ndcg@10": v}), "strongest": "pop-all"}
+        for m, v in (("cml", 0.18), ("mbgcn", 0.15), ("pop-all", 0.20))
+    ]
+    (root / "multibehavior.json").write_text(json.dumps(_doc("multibehavior", results=rows)))
+    col = collect(root)
+    assert {r.strongest for r in col.results} == {"pop-all"}
+    out = tmp_path / "report"
+    build_report(root, out)
+    page = (out / "index.html").read_text()
+    assert "strongest baseline: pop-all" in page
+    assert "-10.0 %" in page  # CML 0.18 against pop-all 0.20
+    assert "+20.0 %" in page  # and the paper's comparison, CML vs MBGCN, is still there
+    assert "★ strongest baseline" in page

@@ -133,12 +133,21 @@ def _results_table(paper: Paper | None, rows: list[Result]) -> str:
     head = ["model", *(_label(c) for c in cols), *(f"paper {_label(c)}" for c in pub_cols), "seeds"]
     body = []
     for r in rows:
-        cells = [html.escape(r.model)] + [_fmt(r.test.get(c), r.seeds) for c in cols]
+        name = html.escape(r.model)
+        if r.strongest == r.model:
+            name += ' <span class="flag">★ strongest baseline</span>'
+        cells = [name] + [_fmt(r.test.get(c), r.seeds) for c in cols]
         for c in pub_cols:
             v = pub[1].get(r.model, {}).get(c) if pub else None
             cells.append(f'<span class="paper">{v:.4f}</span>' if v is not None else "–")
         body.append([*cells, str(r.seeds)])
     caption = f'<p class="note">Paper columns: {html.escape(pub[0])}.</p>' if pub else ""
+    strong = next((r.strongest for r in rows if r.strongest), None)
+    if strong:
+        caption += (
+            f'<p class="note">Strongest baseline of this table (chosen on validation by the '
+            f"benchmark): {html.escape(strong)}.</p>"
+        )
     return _table(head, body) + caption
 
 
@@ -156,17 +165,28 @@ def _gains_section(paper: Paper, rows: list[Result], figs: _Figures) -> str:
                                  _label(metric), f"{100 * vals:+.1f} %"])  # fmt: skip
                 bars.append((f"paper {p['dataset']}: {model}", vals))
         by_key: dict[tuple[str, str, str], dict[str, dict[str, float]]] = defaultdict(dict)
+        strongest: dict[tuple[str, str, str], str] = {}
         for r in rows:
-            by_key[(r.benchmark, r.dataset, r.protocol)][r.model] = {
-                k: v[0] for k, v in r.test.items()
-            }
-        for (bench, ds, proto), table in sorted(by_key.items()):
+            key = (r.benchmark, r.dataset, r.protocol)
+            by_key[key][r.model] = {k: v[0] for k, v in r.test.items()}
+            if r.strongest:
+                strongest[key] = r.strongest
+        for key, table in sorted(by_key.items()):
+            bench, ds, proto = key
+            where = f"ours, {ds} ({PROTOCOL_LABEL.get(proto, proto)}; {bench})"
             vals = relative_gain(table, model, ref, metric)
             if vals is not None:
                 ref_name = ref if ref != "best" else "best other model"
-                out_rows.append([f"ours, {ds} ({PROTOCOL_LABEL.get(proto, proto)}; {bench})",
-                                 model, ref_name, _label(metric), f"{100 * vals:+.1f} %"])  # fmt: skip
+                out_rows.append([where, model, ref_name, _label(metric), f"{100 * vals:+.1f} %"])
                 bars.append((f"ours {ds} {proto}: {model}", vals))
+            # beside the paper's comparison: the same model against the table's strongest
+            # baseline (negative when the model loses to it)
+            sb = strongest.get(key)
+            vs = relative_gain(table, model, sb, metric) if sb and sb != model else None
+            if sb and vs is not None:
+                out_rows.append([where, model, f"strongest baseline: {sb}", _label(metric),
+                                 f"{100 * vs:+.1f} %"])  # fmt: skip
+                bars.append((f"ours {ds} {proto}: {model} vs {sb}", vs))
     if not out_rows:
         return ""
     fig = figs.gains(_slug(paper.key, "gains"), f"{paper.key}: relative gains", bars)

@@ -40,6 +40,8 @@ class Result:
     test: dict[str, tuple[float, float]]  # metric → (mean, sd)
     ndcg: str = "standard"  # "standard" or "comirec" (IDCG over the recalled positives)
     hide: str | None = None  # "all" | "target" (auxiliary rows of held-out pairs kept) | None
+    # the strongest baseline of this row's table (chosen on validation by the benchmark), if named
+    strongest: str | None = None
 
 
 def split_hide(row: dict[str, Any]) -> str | None:
@@ -96,7 +98,7 @@ def _read(col: Collected, doc: dict[str, Any]) -> None:
                 bench, str(r["dataset"]), str(r["model"]), str(r["protocol"]),
                 str(r.get("selection", "")), str(r.get("split", "")), int(r.get("seeds", 1)),
                 {k: _ms(v) for k, v in r["test"].items()}, str(r.get("ndcg", "standard")),
-                split_hide(r),
+                split_hide(r), str(r["strongest"]) if r.get("strongest") else None,
             )
         )  # fmt: skip
     seen: set[tuple[str, str, str]] = set()
