@@ -533,6 +533,36 @@ def test_lightgcn_folder(tmp_path: Path) -> None:
     assert read_lightgcn_txt(plain).behaviors == ("interaction",)
 
 
+def test_crgcn_mule_folder(tmp_path: Path) -> None:
+    # CRGCN / MuLe layout: buy.txt trains, valid.txt lists training pairs, one pair per line
+    d = tmp_path / "jdata"
+    d.mkdir()
+    (d / "buy.txt").write_text("0 1\n1 2\n0 2\n")
+    (d / "cart.txt").write_text("0 3\n1 2\n")
+    (d / "collect.txt").write_text("1 3\n")
+    (d / "valid.txt").write_text("0 2\n")  # inside buy.txt: not a held-out fold
+    (d / "test.txt").write_text("0 3\n")
+    (d / "SOURCE.txt").write_text("JData as MuLe publishes it\n")  # notes, not a behavior
+    assert detect_format(d) == "lightgcn-txt"
+    log = read_lightgcn_txt(d)
+    assert log.behaviors == ("collect", "cart", "buy") and log.target == "buy"
+    rows = external_rows(log)
+    # a user's pairs are numbered in file order; the test pair continues after them
+    assert (0, 1, "buy", 0.0, FOLD_TRAIN) in rows
+    assert (0, 2, "buy", 1.0, FOLD_TRAIN) in rows
+    assert (0, 3, "buy", 2.0, FOLD_TEST) in rows
+    assert (0, 3, "cart", 0.0, FOLD_TRAIN) in rows  # the test pair's cart row stays (hide=target)
+    assert log.fold is not None and not (log.fold == FOLD_VALID).any()
+    assert "valid.txt skipped" in log.source
+    # a validation file with pairs outside training is a real fold
+    (d / "valid.txt").write_text("1 3\n")
+    log = read_lightgcn_txt(d)
+    assert (1, 3, "buy", 1.0, FOLD_VALID) in external_rows(log)
+    (d / "buy.txt").unlink()
+    with pytest.raises(DataError, match=r"no train\.txt and no buy\.txt"):
+        read_lightgcn_txt(d)
+
+
 def test_lightgcn_errors(tmp_path: Path) -> None:
     f = tmp_path / "bad.txt"
     f.write_text("0 1 2\n\n1 2 x\n")

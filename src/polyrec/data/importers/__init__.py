@@ -47,6 +47,10 @@ FORMATS: dict[str, Callable[..., InteractionLog]] = {
 _HKUDS = re.compile(r"^(?:train_mat_[A-Za-z]\w*\.pkl|trn_[A-Za-z]\w*)$")
 _MBA = re.compile(r"^.+_[A-Za-z][A-Za-z0-9]*_(?:train|test)\.(?:csv|tsv)$")
 _SIMREC = re.compile(r"^.+_(?:train|valid|test|all)\.txt$")
+# the CRGCN / MuLe layout: one "user item" file per behavior beside test.txt
+_CASCADE = {
+    f"{b}.txt" for b in ("buy", "purchase", "cart", "view", "pv", "click", "collect", "fav")
+}
 
 
 def import_path(path: PathLike, fmt: str | None = None, **options: Any) -> InteractionLog:
@@ -54,7 +58,8 @@ def import_path(path: PathLike, fmt: str | None = None, **options: Any) -> Inter
 
     Detection: a folder with ``train_mat_<b>.pkl``/``trn_<b>`` files is ``hkuds``, with
     ``<name>_<behavior>_train.csv`` files ``mba``, with ``<Name>_train.txt``/``_all.txt``
-    ``simrec``, with ``train.txt`` ``lightgcn-txt``; a file ``.parquet``/``.pq`` is
+    ``simrec``, with ``train.txt`` (or ``test.txt`` beside ``buy.txt``/``cart.txt``/...)
+    ``lightgcn-txt``; a file ``.parquet``/``.pq`` is
     ``parquet``, ``.tsv``/``.tab`` ``tsv``, an MBA-named ``.csv`` ``mba``, another ``.csv``
     ``csv``; a text file whose lines all hold two integers is ``sasrec-txt``, one whose lines hold
     integers ``lightgcn-txt``. ``options`` go to the reader (see its docstring).
@@ -102,7 +107,7 @@ def detect_format(path: PathLike) -> str:
             return "mba"
         if any(_SIMREC.match(n) for n in names):
             return "simrec"
-        if "train.txt" in names:
+        if "train.txt" in names or ("test.txt" in names and _CASCADE & set(names)):
             return "lightgcn-txt"
         if any(n.endswith(".inter") for n in names):
             return "recbole"

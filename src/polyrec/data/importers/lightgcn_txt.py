@@ -36,6 +36,9 @@ _SPLIT_FILES = {
 }
 _IGNORED = {
     "readme.txt",
+    "source.txt",
+    "license.txt",
+    "notice.txt",
     "user_list.txt",
     "item_list.txt",
     "entity_list.txt",
@@ -69,7 +72,17 @@ def read_lightgcn_txt(
       optional ``valid.txt``/``val.txt`` and ``test.txt`` (target pairs with ``FOLD_VALID`` /
       ``FOLD_TEST``; their positions continue after the user's ``train.txt`` items), and every
       other ``<name>.txt`` as an auxiliary behavior ``<name>`` with ``FOLD_TRAIN`` (a file named
-      like the target behavior duplicates ``train.txt`` and is skipped).
+      like the target behavior duplicates ``train.txt`` and is skipped);
+    * a folder in the CRGCN / MuLe / CascadingRank layout (``buy.txt``, ``cart.txt``,
+      ``view.txt``, ``collect.txt``, ``valid.txt``, ``test.txt``, one ``user item`` pair per
+      line): without ``train.txt`` the target behavior's own file (``buy.txt``) is the training
+      file. Their ``valid.txt`` lists training pairs (MuLe selects its epoch on them): a
+      validation file whose every pair is also a training pair is not a held-out fold and is
+      skipped (recorded in the log's ``source``); polyrec's protocols carve their own
+      validation from the training pairs.
+
+    Time: a user's items are numbered in file order (over all of the user's lines of a file:
+    0, 1, ...), the only order these files give.
 
     ``target`` is an alias of ``behavior``. External ids are the file's integers; dense codes
     follow their sorted order.
@@ -100,21 +113,33 @@ def read_lightgcn_txt(
 def _read_folder(
     d: Path, behavior: str | None, behavior_order: Sequence[str] | None, name: str | None
 ) -> InteractionLog:
-    if not (d / "train.txt").is_file():
-        raise DataError(f"{d}: no train.txt; expected the LightGCN layout train.txt [+ test.txt]")
     aux = {
         f.stem: f
         for f in sorted(d.glob("*.txt"))
         if f.name not in _SPLIT_FILES and f.name.lower() not in _IGNORED
     }
     target = behavior or ("buy" if aux else DEFAULT_BEHAVIOR)
+    files = {n: d / n for n in _SPLIT_FILES if (d / n).is_file()}
+    if "train.txt" not in files:
+        if target not in aux:
+            raise DataError(
+                f"{d}: no train.txt and no {target}.txt; expected the LightGCN layout train.txt "
+                "[+ test.txt] or the CRGCN/MuLe layout <behavior>.txt + test.txt"
+            )
+        files["train.txt"] = aux[target]  # CRGCN / MuLe: the target's own file trains
     aux.pop(target, None)
     behaviors, target = order_behaviors([*aux, target], target, behavior_order, where=str(d))
     parts: list[tuple[Sequences, int, int]] = []  # (sequences, behavior code, fold)
+    notes = []
+    train_seq = read_sequences(files["train.txt"])
     for fname, fold in sorted(_SPLIT_FILES.items(), key=lambda kv: kv[1]):
-        if (d / fname).is_file():
-            seq = read_sequences(d / fname)
-            parts.append((seq, behaviors.index(target), fold))
+        if fname not in files:
+            continue
+        seq = train_seq if fold == FOLD_TRAIN else read_sequences(files[fname])
+        if fold == FOLD_VALID and _inside(seq, train_seq):
+            notes.append(f"{fname} skipped: every pair is a training pair")
+            continue
+        parts.append((seq, behaviors.index(target), fold))
     for beh, f in aux.items():
         parts.append((read_sequences(f), behaviors.index(beh), FOLD_TRAIN))
 
@@ -128,7 +153,7 @@ def _read_folder(
     offset = np.zeros(len(user_map), dtype=np.int64)
     for seq, code, fold in parts:
         u = np.searchsorted(user_map.ids, seq.user)
-        pos = seq.position
+        pos = _user_positions(u)
         if code == behaviors.index(target):
             pos = pos + offset[u]
             np.add.at(offset, u, 1)
@@ -148,5 +173,23 @@ def _read_folder(
         timestamp=np.concatenate(stamps),
         fold=fold_arr if (fold_arr != FOLD_TRAIN).any() else None,
         name=name or d.name,
-        source=f"lightgcn-txt:{d}",
+        source=f"lightgcn-txt:{d}" + "".join(f"; {n}" for n in notes),
     )
+
+
+def _inside(seq: Sequences, train: Sequences) -> bool:
+    """Whether every (user, item) pair of ``seq`` is also a pair of ``train``."""
+    base = int(max(train.item.max(initial=0), seq.item.max(initial=0))) + 1
+    have = np.unique(train.user.astype(np.int64) * base + train.item)
+    want = seq.user.astype(np.int64) * base + seq.item
+    return bool(np.isin(want, have).all())
+
+
+def _user_positions(u: np.ndarray) -> np.ndarray:
+    """0, 1, 2, ... per user, in the order of ``u`` (a file's rows, line by line)."""
+    order = np.argsort(u, kind="stable")
+    counts = np.bincount(u)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    pos = np.empty(len(u), dtype=np.int64)
+    pos[order] = np.arange(len(u)) - np.repeat(starts[counts > 0], counts[counts > 0])
+    return pos
