@@ -346,3 +346,25 @@ def test_data_config_hide_defaults_per_protocol() -> None:
     assert DataConfig(protocol="leave-one-out").split_params()["hide"] == "all"
     assert DataConfig(protocol="random-ratio").split_params()["hide"] == "target"
     assert DataConfig(protocol="random-ratio", hide="all").split_params()["hide"] == "all"
+
+
+def test_leave_one_out_valid_users_sample() -> None:
+    # 6 users buying items 0, 1, 2 in order: test = 2, validation = 1 for every user
+    n = 6
+    log = InteractionLog.from_frame(
+        {"user": np.repeat(np.arange(n), 3), "item": np.tile([0, 1, 2], n),
+         "behavior": ["buy"] * (3 * n), "t": np.tile([1, 2, 3], n)},
+        timestamp="t", target="buy",
+    )  # fmt: skip
+    full = leave_one_out(log, n_negatives=0)
+    assert len(np.unique(full.valid.users)) == n
+    part = leave_one_out(log, n_negatives=0, valid_users=2, seed=5)
+    sampled = np.unique(part.valid.users)
+    assert len(sampled) == 2 and part.params["valid_users"] == 2
+    # the unsampled users' latest remaining purchase stays in training; the test set is whole
+    assert len(part.train) == len(full.train) + (n - 2)
+    assert len(part.test.users) == n
+    again = leave_one_out(log, n_negatives=0, valid_users=2, seed=5)
+    assert np.array_equal(np.unique(again.valid.users), sampled)  # seeded
+    with pytest.raises(DataError, match="valid_users"):
+        leave_one_out(log, n_negatives=0, valid_users=0)

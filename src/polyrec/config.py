@@ -61,6 +61,12 @@ class DataConfig(_Section):
             "leave-one-out and time-slots, 'target' for random-ratio (MBA)"
         ),
     )
+    valid_users: int | None = Field(
+        None,
+        ge=1,
+        description="leave-one-out: validate on a seeded sample of at most this many users (the "
+        "others' latest pairs stay in training; default: every user)",
+    )
     ratio: float = Field(0.8, gt=0, lt=1, description="random-ratio: train share (MBA: 4:1)")
     valid_ratio: float = Field(
         0.1, ge=0, lt=1, description="random-ratio: validation slice of train"
@@ -76,6 +82,8 @@ class DataConfig(_Section):
         p: dict[str, Any] = {"n_negatives": self.n_negatives}
         if self.protocol in ("leave-one-out", "time-slots"):
             p["hide"] = self.hide or "all"
+        if self.protocol == "leave-one-out" and self.valid_users is not None:
+            p["valid_users"] = self.valid_users
         if self.protocol == "random-ratio":
             p |= {
                 "ratio": self.ratio,

@@ -280,7 +280,12 @@ def _finish(
 
 # ---------------------------------------------------------------------- protocols
 def leave_one_out(
-    log: InteractionLog, *, seed: int = 0, n_negatives: int = 99, hide: str = "all"
+    log: InteractionLog,
+    *,
+    seed: int = 0,
+    n_negatives: int = 99,
+    hide: str = "all",
+    valid_users: int | None = None,
 ) -> Split:
     """Leave-one-out on the target behavior.
 
@@ -292,7 +297,9 @@ def leave_one_out(
     pair is removed from train in **every** behavior, so validation is built like the published
     test sets of the HKUDS data (whose test items never appear in the user's training views) —
     otherwise validation rewards "recommend what the user viewed" while test does not. Without
-    timestamps, "latest" is file order.
+    timestamps, "latest" is file order. ``valid_users``: validate on at most that many users, a
+    sample drawn with ``seed`` (the others' latest pairs stay in train) — on logs with ~100k
+    users a full-ranking validation of every user each epoch costs more than the epoch.
     """
     if hide not in ("all", "target"):
         raise DataError(f"hide must be 'all' or 'target' (got {hide!r})")
@@ -331,6 +338,14 @@ def leave_one_out(
         # a published validation pair that is also a test pair would leak: drop it
         prow = prow[~PairSet(test_u, test_i, log.n_items).contains(log.user[prow], log.item[prow])]
         valid_u, valid_i = log.user[prow], log.item[prow]
+    if valid_users is not None:
+        if valid_users < 1:
+            raise DataError(f"valid_users must be at least 1 (got {valid_users})")
+        users = np.unique(valid_u)
+        if len(users) > valid_users:
+            keep = np.random.default_rng([seed, 7]).choice(users, valid_users, replace=False)
+            sel = np.isin(valid_u, keep)
+            valid_u, valid_i = valid_u[sel], valid_i[sel]
     scope = np.ones(len(log), dtype=bool) if hide == "all" else tmask
     held = _pair_rows_mask(log, scope, np.r_[valid_u, test_u], np.r_[valid_i, test_i])
     train_mask = ~held
@@ -338,6 +353,8 @@ def leave_one_out(
         train_mask &= log.fold == FOLD_TRAIN
     users_with_target = np.unique(log.user[tmask]).size
     params: dict[str, Any] = {"published_test": published, "n_negatives": n_negatives, "hide": hide}
+    if valid_users is not None:
+        params["valid_users"] = valid_users
     if user_fold:
         params["published_fold"] = "ignored: it holds out whole users (a user split)"
     return _finish(
