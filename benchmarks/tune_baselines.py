@@ -57,7 +57,7 @@ def tune_config(model: str, base: Path, trials: int) -> str:
 def study(
     dataset: str, model: str, data: str, select: str, trials: int, args: argparse.Namespace
 ) -> dict[str, Any]:
-    from multibehavior import config_for
+    from multibehavior import DATA_OVERRIDES, MODEL_DATA_OVERRIDES, config_for
 
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
@@ -69,7 +69,8 @@ def study(
     cmd += ["--resume", str(out)] if (out / "tune.json").exists() else ["--out", str(out)]
     cmd += [f"data.path={json.dumps(data)}", f'train.select_protocol="{select}"',
             'train.metric="ndcg@10"', 'train.device="cpu"', f"train.threads={args.threads}",
-            f'eval.protocols=["{select}"]']  # fmt: skip
+            f'eval.protocols=["{select}"]', *DATA_OVERRIDES.get(dataset, []),
+            *MODEL_DATA_OVERRIDES.get((model, dataset), [])]  # fmt: skip
     log = work / f"{out.name}.log"
     rc, wall, cont = _bench.run_child(cmd, _bench.child_env(args.threads), log, out.name, "tune")
     if rc != 0:
