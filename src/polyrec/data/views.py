@@ -101,6 +101,10 @@ class TrainData:
 
     log: InteractionLog
     slot: np.ndarray | None = None
+    # how the split removed its held-out pairs from this training log: "all" (from every
+    # behavior: no held-out pair has an auxiliary training row), "target" (from the target
+    # behavior only) or None (unknown / not a pair split)
+    hide: str | None = None
     _cache: dict[Hashable, Any] = field(default_factory=dict, repr=False)
 
     @property

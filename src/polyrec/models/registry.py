@@ -25,6 +25,7 @@ from polyrec.models.itemknn import ItemKNN
 from polyrec.models.lightgcn import LightGCN
 from polyrec.models.mba import MBA
 from polyrec.models.mbgcn import MBGCN
+from polyrec.models.mbhybrid import MBHybrid
 from polyrec.models.mf import MF
 from polyrec.models.mind import MIND
 from polyrec.models.pop import Pop
@@ -46,6 +47,7 @@ REGISTRY: dict[str, type[Model]] = {
     "cml": CML,
     "egcm": EGCM,
     "mba": MBA,
+    "mbhybrid": MBHybrid,
     "youtube-dnn": YouTubeDNN,
     "sasrec": SASRec,
     "comirec-sa": ComiRecSA,
@@ -73,6 +75,7 @@ ALIASES: dict[str, str] = {
     "easer": "ease",
     "item-knn": "itemknn",
     "itemcf": "itemknn",
+    "mb-hybrid": "mbhybrid",
 }
 
 

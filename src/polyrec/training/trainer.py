@@ -136,7 +136,7 @@ def prepare(cfg: RunConfig, run_dir: Path | None = None, *, reuse_split: bool = 
         split = make_split(log, cfg.data.protocol, seed=cfg.seed, **cfg.data.split_params())
     audit_split(split)
     seed_everything(cfg.seed)
-    data = TrainData(split.train, split.slot)
+    data = TrainData(split.train, split.slot, hide=split.params.get("hide"))
     model = build_model(cfg.model, cfg.params, data).to(device)
     return Prepared(cfg, log, split, data, model, device)
 

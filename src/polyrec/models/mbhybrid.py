@@ -1,0 +1,252 @@
+"""MB-Hybrid: polyrec's multi-behavior model — the user's own auxiliary history, item
+neighbourhoods reached through every behavior, and a graph embedding over all behaviors, weighed
+against each other end to end on the target behavior."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from pydantic import Field
+from torch import Tensor, nn
+
+from polyrec import losses
+from polyrec.data.graphs import normalized_bipartite_adjacency
+from polyrec.data.views import BPRBatch, DataSchema, TrainData
+from polyrec.models._common import (
+    BPRScorer,
+    GraphScorer,
+    Init,
+    csr_rows,
+    deepcopy_sharing_sparse,
+    embedding_tables,
+)
+from polyrec.models.base import ModelConfig
+from polyrec.models.itemknn import knn_similarity
+from polyrec.models.propagation import propagate
+
+PositiveHistory = Literal["auto", "keep", "drop"]
+
+
+class MBHybridConfig(ModelConfig):
+    """Settings of :class:`MBHybrid` (polyrec's own model: every default is a choice, each part
+    can be switched off for the ablation in ``benchmarks/multibehavior.py``)."""
+
+    dim: int = Field(64, ge=1)
+    """Embedding size d of the graph term (LightGCN's 64)."""
+    n_layers: int = Field(2, ge=0)
+    """Propagation layers of the graph term over every behavior merged (0: MF)."""
+    reg: float = Field(1e-4, ge=0.0)
+    """λ of the L2 penalty on the batch's ego embeddings and item biases (LightGCN's 1e-4)."""
+    init: Init = "xavier"
+    """Embedding init (as LightGCN)."""
+    init_std: float = Field(0.1, gt=0.0)
+    """Standard deviation of the 'normal' init."""
+    graph: bool = True
+    """The collaborative term e_u·e_i (False: the ablation without it)."""
+    neighbours: bool = True
+    """The neighbourhood terms Σ_b β_b (R_b S)_ui (False: the ablation without them)."""
+    history: bool = True
+    """The own-history terms Σ_{b≠target} γ_b R_b[u, i] (False: the ablation without them)."""
+    item_bias: bool = True
+    """A learned per-item score bias (how often the item converts, whoever the user)."""
+    knn_k: int = Field(100, ge=1)
+    """Neighbours kept per item in S (ItemKNN's k = 100)."""
+    knn_shrink: float = Field(0.0, ge=0.0)
+    """Shrink term of the cosine in S (ItemKNN's 0)."""
+    knn_other_weight: float = Field(0.0, ge=0.0)
+    """Weight of the auxiliary behaviors in the matrix S is computed on (0: co-purchases only,
+    the signal ItemKNN finds strongest; every behavior still reaches S through its own β_b)."""
+    positive_history: PositiveHistory = "auto"
+    """Whether a training purchase keeps its own auxiliary rows in the history features: 'keep'
+    (the held-out purchases of the split kept theirs: hide = 'target'), 'drop' (they did not:
+    hide = 'all', so the model must learn how a never-touched item converts), 'auto' (follow the
+    split: 'drop' when the training data says its held-out pairs were removed from every
+    behavior, else 'keep'). Training targets thus mirror the evaluated ones."""
+
+
+class MBHybrid(
+    BPRScorer,
+    GraphScorer,
+    name="mbhybrid",
+    paper="polyrec's multi-behavior model (own history + item neighbourhoods + graph; no paper)",
+    Config=MBHybridConfig,
+):
+    """MB-Hybrid: the score of item i for user u is ::
+
+        ŷ_ui = e_u·e_i                                    (graph term)
+             + Σ_b β_b (R_b S)_ui                          (neighbourhood terms, every behavior)
+             + Σ_{b ≠ target} γ_b R_b[u, i]                (own-history terms)
+             + c_i                                         (item bias)
+
+    * ``e_u, e_i``: LightGCN over every behavior merged (the strongest trained baseline on
+      Retailrocket under full ranking is LightGCN on all behaviors).
+    * ``S``: item × item cosine of the target behavior's columns, top-``knn_k`` per item,
+      diagonal 0 (:func:`~polyrec.models.itemknn.knn_similarity`), fixed; ``R_b S`` carries the
+      user's items of behavior b to their co-purchased neighbours (ItemKNN on the target behavior
+      is the strongest baseline on JData). ``β_b`` is learned per behavior.
+    * ``R_b[u, i]``: whether u viewed/carted/... i in training; ``γ_b`` learned per auxiliary
+      behavior (the target's own rows are masked at evaluation, so they get no term).
+    * ``c_i``: a learned item bias (popularity of conversion).
+
+    Trained with BPR on the target behavior's training pairs; the L2 penalty covers the batch's
+    ego embeddings and item biases. The neighbourhood and history features of the batch's pairs
+    are looked up in precomputed sparse matrices (sorted keys + ``searchsorted``); scoring adds
+    the learned combination of those matrices' rows to ``E_u E_iᵀ``.
+
+    Training targets follow the split (``positive_history``): under hide = 'all' no held-out
+    purchase has an auxiliary row, so a training purchase's own auxiliary rows are dropped from
+    its history features (else the model learns that "viewed" means "will buy", which the
+    evaluation never rewards).
+
+    The sparse features and the graph are training data (non-persistent buffers): the model is
+    not rebuildable from its weights alone.
+    """
+
+    config: MBHybridConfig
+    adj: Tensor
+    features: nn.ModuleList  # of _Feature
+
+    def build(self, schema: DataSchema, data: TrainData | None) -> None:
+        assert data is not None  # not rebuildable: setup() always passes the data
+        config = self.config
+        self.train_behavior = schema.target
+        self.aux = [b for b in schema.behaviors if b != schema.target]
+        self.user_emb, self.item_emb = embedding_tables(schema, config)
+        self.bias = nn.Parameter(torch.zeros(schema.n_items))
+        # β_b: the target's neighbours start at 1, the others at 0.1; γ_b at 0 (learned)
+        beta = [1.0 if b == schema.target else 0.1 for b in schema.behaviors]
+        self.beta = nn.Parameter(torch.tensor(beta))
+        self.gamma = nn.Parameter(torch.zeros(max(len(self.aux), 1)))
+        adj = normalized_bipartite_adjacency(data.csr(None))
+        self.register_buffer("adj", adj, persistent=False)
+        self._ddp_params_and_buffers_to_ignore = ["adj"]
+        self.features = _features(data, schema, config)
+        hide = data.hide
+        mode = config.positive_history
+        self.drop_positive = mode == "drop" or (mode == "auto" and hide == "all")
+
+    # ------------------------------------------------------------------ terms
+    def final_embeddings(self) -> tuple[Tensor, Tensor]:
+        """The graph term's embeddings: LightGCN over every behavior merged."""
+        ego = torch.cat([self.user_emb.weight, self.item_emb.weight], dim=0)
+        if not self.config.graph:
+            zeros = torch.zeros_like(ego)
+            return zeros[: self.n_users], zeros[self.n_users :]
+        k = self.config.n_layers
+        final = propagate(self.adj, ego, [1.0 / (k + 1)] * (k + 1), symmetric=True)
+        users, items = torch.split(final, [self.n_users, self.n_items], dim=0)
+        return users, items
+
+    def weights(self) -> Tensor:
+        """The learned weight of each feature matrix (neighbour terms, then history terms)."""
+        parts: list[Tensor] = []
+        if self.config.neighbours:
+            parts.append(self.beta)
+        if self.config.history and self.aux:
+            parts.append(self.gamma[: len(self.aux)])
+        return torch.cat(parts) if parts else self.beta[:0]
+
+    def pair_features(self, users: Tensor, items: Tensor) -> Tensor:
+        """``[len(users), n_features]``: each feature matrix's value at the pairs."""
+        cols = [f.lookup(users, items, self.n_items) for f in self._feats()]
+        return torch.stack(cols, dim=1) if cols else users.new_zeros((len(users), 0)).float()
+
+    # ------------------------------------------------------------------ training
+    def loss(self, batch: BPRBatch) -> dict[str, Tensor]:
+        users, items = self.final_embeddings()
+        eu = users[batch.user]
+        w = self.weights()
+        pos_f = self.pair_features(batch.user, batch.pos)
+        if self.drop_positive and self.config.history and self.aux:
+            pos_f[:, -len(self.aux) :] = 0.0  # the purchase's own auxiliary rows: not seen
+        neg_f = self.pair_features(batch.user, batch.neg)
+        pos = (eu * items[batch.pos]).sum(-1) + pos_f @ w
+        neg = (eu * items[batch.neg]).sum(-1) + neg_f @ w
+        if self.config.item_bias:
+            pos = pos + self.bias[batch.pos]
+            neg = neg + self.bias[batch.neg]
+        reg = losses.l2_reg(
+            self.user_emb(batch.user),
+            self.item_emb(batch.pos),
+            self.item_emb(batch.neg),
+            self.bias[batch.pos].unsqueeze(1),
+            self.bias[batch.neg].unsqueeze(1),
+            batch_size=len(batch.user),
+        )
+        return {"bpr": losses.bpr(pos, neg), "reg": self.config.reg * reg}
+
+    # ------------------------------------------------------------------ scoring
+    def scores(self, users: Tensor) -> Tensor:
+        """``E_u E_iᵀ + Σ_f w_f F_f[users] + c``: ``[len(users), n_items]`` (a fresh tensor)."""
+        out = super().scores(users)
+        w = self.weights().detach()
+        users = users.to(out.device)
+        for weight, f in zip(w.tolist(), self._feats(), strict=True):
+            if weight:
+                out += weight * f.rows(users, self.n_items).to_dense()
+        if self.config.item_bias:
+            out += self.bias.detach()
+        return out
+
+    def _feats(self) -> list[_Feature]:
+        return [f for f in self.features if isinstance(f, _Feature)]
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> MBHybrid:
+        return deepcopy_sharing_sparse(self, memo)
+
+
+class _Feature(nn.Module):
+    """A users × items sparse feature matrix kept as CSR buffers and as sorted pair keys."""
+
+    crow: Tensor
+    col: Tensor
+    val: Tensor
+    key: Tensor
+
+    def __init__(self, m: sp.csr_matrix) -> None:
+        super().__init__()
+        m = sp.csr_matrix(m, dtype=np.float32)
+        m.eliminate_zeros()
+        m.sort_indices()
+        crow = torch.from_numpy(m.indptr.astype(np.int64))
+        col = torch.from_numpy(m.indices.astype(np.int64))
+        rows = torch.repeat_interleave(torch.arange(m.shape[0]), crow.diff())
+        self.register_buffer("crow", crow, persistent=False)
+        self.register_buffer("col", col, persistent=False)
+        self.register_buffer("val", torch.from_numpy(m.data), persistent=False)
+        # row-major CSR with sorted columns: the keys row·n_cols + col are sorted
+        self.register_buffer("key", rows * m.shape[1] + col, persistent=False)
+
+    def lookup(self, users: Tensor, items: Tensor, n_items: int) -> Tensor:
+        """The values at the pairs (0 where the matrix has none)."""
+        if len(self.key) == 0:
+            return torch.zeros(len(users), device=self.val.device)
+        q = users.to(self.key.device) * n_items + items.to(self.key.device)
+        pos = torch.searchsorted(self.key, q).clamp(max=len(self.key) - 1)
+        return torch.where(self.key[pos] == q, self.val[pos], torch.zeros_like(self.val[pos]))
+
+    def rows(self, users: Tensor, n_items: int) -> Tensor:
+        return csr_rows(self.crow, self.col, self.val, users, n_items)
+
+
+def _features(data: TrainData, schema: DataSchema, config: MBHybridConfig) -> nn.ModuleList:
+    """The feature matrices in :meth:`MBHybrid.weights` order: ``R_b S`` per behavior, then the
+    auxiliary behaviors' ``R_b``."""
+    feats = []
+    if config.neighbours:
+        x = data.csr(schema.target).astype(np.float64)
+        if config.knn_other_weight:
+            for b in schema.behaviors:
+                if b != schema.target:
+                    x = x + config.knn_other_weight * data.csr(b).astype(np.float64)
+        s = knn_similarity(sp.csr_matrix(x), config.knn_k, config.knn_shrink)
+        feats += [_Feature(data.csr(b).astype(np.float64) @ s) for b in schema.behaviors]
+    if config.history:
+        feats += [_Feature(data.csr(b)) for b in schema.behaviors if b != schema.target]
+    return nn.ModuleList(feats)
+
+
+__all__ = ["MBHybrid", "MBHybridConfig"]
