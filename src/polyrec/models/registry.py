@@ -16,6 +16,7 @@ from polyrec.errors import ConfigError
 from polyrec.models.base import Model, ModelConfig
 from polyrec.models.cml import CML
 from polyrec.models.comirec import ComiRecDR, ComiRecSA
+from polyrec.models.crgcn import CRGCN
 from polyrec.models.ease import EASE
 from polyrec.models.egcm import EGCM
 from polyrec.models.gru4rec import GRU4Rec
@@ -24,6 +25,7 @@ from polyrec.models.hpcl4sr import HPCL4SR
 from polyrec.models.itemknn import ItemKNN
 from polyrec.models.lightgcn import LightGCN
 from polyrec.models.mba import MBA
+from polyrec.models.mbcgcn import MBCGCN
 from polyrec.models.mbgcn import MBGCN
 from polyrec.models.mf import MF
 from polyrec.models.mind import MIND
@@ -46,6 +48,8 @@ REGISTRY: dict[str, type[Model]] = {
     "cml": CML,
     "egcm": EGCM,
     "mba": MBA,
+    "mbcgcn": MBCGCN,
+    "crgcn": CRGCN,
     "youtube-dnn": YouTubeDNN,
     "sasrec": SASRec,
     "comirec-sa": ComiRecSA,
@@ -73,6 +77,8 @@ ALIASES: dict[str, str] = {
     "easer": "ease",
     "item-knn": "itemknn",
     "itemcf": "itemknn",
+    "mb-cgcn": "mbcgcn",
+    "mb_cgcn": "mbcgcn",
 }
 
 
