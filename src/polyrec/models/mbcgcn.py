@@ -41,12 +41,13 @@ class MBCGCNConfig(ModelConfig):
     paper's click > cart > buy chain); empty = the data's behaviors in schema order with the target
     moved last. A subset is allowed (the paper's ablations drop behaviors)."""
     transform: Literal["separate", "shared"] = "separate"
-    """Feature transformation between blocks b and b+1: 'separate' = one d×d matrix for users and
-    one for items (the released MBCGCN.py: W_u1/W_i1, W_u2/W_i2) or 'shared' = one matrix W_b for
-    both (the paper's single W_b per transition, as this library reads it)."""
+    """Feature transformation between blocks b and b+1 (§3.2): 'separate' = W_u^b for users and W_i^b
+    for items, both d×d (the paper's transformation; the released MBCGCN.py: W_u1/W_i1, W_u2/W_i2)
+    or 'shared' = one W_b for both (a lighter variant, not in the paper)."""
     layer_combination: LayerCombination = "mean"
-    """How a block combines its layers 0..L into the behavior's embedding: 'mean' (LightGCN Eq. 8 with
-    α_l = 1/(L+1); the released code's reduce_mean over the stacked layers) or 'last'."""
+    """How a block combines its layers 0..L into the behavior's embedding: 'mean' (§3.2, LightGCN Eq. 8
+    with α_l = 1/(L+1); the released code's reduce_mean over the stacked layers) or 'last' (a
+    variant)."""
     reg: float = Field(1e-4, ge=0.0)
     """λ of the L2 penalty λ·½(Σ‖e⁽⁰⁾‖² [+ Σ‖W‖²])/B on the batch's first-behavior (free) embeddings
     [and the transformation matrices] (the paper's BPR loss with L2; README / parser.py
@@ -104,13 +105,13 @@ class MBCGCN(
 
     **Choices where the paper is silent** (each a config option; the paper is not in this
     repository, so its section numbers are cited from the published version as recalled here,
-    and the details below were read in the authors' code): separate user and item matrices per
-    transition (``transform``; the code); the layer mean inside a block (``layer_combination``;
-    the code); per-behavior depths (``behavior_layers``; the README's Tmall values are in
-    ``configs/mbcgcn-retailrocket.toml``); N(0, 0.01²) init of embeddings and matrices (``init``,
-    ``init_std``; the code); L2 on the batch's free embeddings plus the matrices
-    (``reg_transforms``; the code); the default chain = schema order with the target last
-    (``behavior_order``). Training pairs: one epoch over the target behavior's distinct pairs
+    and the details below were read in the authors' code): per-behavior depths
+    (``behavior_layers``; the README's Tmall values are in ``configs/mbcgcn-retailrocket.toml``);
+    N(0, 0.01²) init of embeddings and matrices (``init``, ``init_std``; the code); L2 on the
+    batch's free embeddings plus the matrices (``reg_transforms``; the code); the default chain =
+    schema order with the target last (``behavior_order``). Variants offered as options, not in
+    the paper: one matrix shared by users and items (``transform='shared'``) and the last layer
+    as a block's output (``layer_combination='last'``). Training pairs: one epoch over the target behavior's distinct pairs
     with uniform negatives (:func:`~polyrec.data.views.bpr_batches`); the released code draws
     n_train/B batches of random users with one positive each. Not implemented: the released
     README's optional pre-training step (LightGCN on a single behavior, loaded as the initial
