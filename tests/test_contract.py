@@ -14,6 +14,8 @@ SMALL_PARAMS: dict[str, dict[str, Any]] = {
     "mf": {"dim": 16},
     "lightgcn": {"dim": 16, "n_layers": 2},
     "egcm": {"dim": 8, "n_layers": 1},
+    "mbcgcn": {"dim": 16, "n_layers": 1},
+    "crgcn": {"dim": 16, "n_layers": 1},
 }
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import warnings
 from abc import abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 import numpy as np
@@ -15,12 +15,16 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
+from polyrec.data.graphs import normalized_bipartite_adjacency
 from polyrec.data.views import BPRBatch, DataSchema, TrainData, bpr_batches, weighted_matrix
 from polyrec.errors import ConfigError
 from polyrec.models.base import HistoryScoring, ModelConfig, Scorer
+from polyrec.models.propagation import propagate
 
 Behaviors = Literal["target", "all"]
 Init = Literal["normal", "xavier"]
+# how a cascading model combines the layers of one behavior's propagation (CascadeScorer)
+LayerCombination = Literal["mean", "last"]
 M = TypeVar("M", bound=nn.Module)
 
 
@@ -156,6 +160,125 @@ class BPRScorer(Scorer):
         self, data: TrainData, batch_size: int, generator: torch.Generator
     ) -> Iterator[BPRBatch]:
         return bpr_batches(data, self.train_behavior, batch_size, generator)
+
+
+# --------------------------------------------------------------------------- behavior cascades
+def behavior_chain(
+    schema: DataSchema, order: Sequence[str], key: str = "behavior_order"
+) -> tuple[str, ...]:
+    """The behavior chain b_1 → … → b_B of a cascading model (MB-CGCN, CRGCN).
+
+    ``order`` empty: the data's behaviors in schema order with the target moved last. Otherwise
+    ``order`` itself, which may leave behaviors out but must name each at most once, only
+    behaviors the data has, and end with the target; :class:`ConfigError` naming ``key`` if not.
+    """
+    if not order:
+        return (*(b for b in schema.behaviors if b != schema.target), schema.target)
+    check_behaviors(key, order, schema)
+    repeated = sorted({b for b in order if list(order).count(b) > 1})
+    if repeated:
+        raise ConfigError(
+            f"params.{key}: behavior(s) {', '.join(map(repr, repeated))} appear more than once "
+            f"in {list(order)}"
+        )
+    if order[-1] != schema.target:
+        raise ConfigError(
+            f"params.{key}: the chain must end with the target behavior {schema.target!r}, but "
+            f"{list(order)} ends with {order[-1]!r}"
+        )
+    return tuple(order)
+
+
+def chain_values(
+    key: str, values: Mapping[str, Any], chain: tuple[str, ...], schema: DataSchema
+) -> None:
+    """:class:`ConfigError` naming ``key`` when the per-behavior ``values`` name a behavior the
+    data lacks or one outside the chain."""
+    check_behaviors(key, values, schema)
+    outside = sorted(set(values) - set(chain))
+    if outside:
+        raise ConfigError(
+            f"params.{key}: behavior(s) {', '.join(map(repr, outside))} are not in the behavior "
+            f"chain {' → '.join(chain)}"
+        )
+
+
+class CascadeScorer(GraphScorer):
+    """Base of the cascading multi-behavior models (MB-CGCN, CRGCN): one LightGCN-style
+    propagation per behavior of a chain b_1 → … → b_B (target last), each starting from
+    embeddings derived from the previous behavior's.
+
+    :meth:`build_cascade` resolves the chain (:func:`behavior_chain`) and each behavior's depth
+    and keeps every behavior's normalised graph Â_b = D^{-1/2} A_b D^{-1/2} (LightGCN Eq. 7 on
+    that behavior's interactions alone) as a non-persistent sparse buffer ``adj_<k>``.
+    :meth:`cascade` runs the chain with a model-specific ``step`` between behaviors.
+    """
+
+    chain: tuple[str, ...]
+    depths: tuple[int, ...]
+    combination: LayerCombination
+
+    def build_cascade(
+        self,
+        schema: DataSchema,
+        data: TrainData | None,
+        order: Sequence[str],
+        n_layers: int,
+        behavior_layers: Mapping[str, int],
+        combination: LayerCombination,
+    ) -> None:
+        """Resolve the chain and depths (``behavior_layers`` overrides ``n_layers`` per behavior)
+        and build the chain's graphs from ``data``."""
+        self.chain = behavior_chain(schema, order)
+        chain_values("behavior_layers", behavior_layers, self.chain, schema)
+        self.depths = tuple(int(behavior_layers.get(b, n_layers)) for b in self.chain)
+        self.combination = combination
+        assert data is not None  # not rebuildable: setup() always passes the data
+        names = []
+        for k, behavior in enumerate(self.chain):
+            adj = normalized_bipartite_adjacency(data.csr(behavior))
+            self.register_buffer(f"adj_{k}", adj, persistent=False)
+            names.append(f"adj_{k}")
+        # DDP must not broadcast the (replicated, sparse) graph buffers.
+        self._ddp_params_and_buffers_to_ignore = names
+
+    def adjacency(self, k: int) -> Tensor:
+        """Â of the chain's ``k``-th behavior (users first, then items)."""
+        adj: Tensor = getattr(self, f"adj_{k}")
+        return adj
+
+    def layer_weights(self, k: int) -> list[float]:
+        """α_l of behavior ``k``'s output Σ_l α_l Â^l x: the mean over layers 0..L ('mean',
+        LightGCN Eq. 8) or the last layer alone ('last')."""
+        n = self.depths[k]
+        if self.combination == "mean":
+            return [1.0 / (n + 1)] * (n + 1)
+        return [0.0] * n + [1.0]
+
+    def split(self, nodes: Tensor) -> tuple[Tensor, Tensor]:
+        """A node table ``[n_users + n_items, d]`` as its user and item parts."""
+        users, items = torch.split(nodes, [self.n_users, self.n_items], dim=0)
+        return users, items
+
+    def cascade(
+        self, ego: Tensor, step: Callable[[int, Tensor, Tensor], Tensor]
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """``([x_1 … x_B], [o_1 … o_B])``: o_k = Σ_l α_l Â_k^l x_k (:meth:`layer_weights`) with
+        x_1 = ``ego`` and x_{k+1} = ``step(k, x_k, o_k)`` (0-based k), full node tables.
+
+        Each propagation is one :class:`~polyrec.models.propagation.SymmetricPolynomial` node
+        (Â_k is symmetric), so the gradient flows back through the whole chain into ``ego`` and
+        whatever ``step`` uses.
+        """
+        inputs: list[Tensor] = []
+        outputs: list[Tensor] = []
+        x = ego
+        for k in range(len(self.chain)):
+            if k:
+                x = step(k - 1, x, outputs[-1])
+            inputs.append(x)
+            outputs.append(propagate(self.adjacency(k), x, self.layer_weights(k), symmetric=True))
+        return inputs, outputs
 
 
 # --------------------------------------------------------------------------- closed-form baselines

@@ -16,6 +16,7 @@ from polyrec.errors import ConfigError
 from polyrec.models.base import Model, ModelConfig
 from polyrec.models.cml import CML
 from polyrec.models.comirec import ComiRecDR, ComiRecSA
+from polyrec.models.crgcn import CRGCN
 from polyrec.models.ease import EASE
 from polyrec.models.egcm import EGCM
 from polyrec.models.gru4rec import GRU4Rec
@@ -24,6 +25,7 @@ from polyrec.models.hpcl4sr import HPCL4SR
 from polyrec.models.itemknn import ItemKNN
 from polyrec.models.lightgcn import LightGCN
 from polyrec.models.mba import MBA
+from polyrec.models.mbcgcn import MBCGCN
 from polyrec.models.mbgcn import MBGCN
 from polyrec.models.mbhybrid import MBHybrid
 from polyrec.models.mf import MF
@@ -47,6 +49,8 @@ REGISTRY: dict[str, type[Model]] = {
     "cml": CML,
     "egcm": EGCM,
     "mba": MBA,
+    "mbcgcn": MBCGCN,
+    "crgcn": CRGCN,
     "mbhybrid": MBHybrid,
     "youtube-dnn": YouTubeDNN,
     "sasrec": SASRec,
@@ -75,6 +79,8 @@ ALIASES: dict[str, str] = {
     "easer": "ease",
     "item-knn": "itemknn",
     "itemcf": "itemknn",
+    "mb-cgcn": "mbcgcn",
+    "mb_cgcn": "mbcgcn",
     "mb-hybrid": "mbhybrid",
 }
 
