@@ -16,6 +16,7 @@ SMALL_PARAMS: dict[str, dict[str, Any]] = {
     "egcm": {"dim": 8, "n_layers": 1},
     "mbcgcn": {"dim": 16, "n_layers": 1},
     "crgcn": {"dim": 16, "n_layers": 1},
+    "mbhybrid": {"dim": 16, "n_layers": 1, "knn_k": 10, "negatives": 16},
 }
 
 

@@ -147,6 +147,27 @@ def sampled_softmax(
     return -torch.log_softmax(logits, dim=1)[:, 0].mean()
 
 
+def softmax_over_candidates(
+    pos_logits: Tensor, neg_logits: Tensor, accidental: Tensor | None = None
+) -> Tensor:
+    r"""Cross-entropy of each row's positive among its sampled candidates, from logits a model
+    computed itself (scores that are not one inner product: several terms, biases).
+
+    .. math::
+        \mathcal{L} = \frac{1}{B} \sum_b -\ln \frac{\exp(o^+_b)}{\exp(o^+_b) + \sum_s
+            \exp(o^-_{b,s})}
+
+    ``pos_logits[B]``, ``neg_logits[B, S]``; ``accidental[B, S]`` (bool) marks sampled negatives
+    equal to the row's positive, left out of the denominator.
+    """
+    if neg_logits.dim() != 2 or pos_logits.shape != neg_logits.shape[:1]:
+        raise ValueError("softmax_over_candidates needs pos_logits [B] and neg_logits [B, S]")
+    if accidental is not None:
+        neg_logits = neg_logits.masked_fill(accidental, float("-inf"))
+    logits = torch.cat([pos_logits.unsqueeze(1), neg_logits], dim=1)
+    return (torch.logsumexp(logits, dim=1) - pos_logits).mean()
+
+
 def full_softmax(query: Tensor, item_weight: Tensor, target: Tensor) -> Tensor:
     """Cross-entropy of ``target[B]`` over every item: logits ``query[B, d] @ item_weight[n, d].T``."""
     return F.cross_entropy(query @ item_weight.T, target)

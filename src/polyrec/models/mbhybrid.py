@@ -59,6 +59,13 @@ class MBHybridConfig(ModelConfig):
     knn_other_weight: float = Field(0.0, ge=0.0)
     """Weight of the auxiliary behaviors in the matrix S is computed on (0: co-purchases only,
     the signal ItemKNN finds strongest; every behavior still reaches S through its own β_b)."""
+    loss: Literal["bpr", "softmax"] = "softmax"
+    """'bpr' (one uniform negative per purchase) or 'softmax' (each purchase against
+    ``negatives`` uniform items shared by the batch, :func:`polyrec.losses.
+    softmax_over_candidates`): many negatives per step teach the fine order among the items a
+    user's neighbourhood and history put near the top, which one easy negative does not."""
+    negatives: int = Field(256, ge=1)
+    """Shared uniform negatives per batch of the 'softmax' loss."""
     positive_history: PositiveHistory = "auto"
     """Whether a training purchase keeps its own auxiliary rows in the history features: 'keep'
     (the held-out purchases of the split kept theirs: hide = 'target'), 'drop' (they did not:
@@ -155,41 +162,61 @@ class MBHybrid(
         return torch.stack(cols, dim=1) if cols else users.new_zeros((len(users), 0)).float()
 
     # ------------------------------------------------------------------ training
+    def pair_scores(self, users: Tensor, items: Tensor, eu: Tensor, ei: Tensor) -> Tensor:
+        """ŷ of the pairs (users[k], items[k]) given their graph embeddings ``eu``, ``ei``."""
+        out = (eu * ei).sum(-1) + self.pair_features(users, items) @ self.weights()
+        return out + self.bias[items] if self.config.item_bias else out
+
     def loss(self, batch: BPRBatch) -> dict[str, Tensor]:
         users, items = self.final_embeddings()
-        eu = users[batch.user]
-        w = self.weights()
-        pos_f = self.pair_features(batch.user, batch.pos)
+        u, p = batch.user, batch.pos
+        eu = users[u]
+        pos_f = self.pair_features(u, p)
         if self.drop_positive and self.config.history and self.aux:
             pos_f[:, -len(self.aux) :] = 0.0  # the purchase's own auxiliary rows: not seen
-        neg_f = self.pair_features(batch.user, batch.neg)
-        pos = (eu * items[batch.pos]).sum(-1) + pos_f @ w
-        neg = (eu * items[batch.neg]).sum(-1) + neg_f @ w
+        pos = (eu * items[p]).sum(-1) + pos_f @ self.weights()
         if self.config.item_bias:
-            pos = pos + self.bias[batch.pos]
-            neg = neg + self.bias[batch.neg]
+            pos = pos + self.bias[p]
+        if self.config.loss == "bpr":
+            neg_items = batch.neg
+            neg = self.pair_scores(u, neg_items, eu, items[neg_items])
+            main = {"bpr": losses.bpr(pos, neg)}
+        else:
+            # S uniform items shared by the batch (the global RNG, seeded by the trainer)
+            s = self.config.negatives
+            neg_items = torch.randint(self.n_items, (s,), device=p.device)
+            b = len(u)
+            uu, ii = u.repeat_interleave(s), neg_items.repeat(b)
+            neg = self.pair_scores(uu, ii, eu.repeat_interleave(s, 0), items[ii]).view(b, s)
+            accidental = neg_items.unsqueeze(0) == p.unsqueeze(1)
+            main = {"softmax": losses.softmax_over_candidates(pos, neg, accidental)}
         reg = losses.l2_reg(
-            self.user_emb(batch.user),
-            self.item_emb(batch.pos),
-            self.item_emb(batch.neg),
-            self.bias[batch.pos].unsqueeze(1),
-            self.bias[batch.neg].unsqueeze(1),
-            batch_size=len(batch.user),
+            self.user_emb(u),
+            self.item_emb(p),
+            self.item_emb(neg_items),
+            self.bias[p].unsqueeze(1),
+            self.bias[neg_items].unsqueeze(1),
+            batch_size=len(u),
         )
-        return {"bpr": losses.bpr(pos, neg), "reg": self.config.reg * reg}
+        return {**main, "reg": self.config.reg * reg}
 
     # ------------------------------------------------------------------ scoring
     def scores(self, users: Tensor) -> Tensor:
         """``E_u E_iᵀ + Σ_f w_f F_f[users] + c``: ``[len(users), n_items]`` (a fresh tensor)."""
-        out = super().scores(users)
+        u_all, i_all = GraphScorer.user_item_embeddings(self)  # the cached graph term
+        users = users.to(u_all.device)
+        out = u_all[users] @ i_all.T
         w = self.weights().detach()
-        users = users.to(out.device)
         for weight, f in zip(w.tolist(), self._feats(), strict=True):
             if weight:
                 out += weight * f.rows(users, self.n_items).to_dense()
         if self.config.item_bias:
             out += self.bias.detach()
         return out
+
+    def user_item_embeddings(self) -> None:  # type: ignore[override]
+        """None: the scores are not an inner product of embeddings (export serves scores)."""
+        return None
 
     def _feats(self) -> list[_Feature]:
         return [f for f in self.features if isinstance(f, _Feature)]
