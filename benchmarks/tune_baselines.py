@@ -73,8 +73,11 @@ def study(
             *MODEL_DATA_OVERRIDES.get((model, dataset), [])]  # fmt: skip
     log = work / f"{out.name}.log"
     rc, wall, cont = _bench.run_child(cmd, _bench.child_env(args.threads), log, out.name, "tune")
-    if rc != 0:
-        raise SystemExit(f"{out.name} failed (exit {rc}):\n{_bench.tail(log)}")
+    if rc != 0:  # e.g. EASE over its memory limit: recorded, the other studies go on
+        why = next((ln for ln in reversed(_bench.tail(log).splitlines()) if "error" in ln), "")
+        print(f"[tune] {out.name} failed (exit {rc}): {why}", flush=True)
+        return {"dataset": dataset, "model": model, "select": select, "trials": trials,
+                "failed": why.removeprefix("error: ").strip() or f"exit {rc}"}  # fmt: skip
     tj = json.loads((out / "tune.json").read_text())
     best = tj["best"]
     return {
@@ -90,7 +93,7 @@ def overrides(dataset: str, model: str, path: Path = RESULTS) -> list[str]:
     if not path.exists():
         return []
     for s in json.loads(path.read_text()).get("data", {}).get("studies", []):
-        if (s["dataset"], s["model"]) == (dataset, model):
+        if (s["dataset"], s["model"]) == (dataset, model) and not s.get("failed"):
             return [f"{k}={json.dumps(v)}" for k, v in sorted(s["params"].items())]
     return []
 
@@ -111,6 +114,9 @@ def report(res: dict[str, Any]) -> _bench.Doc:
     )
     doc.table(["dataset", "model", "trials", "best valid NDCG@10", "best values", "space", "s"])
     for s in res["studies"]:
+        if s.get("failed"):
+            doc.row(s["dataset"], s["model"], 0, "–", f"cannot run: {s['failed']}", "", "")
+            continue
         doc.row(
             s["dataset"], s["model"], s["finished"], f"{s['valid']:.4f}",
             ", ".join(f"{k.split('.', 1)[1]}={v:.4g}" if isinstance(v, float)

@@ -187,7 +187,9 @@ class MBHybrid(
             neg_items = torch.randint(self.n_items, (s,), device=p.device)
             b = len(u)
             uu, ii = u.repeat_interleave(s), neg_items.repeat(b)
-            neg = self.pair_scores(uu, ii, eu.repeat_interleave(s, 0), items[ii]).view(b, s)
+            neg = eu @ items[neg_items].T + (self.pair_features(uu, ii) @ self.weights()).view(b, s)
+            if self.config.item_bias:
+                neg = neg + self.bias[neg_items]
             accidental = neg_items.unsqueeze(0) == p.unsqueeze(1)
             main = {"softmax": losses.softmax_over_candidates(pos, neg, accidental)}
         reg = losses.l2_reg(
