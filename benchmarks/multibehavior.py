@@ -37,7 +37,8 @@ import tune_baselines
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-MODELS = ["cml", "cml-d32", "sgl", "lightgcn", "mf", "pop-all", "mbgcn"]
+MODELS = ["cml", "cml-d32", "sgl", "lightgcn", "mf", "pop-all", "mbgcn", "mbcgcn", "crgcn",
+          "mbhybrid"]  # fmt: skip
 # benchmark entries that are a shipped config plus overrides
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     "pop-all": ("pop", ['params.behaviors="all"']),  # popularity over every behavior
