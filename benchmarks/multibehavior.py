@@ -125,6 +125,22 @@ def other_select(spec: str | None, dataset: str, default: list[str]) -> list[str
     return [chosen[dataset]] if dataset in chosen else default
 
 
+# MB-Hybrid's item similarity S is ItemKNN's: the values tuned for ItemKNN on the dataset's
+# validation split carry over (ItemKNN key → MB-Hybrid key)
+KNN_KEYS = {"params.k": "params.knn_k", "params.shrink": "params.knn_shrink",
+            "params.alpha": "params.knn_alpha", "params.other_weight": "params.knn_other_weight"}  # fmt: skip
+
+
+def hybrid_knn(dataset: str) -> list[str]:
+    """ItemKNN's tuned values on ``dataset`` as MB-Hybrid's S overrides ([] when not tuned)."""
+    out = []
+    for o in tune_baselines.overrides(dataset, "itemknn"):
+        key, _, value = o.partition("=")
+        if key in KNN_KEYS:
+            out.append(f"{KNN_KEYS[key]}={value}")
+    return out
+
+
 def seeds_from(n: int) -> list[int]:
     return [2024 + i for i in range(n)]
 
@@ -160,6 +176,7 @@ def spec_for(
             *DATA_OVERRIDES.get(d, []),
             *MODEL_DATA_OVERRIDES.get((m, d), []),
             *tune_baselines.overrides(d, m),  # the values tuned on validation, if any
+            *(hybrid_knn(d) if m == "mbhybrid" else []),
         ],
         "eval_reps": args.eval_reps,
         "eval_protocols": ["sampled"],

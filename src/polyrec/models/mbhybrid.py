@@ -56,6 +56,8 @@ class MBHybridConfig(ModelConfig):
     """Neighbours kept per item in S (ItemKNN's k = 100)."""
     knn_shrink: float = Field(0.0, ge=0.0)
     """Shrink term of the cosine in S (ItemKNN's 0)."""
+    knn_alpha: float = Field(0.5, ge=0.0, le=1.0)
+    """Asymmetric-cosine exponent of S (ItemKNN's α; 0.5 is the cosine)."""
     knn_other_weight: float = Field(0.0, ge=0.0)
     """Weight of the auxiliary behaviors in the matrix S is computed on (0: co-purchases only,
     the signal ItemKNN finds strongest; every behavior still reaches S through its own β_b)."""
@@ -271,7 +273,7 @@ def _features(data: TrainData, schema: DataSchema, config: MBHybridConfig) -> nn
             for b in schema.behaviors:
                 if b != schema.target:
                     x = x + config.knn_other_weight * data.csr(b).astype(np.float64)
-        s = knn_similarity(sp.csr_matrix(x), config.knn_k, config.knn_shrink)
+        s = knn_similarity(sp.csr_matrix(x), config.knn_k, config.knn_shrink, config.knn_alpha)
         feats += [_Feature(data.csr(b).astype(np.float64) @ s) for b in schema.behaviors]
     if config.history:
         feats += [_Feature(data.csr(b)) for b in schema.behaviors if b != schema.target]
