@@ -23,7 +23,7 @@ from polyrec.models._common import (
     deepcopy_sharing_sparse,
     embedding_tables,
 )
-from polyrec.models.base import ModelConfig
+from polyrec.models.base import ModelConfig, make_optimizer
 from polyrec.models.itemknn import knn_similarity
 from polyrec.models.propagation import propagate
 
@@ -68,6 +68,10 @@ class MBHybridConfig(ModelConfig):
     user's neighbourhood and history put near the top, which one easy negative does not."""
     negatives: int = Field(256, ge=1)
     """Shared uniform negatives per batch of the 'softmax' loss."""
+    weight_lr_scale: float = Field(10.0, gt=0.0)
+    """The term weights β, γ learn at ``train.lr × weight_lr_scale``: a handful of scalars that
+    must settle within the first epochs, while the embeddings keep LightGCN's slow rate (at one
+    shared rate either the embeddings overfit within 3 epochs or the weights barely move)."""
     positive_history: PositiveHistory = "auto"
     """Whether a training purchase keeps its own auxiliary rows in the history features: 'keep'
     (the held-out purchases of the split kept theirs: hide = 'target'), 'drop' (they did not:
@@ -217,6 +221,18 @@ class MBHybrid(
         if self.config.item_bias:
             out += self.bias.detach()
         return out
+
+    def make_optimisers(
+        self, lr: float, weight_decay: float, optimizer: str
+    ) -> list[torch.optim.Optimizer]:
+        """One optimiser, two groups: the embeddings and item biases at ``lr``, the term weights
+        β, γ at ``lr × weight_lr_scale``."""
+        scalars = [self.beta, self.gamma]
+        rest = [
+            p for p in self.parameters() if p.requires_grad and all(p is not q for q in scalars)
+        ]
+        groups = [{"params": rest}, {"params": scalars, "lr": lr * self.config.weight_lr_scale}]
+        return [make_optimizer(groups, optimizer, lr, weight_decay)]
 
     def user_item_embeddings(self) -> None:  # type: ignore[override]
         """None: the scores are not an inner product of embeddings (export serves scores)."""
