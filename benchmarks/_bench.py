@@ -483,12 +483,13 @@ def run_jobs(
         spec.setdefault("run_dir", str(work / name))
         if (resume or report_only) and Path(spec["out"]).exists():
             kept = json.loads(Path(spec["out"]).read_text())
-            # a kept run made with other settings is stale: run it again (report-only: missing)
-            if kept.get("overrides", spec.get("overrides")) == spec.get("overrides"):
-                print(f"[{tag}] {name}: reusing {spec['out']}", flush=True)
-                return {**spec, **kept}
-            if report_only:
-                return f"{name}: kept run has other settings than asked (--report-only)"
+            # a kept run made with other settings is stale: run it again; --report-only reports
+            # it as it was made (its own overrides stay in the run record)
+            same = kept.get("overrides", spec.get("overrides")) == spec.get("overrides")
+            if same or report_only:
+                note = "" if same else " (made with other settings: its own are kept with it)"
+                print(f"[{tag}] {name}: reusing {spec['out']}{note}", flush=True)
+                return {**spec, **kept, "overrides": kept.get("overrides", spec.get("overrides"))}
             print(f"[{tag}] {name}: settings changed since the kept run; running again", flush=True)
         if report_only:
             return f"{name}: not run yet (--report-only)"
