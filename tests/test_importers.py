@@ -563,6 +563,26 @@ def test_crgcn_mule_folder(tmp_path: Path) -> None:
         read_lightgcn_txt(d)
 
 
+def test_mbcgcn_behavior_folders(tmp_path: Path) -> None:
+    # MB-CGCN: <behavior>/train.txt in LightGCN lines; buy/test.txt is the test fold
+    d = tmp_path / "Tmall"
+    for beh, train, test in (("buy", "0 1 2\n1 2\n", "0 3\n"), ("cart", "0 3 4\n", "0 3\n"),
+                             ("view", "1 0 1 2\n", None)):  # fmt: skip
+        (d / beh).mkdir(parents=True)
+        (d / beh / "train.txt").write_text(train)
+        if test:
+            (d / beh / "test.txt").write_text(test)
+    assert detect_format(d) == "lightgcn-txt"
+    log = read_lightgcn_txt(d)
+    assert log.behaviors == ("view", "cart", "buy") and log.target == "buy"
+    rows = external_rows(log)
+    assert (0, 3, "buy", 2.0, FOLD_TEST) in rows
+    assert (0, 3, "cart", 0.0, FOLD_TRAIN) in rows
+    assert (1, 2, "view", 2.0, FOLD_TRAIN) in rows
+    assert len([r for r in rows if r[4] == FOLD_TEST]) == 1  # cart/test.txt is not a fold
+    assert "test.txt of cart ignored" in log.source
+
+
 def test_lightgcn_errors(tmp_path: Path) -> None:
     f = tmp_path / "bad.txt"
     f.write_text("0 1 2\n\n1 2 x\n")

@@ -109,6 +109,8 @@ def detect_format(path: PathLike) -> str:
             return "simrec"
         if "train.txt" in names or ("test.txt" in names and _CASCADE & set(names)):
             return "lightgcn-txt"
+        if any((s / "train.txt").is_file() for s in p.iterdir() if s.is_dir()):
+            return "lightgcn-txt"  # MB-CGCN: <behavior>/train.txt
         if any(n.endswith(".inter") for n in names):
             return "recbole"
         if sasrec_files(p):

@@ -73,6 +73,9 @@ def read_lightgcn_txt(
       ``FOLD_TEST``; their positions continue after the user's ``train.txt`` items), and every
       other ``<name>.txt`` as an auxiliary behavior ``<name>`` with ``FOLD_TRAIN`` (a file named
       like the target behavior duplicates ``train.txt`` and is skipped);
+    * MB-CGCN's layout: one sub-folder per behavior holding its ``train.txt`` (``buy/train.txt``,
+      ``cart/train.txt``, ``view/train.txt``), the target's ``buy/test.txt`` (and ``valid.txt``)
+      its held-out folds (the other behaviors' ``test.txt`` are ignored);
     * a folder in the CRGCN / MuLe / CascadingRank layout (``buy.txt``, ``cart.txt``,
       ``view.txt``, ``collect.txt``, ``valid.txt``, ``test.txt``, one ``user item`` pair per
       line): without ``train.txt`` the target behavior's own file (``buy.txt``) is the training
@@ -113,6 +116,9 @@ def read_lightgcn_txt(
 def _read_folder(
     d: Path, behavior: str | None, behavior_order: Sequence[str] | None, name: str | None
 ) -> InteractionLog:
+    subdirs = sorted(s for s in d.iterdir() if s.is_dir() and (s / "train.txt").is_file())
+    if subdirs and not (d / "train.txt").is_file():
+        return _read_behavior_folders(d, subdirs, behavior, behavior_order, name)
     aux = {
         f.stem: f
         for f in sorted(d.glob("*.txt"))
@@ -142,7 +148,44 @@ def _read_folder(
         parts.append((seq, behaviors.index(target), fold))
     for beh, f in aux.items():
         parts.append((read_sequences(f), behaviors.index(beh), FOLD_TRAIN))
+    return _assemble(d, parts, behaviors, target, name, notes)
 
+
+def _read_behavior_folders(
+    d: Path,
+    subdirs: list[Path],
+    behavior: str | None,
+    behavior_order: Sequence[str] | None,
+    name: str | None,
+) -> InteractionLog:
+    """MB-CGCN's layout: ``<behavior>/train.txt`` per behavior, the target's ``test.txt`` (and
+    ``valid.txt``) as its held-out folds; the other behaviors' ``test.txt`` are ignored."""
+    names = [s.name for s in subdirs]
+    target = behavior or ("buy" if "buy" in names else None)
+    behaviors, target = order_behaviors(names, target, behavior_order, where=str(d))
+    parts: list[tuple[Sequences, int, int]] = []
+    for sub in subdirs:
+        parts.append((read_sequences(sub / "train.txt"), behaviors.index(sub.name), FOLD_TRAIN))
+    notes = []
+    for fname in ("valid.txt", "val.txt", "test.txt"):
+        f = d / target / fname
+        if f.is_file():
+            parts.append((read_sequences(f), behaviors.index(target), _SPLIT_FILES[fname]))
+    others = [s.name for s in subdirs if s.name != target and (s / "test.txt").is_file()]
+    if others:
+        notes.append(f"test.txt of {', '.join(others)} ignored (the target's is the test)")
+    return _assemble(d, parts, behaviors, target, name, notes)
+
+
+def _assemble(
+    d: Path,
+    parts: list[tuple[Sequences, int, int]],
+    behaviors: tuple[str, ...],
+    target: str,
+    name: str | None,
+    notes: list[str],
+) -> InteractionLog:
+    """The log of ``parts`` ((sequences, behavior code, fold), target train first)."""
     all_users = np.concatenate([s.line_user for s, _, _ in parts])
     all_items = np.concatenate([s.item for s, _, _ in parts])
     with naming(d):
