@@ -367,7 +367,7 @@ def _print_tune(result: dict[str, Any]) -> None:
 def tune(
     overrides: list[str] = typer.Argument(None, help="config overrides: key=value ..."),
     config: Path = typer.Option(
-        None, "--config", "-c", help="TOML config file with a [tune] table and [tune.space]"
+        None, "--config", "-c", help="TOML config file with a \\[tune] table and \\[tune.space]"
     ),
     model: str = typer.Option(None, "--model", "-m", help="model name (see 'polyrec models')"),
     data: str = typer.Option(
