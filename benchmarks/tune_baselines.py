@@ -65,12 +65,14 @@ def study(
     cfg.write_text(tune_config(model, config_for(model, dataset), trials))
     out = work / f"tune-{dataset}-{model}-{select}"
     exe = Path(sys.executable).with_name("polyrec")
-    cmd = [str(exe), "tune", "--config", str(cfg), "--quiet", "--json"]
-    cmd += ["--resume", str(out)] if (out / "tune.json").exists() else ["--out", str(out)]
-    cmd += [f"data.path={json.dumps(data)}", f'train.select_protocol="{select}"',
-            'train.metric="ndcg@10"', 'train.device="cpu"', f"train.threads={args.threads}",
-            f'eval.protocols=["{select}"]', *DATA_OVERRIDES.get(dataset, []),
-            *MODEL_DATA_OVERRIDES.get((model, dataset), [])]  # fmt: skip
+    if (out / "tune.json").exists():  # a study continues with the config it was started with
+        cmd = [str(exe), "tune", "--resume", str(out), "--quiet", "--json"]
+    else:
+        cmd = [str(exe), "tune", "--config", str(cfg), "--quiet", "--json", "--out", str(out)]
+        cmd += [f"data.path={json.dumps(data)}", f'train.select_protocol="{select}"',
+                'train.metric="ndcg@10"', 'train.device="cpu"', f"train.threads={args.threads}",
+                f'eval.protocols=["{select}"]', *DATA_OVERRIDES.get(dataset, []),
+                *MODEL_DATA_OVERRIDES.get((model, dataset), [])]  # fmt: skip
     log = work / f"{out.name}.log"
     rc, wall, cont = _bench.run_child(cmd, _bench.child_env(args.threads), log, out.name, "tune")
     if rc != 0:  # e.g. EASE over its memory limit: recorded, the other studies go on
