@@ -73,6 +73,16 @@ DATA_OVERRIDES: dict[str, list[str]] = {
 # (model, dataset) → overrides: EASE's dense matrices for JData's 24,624 items need ~7.3 GB
 MODEL_DATA_OVERRIDES: dict[tuple[str, str], list[str]] = {
     ("ease", "jdata"): ["params.max_memory_gb=10"],
+    # the cascades' chains name the behaviors: JData has collect, cart, buy (CRGCN's JD order
+    # without view; MB-CGCN's layers carried over from view to collect)
+    ("mbcgcn", "jdata"): [
+        'params.behavior_order=["collect", "cart", "buy"]',
+        "params.behavior_layers={ collect = 2, cart = 4, buy = 3 }",
+    ],
+    ("crgcn", "jdata"): [
+        'params.behavior_order=["collect", "cart", "buy"]',
+        "params.loss_weights={ collect = 1.0, cart = 1.0, buy = 1.0 }",
+    ],
 }
 # CML paper Table 2 (HR@10, NDCG@10; 1 + 99 sampled negatives, leave-one-out), read from
 # ../shared/papers/001_c9da5e5d35ed0033.txt (BPR = MF-BPR)
