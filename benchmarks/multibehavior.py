@@ -310,9 +310,9 @@ def report(res: dict[str, Any]) -> _bench.Doc:
                        "best epochs", "vs strongest baseline"])  # fmt: skip
             for model, a in per_model.items():
                 t, v = a["test"][proto], a["valid"][proto]
-                paper = (
+                paper = (  # the paper's row of the same model (not of its all-behavior variant)
                     PAPER.get(ds, {}).get(VARIANTS.get(model, (model, []))[0])
-                    if proto == "sampled"
+                    if proto == "sampled" and not model.endswith("-all")
                     else None
                 )
                 doc.row(
