@@ -445,9 +445,9 @@ def main(argv: list[str] | None = None) -> int:
     runs, failures = _bench.run_specs(specs, __file__, args, _bench.keep_dir(args), "multibehavior")
     # --report-only: cells never run are listed compactly, not as failures
     not_run: dict[str, list[str]] = {}
+    by_name = {x["name"]: x for x in specs}
     for f in [f for f in failures if "not run yet" in f.splitlines()[0]]:
-        d_m_sel = f.split(":", 1)[0].rsplit("-", 1)[0]  # <dataset>-<model>-<select>
-        spec = next(x for x in specs if x["name"].rsplit("-", 1)[0] == d_m_sel)
+        spec = by_name[f.split(":", 1)[0]]  # a failure starts with its spec's name
         key = f"{spec['dataset']} ({spec['select']})"
         not_run.setdefault(key, [])
         if spec["model"] not in not_run[key]:

@@ -15,6 +15,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
+from polyrec import losses
 from polyrec.data.graphs import normalized_bipartite_adjacency
 from polyrec.data.views import BPRBatch, DataSchema, TrainData, bpr_batches, weighted_matrix
 from polyrec.errors import ConfigError
@@ -150,6 +151,31 @@ class GraphScorer(Scorer):
         return u_all[users.to(u_all.device)] @ i_all.T
 
 
+def bpr_terms(
+    tables: tuple[nn.Embedding, nn.Embedding],
+    users: Tensor,
+    items: Tensor,
+    batch: BPRBatch,
+    reg: float,
+    *extra: Tensor,
+) -> dict[str, Tensor]:
+    """``bpr`` of ŷ = e_u·e_i on the final tables ``users``/``items``, and ``reg``: λ times the L2
+    penalty (LightGCN Eq. 15: ½Σ‖·‖²/B) on the batch's rows of the ego ``tables`` (user, item)
+    and on ``extra``."""
+    user_emb, item_emb = tables
+    eu, ep, en = users[batch.user], items[batch.pos], items[batch.neg]
+    pos = (eu * ep).sum(-1)
+    neg = (eu * en).sum(-1)
+    penalty = losses.l2_reg(
+        user_emb(batch.user),
+        item_emb(batch.pos),
+        item_emb(batch.neg),
+        *extra,
+        batch_size=len(batch.user),
+    )
+    return {"bpr": losses.bpr(pos, neg), "reg": reg * penalty}
+
+
 class BPRScorer(Scorer):
     """A scorer trained on BPR triples (u, i, j) of :attr:`train_behavior` (set by ``build``;
     ``None``: every behavior merged), drawn by :func:`~polyrec.data.views.bpr_batches`."""
@@ -218,21 +244,15 @@ class CascadeScorer(GraphScorer):
     depths: tuple[int, ...]
     combination: LayerCombination
 
-    def build_cascade(
-        self,
-        schema: DataSchema,
-        data: TrainData | None,
-        order: Sequence[str],
-        n_layers: int,
-        behavior_layers: Mapping[str, int],
-        combination: LayerCombination,
-    ) -> None:
-        """Resolve the chain and depths (``behavior_layers`` overrides ``n_layers`` per behavior)
-        and build the chain's graphs from ``data``."""
-        self.chain = behavior_chain(schema, order)
-        chain_values("behavior_layers", behavior_layers, self.chain, schema)
-        self.depths = tuple(int(behavior_layers.get(b, n_layers)) for b in self.chain)
-        self.combination = combination
+    def build_cascade(self, schema: DataSchema, data: TrainData | None, config: Any) -> None:
+        """Resolve the chain and depths from the model's config (``behavior_order``,
+        ``n_layers``, ``behavior_layers`` overriding ``n_layers`` per behavior,
+        ``layer_combination``) and build the chain's graphs from ``data``."""
+        self.chain = behavior_chain(schema, config.behavior_order)
+        layers: Mapping[str, int] = config.behavior_layers
+        chain_values("behavior_layers", layers, self.chain, schema)
+        self.depths = tuple(int(layers.get(b, config.n_layers)) for b in self.chain)
+        self.combination = config.layer_combination
         assert data is not None  # not rebuildable: setup() always passes the data
         names = []
         for k, behavior in enumerate(self.chain):

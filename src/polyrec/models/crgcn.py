@@ -123,14 +123,7 @@ class CRGCN(
         config = self.config
         self.target = schema.target
         self.user_emb, self.item_emb = embedding_tables(schema, config)
-        self.build_cascade(
-            schema,
-            data,
-            config.behavior_order,
-            config.n_layers,
-            config.behavior_layers,
-            config.layer_combination,
-        )
+        self.build_cascade(schema, data, config)
         chain_values("loss_weights", config.loss_weights, self.chain, schema)
         self.loss_weights = tuple(config.loss_weights.get(b, 1.0) for b in self.chain)
 

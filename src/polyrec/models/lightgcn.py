@@ -8,7 +8,6 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from polyrec import losses
 from polyrec.data.graphs import normalized_bipartite_adjacency
 from polyrec.data.views import BPRBatch, DataSchema, TrainData
 from polyrec.models._common import (
@@ -16,6 +15,7 @@ from polyrec.models._common import (
     BPRScorer,
     GraphScorer,
     Init,
+    bpr_terms,
     embedding_tables,
     train_behavior,
 )
@@ -116,17 +116,9 @@ class LightGCN(
     # ------------------------------------------------------------------ training
     def loss(self, batch: BPRBatch) -> dict[str, Tensor]:
         users, items = self.propagate()  # one full-graph propagation per batch
-        eu, ep, en = users[batch.user], items[batch.pos], items[batch.neg]
-        pos = (eu * ep).sum(-1)  # ŷ_ui = e_uᵀ e_i (Eq. 5)
-        neg = (eu * en).sum(-1)
-        # Eq. 15: BPR + λ‖E⁽⁰⁾‖² over the batch's ego embeddings (½·Σ/B, as in the authors' code)
-        reg = losses.l2_reg(
-            self.user_emb(batch.user),
-            self.item_emb(batch.pos),
-            self.item_emb(batch.neg),
-            batch_size=len(batch.user),
-        )
-        return {"bpr": losses.bpr(pos, neg), "reg": self.config.reg * reg}
+        # ŷ_ui = e_uᵀ e_i (Eq. 5); Eq. 15: BPR + λ‖E⁽⁰⁾‖² over the batch's ego embeddings
+        # (½·Σ/B, as in the authors' code)
+        return bpr_terms((self.user_emb, self.item_emb), users, items, batch, self.config.reg)
 
     # ------------------------------------------------------------------ scoring
     def final_embeddings(self) -> tuple[Tensor, Tensor]:

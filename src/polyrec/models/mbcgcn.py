@@ -8,13 +8,13 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from polyrec import losses
 from polyrec.data.views import BPRBatch, DataSchema, TrainData
 from polyrec.models._common import (
     BPRScorer,
     CascadeScorer,
     Init,
     LayerCombination,
+    bpr_terms,
     embedding_tables,
     init_embedding,
 )
@@ -124,14 +124,7 @@ class MBCGCN(
         config = self.config
         self.train_behavior = schema.target  # BPR on the target behavior only (§3.4)
         self.user_emb, self.item_emb = embedding_tables(schema, config)  # §3.1
-        self.build_cascade(
-            schema,
-            data,
-            config.behavior_order,
-            config.n_layers,
-            config.behavior_layers,
-            config.layer_combination,
-        )
+        self.build_cascade(schema, data, config)
         # W_b of each transition b → b+1 (§3.2): [B-1, 2 (users, items) or 1 (shared), d, d]
         n_sides = 2 if config.transform == "separate" else 1
         d = config.dim
@@ -161,18 +154,10 @@ class MBCGCN(
     # ------------------------------------------------------------------ training
     def loss(self, batch: BPRBatch) -> dict[str, Tensor]:
         users, items = self.final_embeddings()  # one cascade per batch
-        eu, ep, en = users[batch.user], items[batch.pos], items[batch.neg]
-        pos = (eu * ep).sum(-1)  # ŷ_ui = e_uᵀ e_i (§3.3)
-        neg = (eu * en).sum(-1)
+        # ŷ_ui = e_uᵀ e_i (§3.3); L2 on the batch's free embeddings (and the W_b, as the code)
         extra = [self.transforms] if self.config.reg_transforms else []
-        reg = losses.l2_reg(
-            self.user_emb(batch.user),
-            self.item_emb(batch.pos),
-            self.item_emb(batch.neg),
-            *extra,
-            batch_size=len(batch.user),
-        )
-        return {"bpr": losses.bpr(pos, neg), "reg": self.config.reg * reg}
+        tables = (self.user_emb, self.item_emb)
+        return bpr_terms(tables, users, items, batch, self.config.reg, *extra)
 
 
 __all__ = ["MBCGCN", "MBCGCNConfig"]

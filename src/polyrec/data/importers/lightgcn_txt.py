@@ -26,6 +26,7 @@ from polyrec.data.log import (
     IdMap,
     InteractionLog,
 )
+from polyrec.data.sampling import PairSet
 from polyrec.errors import DataError
 
 _SPLIT_FILES = {
@@ -222,10 +223,8 @@ def _assemble(
 
 def _inside(seq: Sequences, train: Sequences) -> bool:
     """Whether every (user, item) pair of ``seq`` is also a pair of ``train``."""
-    base = int(max(train.item.max(initial=0), seq.item.max(initial=0))) + 1
-    have = np.unique(train.user.astype(np.int64) * base + train.item)
-    want = seq.user.astype(np.int64) * base + seq.item
-    return bool(np.isin(want, have).all())
+    n_items = int(max(train.item.max(initial=0), seq.item.max(initial=0))) + 1
+    return bool(PairSet(train.user, train.item, n_items).contains(seq.user, seq.item).all())
 
 
 def _user_positions(u: np.ndarray) -> np.ndarray:
