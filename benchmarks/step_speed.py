@@ -14,6 +14,8 @@ Peak memory is the child's ``ru_maxrss``. Not a test.
     python benchmarks/step_speed.py --suite re4          # Re4-SA/-DR against their backbones
     python benchmarks/step_speed.py --suite hpcl4sr      # HPCL4SR, REMI, ComiRec-DR vs ComiRec-SA
     python benchmarks/step_speed.py --suite egcm         # EGCM at 2 slot lengths × 2 data sizes vs CML
+    python benchmarks/step_speed.py --suite multibehavior --threads 2 --epochs 1 --eval-reps 1
+                                                         # cascades, MuLe, MB-Hybrid vs LightGCN-all
     python benchmarks/step_speed.py --suite cml --quick  # smoke: 1 timed pass, no files
 
 Results: ``benchmarks/results/step-speed-<suite>.{json,md}``. The ``cml`` suite prints the
@@ -43,10 +45,14 @@ RE4_MODELS = ["comirec-sa", "re4-sa", "comirec-dr", "re4-dr"]  # backbone, then 
 RE4_GOAL = 1.5  # Re4's step time at most 1.5× its backbone's (issue goal)
 HPCL4SR_MODELS = ["comirec-sa", "comirec-dr", "remi", "hpcl4sr"]  # ComiRec-SA is the reference
 EGCM_SLOTS = (30.0, 15.0)
-EPOCH_SUITES = (
-    "cml",
-    "egcm",
-)  # suites timed per full epoch (others per --iterations batches)  # slot lengths in days: Λ = 5 and 10 on Retailrocket
+# suites timed per full epoch (others per --iterations batches)
+EPOCH_SUITES = ("cml", "egcm", "multibehavior")
+# issue 23: every multi-behavior model's epoch ≤ 2× LightGCN-all's on the same data, and the
+# top-20 of every JData user in < 60 s on 2 cores
+MB_MODELS = ["lightgcn-all", "mbcgcn", "crgcn", "mule", "mbhybrid"]  # the reference first
+MB_DATA = ("retailrocket", "jdata")
+MB_EPOCH_GOAL = 2.0
+MB_TOPK, MB_TOPK_GOAL_S = 20, 60.0
 SEQ_DATA = {
     "beauty": "data/seq-simrec-beauty",
     "yelp": "data/seq-simrec-yelp",
@@ -108,6 +114,8 @@ def cases(suite: str, threads: list[int]) -> list[dict[str, Any]]:
                             "threads": th,
                         }
                     )
+    elif suite == "multibehavior":
+        out += multibehavior_cases(threads)
     elif suite == "hpcl4sr":
         import hpcl4sr
 
@@ -133,6 +141,61 @@ def cases(suite: str, threads: list[int]) -> list[dict[str, Any]]:
     else:
         raise SystemExit(f"unknown suite {suite!r}")
     return out
+
+
+def multibehavior_cases(threads: list[int]) -> list[dict[str, Any]]:
+    """The multi-behavior models on each dataset of ``MB_DATA`` with the settings of the
+    multi-behavior table (``benchmarks/multibehavior.py``: its configs, data and per-model
+    overrides), each also timing the top-20 of every user."""
+    import multibehavior as mb
+
+    out = []
+    for ds in MB_DATA:
+        data = mb.ensure_dataset(ds, ROOT.parent / "shared" / "data", ROOT / "data")
+        for m in MB_MODELS:
+            base, extra = mb.VARIANTS.get(m, (m, []))
+            for th in threads:
+                out.append(
+                    {
+                        "name": f"mb-{ds}-{m}-t{th}",
+                        "group": ds,
+                        "label": m,
+                        "config": str(mb.config_for(base, ds)),
+                        "overrides": [
+                            f"data.path={json.dumps(data)}",
+                            'train.select_protocol="full"',
+                            *[o for o in extra if not o.startswith("train.")],
+                            *mb.DATA_OVERRIDES.get(ds, []),
+                            *mb.MODEL_DATA_OVERRIDES.get((m, ds), []),
+                            *(mb.hybrid_knn(ds) if m == "mbhybrid" else []),
+                        ],
+                        "threads": th,
+                        "topk_all": MB_TOPK,
+                    }
+                )
+    return out
+
+
+def topk_all_users(model: Any, data: Any, k: int, batch_size: int = 2048) -> tuple[float, float]:
+    """Wall and CPU seconds of the top-``k`` of every user over all items, the user's training
+    target items masked (what serving every user at once costs)."""
+    import torch
+
+    target = data.schema.target
+    users_t, items_t = data.pairs_t(target)
+    w0, c0 = time.perf_counter(), time.process_time()
+    with torch.no_grad():
+        model.prepare_scoring()
+        order = torch.argsort(users_t)
+        users_s, items_s = users_t[order], items_t[order]
+        bounds = torch.searchsorted(users_s, torch.arange(0, data.n_users + 1, batch_size))
+        for b, start in enumerate(range(0, data.n_users, batch_size)):
+            users = torch.arange(start, min(start + batch_size, data.n_users))
+            s = model.scores(users)
+            lo, hi = int(bounds[b]), int(bounds[b + 1]) if b + 1 < len(bounds) else len(users_s)
+            s[users_s[lo:hi] - start, items_s[lo:hi]] = -torch.inf
+            torch.topk(s, k, dim=1)
+    return time.perf_counter() - w0, time.process_time() - c0
 
 
 def half_retailrocket() -> Path:
@@ -197,7 +260,10 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
             retrieval=cfg.eval.retrieval_options(),
         )
         evals.append((time.perf_counter() - w0, time.process_time() - c0))
+    topk = topk_all_users(model, data, int(spec["topk_all"])) if spec.get("topk_all") else None
     return {
+        "topk_all_wall_s": topk[0] if topk else None,
+        "topk_all_cpu_s": topk[1] if topk else None,
         "pass_wall_s": [p[0] for p in passes],
         "pass_cpu_s": [p[1] for p in passes],
         "batches_per_pass": passes[0][2] if passes else 0,
@@ -290,7 +356,39 @@ def report(res: dict[str, Any]) -> _bench.Doc:
                         f"{a['pass_cpu_s'] / b['pass_cpu_s']:.2f}×")  # fmt: skip
     if s["suite"] == "egcm":
         egcm_scaling(doc, by, s["threads"])
+    if s["suite"] == "multibehavior":
+        multibehavior_goals(doc, res["runs"], by)
     return doc
+
+
+def multibehavior_goals(
+    doc: _bench.Doc, runs: list[dict[str, Any]], by: dict[tuple[str, str, int], Any]
+) -> None:
+    ref = MB_MODELS[0]
+    doc.section(
+        f"Against {ref} (goals: epoch ≤ {MB_EPOCH_GOAL:g}× {ref}'s on the same data; top-{MB_TOPK} "
+        f"of every user < {MB_TOPK_GOAL_S:g} s)"
+    )
+    doc.text(
+        "Epoch CPU seconds (the cost on idle cores, robust to the shared machine) and their "
+        f"ratio to {ref}'s; `top-{MB_TOPK} all users`: every user's scores over all items, the "
+        "training purchases masked, top-k (wall seconds, and CPU seconds / threads)."
+    )
+    doc.table(["data", "model", "threads", "users × items", "s / epoch CPU",
+               f"epoch ratio to {ref}", "epoch goal", f"top-{MB_TOPK} all users (wall; CPU / threads)",
+               "top-k goal"])  # fmt: skip
+    for r in runs:
+        a, th = r["summary"], r["threads"]
+        b = by.get((r["group"], ref, th))
+        ratio = a["pass_cpu_s"] / b["pass_cpu_s"] if b and b["pass_cpu_s"] else None
+        tw, tc = r.get("topk_all_wall_s"), r.get("topk_all_cpu_s")
+        doc.row(
+            r["group"], r["label"], th, f"{r['n_users']:,} × {r['n_items']:,}",
+            f"{a['pass_cpu_s']:.2f}", "–" if ratio is None else f"{ratio:.2f}×",
+            "–" if ratio is None else ("met" if ratio <= MB_EPOCH_GOAL else "missed"),
+            "–" if tw is None else f"{tw:.1f}; {tc / th:.1f}",
+            "–" if tw is None else ("met" if min(tw, tc / th) < MB_TOPK_GOAL_S else "missed"),
+        )  # fmt: skip
 
 
 def egcm_scaling(doc: _bench.Doc, by: dict[tuple[str, str, int], Any], threads: list[int]) -> None:
@@ -323,7 +421,9 @@ def egcm_scaling(doc: _bench.Doc, by: dict[tuple[str, str, int], Any], threads: 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument(
-        "--suite", choices=["cml", "sequential", "re4", "hpcl4sr", "egcm"], required=False
+        "--suite",
+        choices=["cml", "sequential", "re4", "hpcl4sr", "egcm", "multibehavior"],
+        required=False,
     )
     ap.add_argument("--threads", default="1,2", help="torch threads per case, comma-separated")
     ap.add_argument("--epochs", type=int, default=3, help="timed passes per case")
@@ -333,6 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work-dir", default=str(ROOT / "runs" / "bench-step-speed"))
     ap.add_argument("--out-dir", default=str(HERE / "results"))
     ap.add_argument("--quick", action="store_true", help="1 timed pass, 1 thread, no files")
+    ap.add_argument("--only", default="", help="run only the cases whose name contains this")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
@@ -351,6 +452,8 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     runs, failures = [], []
     for case in cases(args.suite, threads):
+        if args.only not in case["name"]:
+            continue
         spec = {
             **case,
             "warmup": args.warmup,
