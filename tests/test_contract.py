@@ -16,6 +16,7 @@ SMALL_PARAMS: dict[str, dict[str, Any]] = {
     "egcm": {"dim": 8, "n_layers": 1},
     "mbcgcn": {"dim": 16, "n_layers": 1},
     "crgcn": {"dim": 16, "n_layers": 1},
+    "mule": {"dim": 16, "tda_layers": 2},
     "mbhybrid": {"dim": 16, "n_layers": 1, "knn_k": 10, "negatives": 16},
 }
 

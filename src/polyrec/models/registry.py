@@ -30,6 +30,7 @@ from polyrec.models.mbgcn import MBGCN
 from polyrec.models.mbhybrid import MBHybrid
 from polyrec.models.mf import MF
 from polyrec.models.mind import MIND
+from polyrec.models.mule import MuLe
 from polyrec.models.pop import Pop
 from polyrec.models.re4 import Re4DR, Re4SA
 from polyrec.models.remi import REMI
@@ -51,6 +52,7 @@ REGISTRY: dict[str, type[Model]] = {
     "mba": MBA,
     "mbcgcn": MBCGCN,
     "crgcn": CRGCN,
+    "mule": MuLe,
     "mbhybrid": MBHybrid,
     "youtube-dnn": YouTubeDNN,
     "sasrec": SASRec,
