@@ -75,7 +75,7 @@ def test_relative_gain() -> None:
 
 def test_papers_data_is_complete() -> None:
     papers = load_papers()
-    assert list(papers) == ["cml", "mba", "egcm", "re4", "hpcl4sr"]
+    assert list(papers) == ["cml", "mba", "egcm", "re4", "hpcl4sr", "mule"]
     cml = papers["cml"]
     table, rows = cml.published_for("retailrocket") or ("", {})
     assert table == "Table 2" and rows["cml"] == {"hr@10": 0.356, "ndcg@10": 0.222}
@@ -84,6 +84,10 @@ def test_papers_data_is_complete() -> None:
     assert papers["mba"].datasets["tmall"]["differences"]
     for p in papers.values():
         assert p.benchmarks and p.title
+    # MuLe's JData table carries the cascades; our JData lacks page views, flagged
+    table, rows = papers["mule"].published_for("jdata") or ("", {})
+    assert rows["mule"]["ndcg@10"] == 0.4061 and rows["crgcn"]["hr@10"] == 0.5001
+    assert any("page-view" in d for d in papers["mule"].datasets["jdata"]["differences"])
 
 
 def test_collect_reads_the_one_layout(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 from polyrec.errors import ConfigError
 from polyrec.report.sources import PROTOCOL_LABEL, Result
 
-ORDER = ("cml", "mba", "egcm", "re4", "hpcl4sr")
+ORDER = ("cml", "mba", "egcm", "re4", "hpcl4sr", "mule")
 
 
 @dataclass
