@@ -64,6 +64,7 @@ QUICK: dict[str, tuple[str, list[str]]] = {
     "egcm": ("egcm-retailrocket.toml", MB),
     "mbcgcn": ("mbcgcn-retailrocket.toml", MB),
     "crgcn": ("crgcn-retailrocket.toml", MB),
+    "mule": ("mule-retailrocket.toml", MB),
     "mbhybrid": ("mbhybrid-retailrocket.toml", MB),
     "mba": ("mba-retailrocket.toml", ['data.path="embedded:retailrocket"', "train.epochs=40",
                                       "params.pretrain_epochs=20", "train.min_epochs=0",
