@@ -112,8 +112,9 @@ def test_cascade_equals_a_dense_recomputation(form: str) -> None:
 def test_target_conditioned_graphs_partition_each_auxiliary_graph() -> None:
     m = make(tiny())
     for b in ("view", "cart"):
-        nodes = getattr(m, f"nodes_{b}")
-        src, dst = nodes[getattr(m, f"src_{b}")], nodes[getattr(m, f"dst_{b}")]
+        nodes, pattern = getattr(m, f"tnodes_{b}"), getattr(m, f"tda_{b}")
+        dst = nodes[getattr(m, f"row_{b}")]  # entry (receiver, sender)
+        src = nodes[pattern.col_indices()]
         comp = {(int(s), int(d)) for s, d in zip(src, dst, strict=True)}
         code = BEHAVIORS.index(b)
         pairs = {(u, i) for u, i, k in EVENTS if k == code}
@@ -157,3 +158,28 @@ def test_single_behavior_data_reduces_to_the_target_encoder() -> None:
     with torch.no_grad():
         users, items = m.final_embeddings()
     torch.testing.assert_close(torch.cat([users, items]), expect, rtol=1e-4, atol=1e-5)
+
+
+def test_edge_products_match_gathers_in_value_and_gradient() -> None:
+    """edge_dot / edge_spmm (no [E, d] gather) against the plain gather-and-scatter forms."""
+    from polyrec.data.graphs import edge_pattern
+    from polyrec.models.propagation import edge_dot, edge_spmm
+
+    gen = torch.Generator().manual_seed(0)
+    r = (torch.rand(6, 7, generator=gen) < 0.4).float().numpy()
+    pattern, rev = edge_pattern(r)
+    n = pattern.shape[0]
+    rows = torch.repeat_interleave(torch.arange(n), pattern.crow_indices().diff())
+    cols = pattern.col_indices()
+    assert torch.equal(rows[rev], cols) and torch.equal(cols[rev], rows)  # the transposes
+    x, y = (torch.randn(n, 3, generator=gen, requires_grad=True) for _ in range(2))
+    v = torch.rand(len(cols), generator=gen, requires_grad=True)
+    w1, w2 = torch.randn(len(cols), generator=gen), torch.randn(n, 3, generator=gen)
+    ours = (edge_dot(pattern, rev, x, y) * w1).sum() + (edge_spmm(pattern, rev, v, x) * w2).sum()
+    g_ours = torch.autograd.grad(ours, (x, y, v))
+    plain = ((x[rows] * y[cols]).sum(-1) * w1).sum()
+    plain = plain + (torch.zeros(n, 3).index_add(0, rows, v.unsqueeze(1) * x[cols]) * w2).sum()
+    g_plain = torch.autograd.grad(plain, (x, y, v))
+    torch.testing.assert_close(ours, plain)
+    for a, b in zip(g_ours, g_plain, strict=True):
+        torch.testing.assert_close(a, b)

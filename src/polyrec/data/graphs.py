@@ -171,6 +171,21 @@ def to_torch_csr_pair(
     return fwd, bwd, perm_t
 
 
+def edge_pattern(r: sp.spmatrix | sp.sparray) -> tuple[Tensor, Tensor]:
+    """``(P, rev)``: the bipartite graph of the users × items matrix ``r`` (users first) as a
+    CSR tensor of unit values — every edge stored in both directions — and, for each entry,
+    the position of its transpose (the pattern :func:`polyrec.models.propagation.edge_dot` and
+    :func:`~polyrec.models.propagation.edge_spmm` work on)."""
+    a = bipartite_adjacency(r)
+    a.data[:] = 1.0
+    p = to_torch_csr(a)
+    n = int(p.shape[0])
+    rows = torch.repeat_interleave(torch.arange(n), p.crow_indices().diff())
+    cols = p.col_indices()
+    keys = rows * n + cols  # sorted: CSR order is by row, then column
+    return p, torch.searchsorted(keys, cols * n + rows)
+
+
 def with_values(adj: Tensor, values: Tensor) -> Tensor:
     """A sparse CSR tensor with ``adj``'s sparsity pattern and new ``values`` (same order as
     ``adj.values()``); indices are shared, not copied."""

@@ -12,11 +12,11 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from polyrec.data.graphs import normalized_bipartite_adjacency
+from polyrec.data.graphs import edge_pattern, normalized_bipartite_adjacency
 from polyrec.data.views import BPRBatch, DataSchema, TrainData
 from polyrec.models._common import BPRScorer, GraphScorer, Init, bpr_terms, embedding_tables
 from polyrec.models.base import ModelConfig
-from polyrec.models.propagation import spmm
+from polyrec.models.propagation import edge_dot, edge_spmm, spmm
 
 TDAForm = Literal["code", "receiver"]
 MGAActivation = Literal["none", "tanh", "leaky_relu"]
@@ -154,15 +154,16 @@ class MuLe(
             self.register_buffer(f"adj_{key}", adj, persistent=False)
             self.register_buffer(f"nodes_{key}", nodes, persistent=False)
             names += [f"adj_{key}", f"nodes_{key}"]
-        for b in self.aux:  # G_{b∖t} as directed edges both ways among its own nodes only
-            coo = (graphs[f"b_{b}"] - graphs[f"and_{b}"]).tocoo()
-            keep = coo.data > 0
-            u = torch.from_numpy(coo.row[keep]).long()
-            i = torch.from_numpy(coo.col[keep]).long() + self.n_users
-            nodes, local = torch.unique(torch.cat([u, i]), return_inverse=True)
-            lu, li = local[: len(u)], local[len(u) :]
-            edges = {"nodes": nodes, "src": torch.cat([lu, li]), "dst": torch.cat([li, lu])}
-            for part, t in edges.items():
+        for b in self.aux:  # G_{b∖t} on its own nodes: both directions, entry (receiver, sender)
+            r = (graphs[f"b_{b}"] - graphs[f"and_{b}"]).tocsr()
+            r.eliminate_zeros()
+            users, items = np.flatnonzero(r.getnnz(axis=1)), np.flatnonzero(r.getnnz(axis=0))
+            nodes = torch.from_numpy(np.concatenate([users, items + self.n_users])).long()
+            pattern, rev = edge_pattern(r[users][:, items])
+            n_local = int(pattern.shape[0])
+            rows = torch.repeat_interleave(torch.arange(n_local), pattern.crow_indices().diff())
+            parts = {"tda": pattern, "rev": rev, "row": rows, "tnodes": nodes}
+            for part, t in parts.items():
                 self.register_buffer(f"{part}_{b}", t, persistent=False)
                 names.append(f"{part}_{b}")
         self._ddp_params_and_buffers_to_ignore = names
@@ -193,21 +194,21 @@ class MuLe(
     def tda(self, behavior: str, x: Tensor, guide: Tensor) -> Tensor:
         """Enc_TDA(x; G_{b∖t}, E_t): attention-weighted propagation over the complemented
         graph, weights from the target embedding ``guide``. Runs on the graph's own nodes (a
-        node without an edge there gets zero layers, so its output is its input)."""
-        nodes: Tensor = getattr(self, f"nodes_{behavior}")
-        src: Tensor = getattr(self, f"src_{behavior}")
-        dst: Tensor = getattr(self, f"dst_{behavior}")
-        # 'code': score ⟨e_t[src], h[dst]⟩, softmax over each sender's edges;
-        # 'receiver': score ⟨e_t[dst], h[src]⟩, softmax over each receiver's edges
+        node without an edge there gets zero layers, so its output is its input); an entry
+        (q, k) of the pattern is the edge that carries k's message to q."""
+        pattern: Tensor = getattr(self, f"tda_{behavior}")
+        rev: Tensor = getattr(self, f"rev_{behavior}")
+        nodes: Tensor = getattr(self, f"tnodes_{behavior}")
         code = self.config.tda_form == "code"
-        g_idx, h_idx = (src, dst) if code else (dst, src)
-        g_edge = guide[nodes][g_idx]  # the guide is fixed across layers
-        h = x[nodes]
+        # 'code': score ⟨e_t[k], h[q]⟩, softmax over each sender k's edges;
+        # 'receiver': score ⟨e_t[q], h[k]⟩, softmax over each receiver q's edges
+        group = pattern.col_indices() if code else getattr(self, f"row_{behavior}")
+        g, h = guide[nodes], x[nodes]  # the guide is fixed across layers
         layers = []
         for _ in range(self.config.tda_layers):
-            alpha = edge_softmax((g_edge * h[h_idx]).sum(-1), g_idx, len(nodes))
-            msg = torch.zeros_like(h).index_add(0, dst, alpha.unsqueeze(-1) * h[src])
-            h = F.normalize(msg, dim=-1)
+            score = edge_dot(pattern, rev, h, g) if code else edge_dot(pattern, rev, g, h)
+            alpha = edge_softmax(score, group, len(nodes))
+            h = F.normalize(edge_spmm(pattern, rev, alpha, h), dim=-1)
             layers.append(h)
         if not layers:
             return x

@@ -16,6 +16,8 @@ a CSR tensor, the bottleneck of LightGCN-style training on CPU.
 * :class:`PairedSpMM` / :func:`spmm_pair` — :math:`M X` for a sparse ``M`` stored with its
   transpose (MBGCN, EGCM); :func:`co_interaction_spmm` — :math:`(A^\top A - \mathrm{diag})X`
   without materialising the item–item matrix.
+* :func:`edge_dot` / :func:`edge_spmm` — per-edge scores ⟨x_r, y_c⟩ and a product with edge-valued
+  weights on one symmetric CSR pattern (MuLe's attention), with no ``[E, d]`` gather.
 """
 
 from __future__ import annotations
@@ -245,3 +247,77 @@ __all__ = [
     "spmm",
     "spmm_pair",
 ]
+
+
+# --------------------------------------------------------------------------- edge-valued products
+# Attention over graph edges (MuLe's target-guided denoising attention) needs per-edge scores
+# ⟨x[r], y[c]⟩ and a product with a matrix whose values are those edges' weights. Both run on
+# one CSR pattern P whose entries are symmetric as a set (an undirected graph stored in both
+# directions) and ``rev``, the position of each entry's transpose: no [E, d] gather is formed,
+# forward or backward (a sampled dense-dense product and a sparse-dense product instead).
+
+
+class EdgeDot(torch.autograd.Function):
+    r""":math:`s_e = \langle x_{r_e}, y_{c_e}\rangle` for the entries e = (r_e, c_e) of ``P``.
+
+    Backward: :math:`\partial x = S_{\partial s} y` and :math:`\partial y = S_{\partial s}^\top x`
+    with :math:`S_v` = ``P`` holding values v; the transpose is ``P`` again with values
+    :math:`v[\mathrm{rev}]` (P is symmetric as a set).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, pattern: Tensor, rev: Tensor, x: Tensor, y: Tensor) -> Tensor:
+        ctx.save_for_backward(x, y)
+        ctx.pattern, ctx.rev = pattern, rev
+        return torch.sparse.sampled_addmm(pattern, x, y.T, beta=0.0).values()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[None, None, Tensor | None, Tensor | None]:
+        x, y = ctx.saved_tensors
+        gx = gy = None
+        if ctx.needs_input_grad[2]:
+            gx = torch.sparse.mm(with_values(ctx.pattern, grad.contiguous()), y)
+        if ctx.needs_input_grad[3]:
+            gy = torch.sparse.mm(with_values(ctx.pattern, grad[ctx.rev].contiguous()), x)
+        return None, None, gx, gy
+
+
+class EdgeSpMM(torch.autograd.Function):
+    r""":math:`o_r = \sum_{e: r_e = r} v_e\, h_{c_e}`: ``P`` with values ``v`` times ``h``.
+
+    Backward: :math:`\partial v_e = \langle \partial o_{r_e}, h_{c_e}\rangle` (a sampled
+    product) and :math:`\partial h = P_{v[\mathrm{rev}]}\, \partial o` (the transpose).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, pattern: Tensor, rev: Tensor, values: Tensor, h: Tensor) -> Tensor:
+        ctx.save_for_backward(values, h)
+        ctx.pattern, ctx.rev = pattern, rev
+        return torch.sparse.mm(with_values(pattern, values), h)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[None, None, Tensor | None, Tensor | None]:
+        values, h = ctx.saved_tensors
+        grad = grad.contiguous()
+        gv = gh = None
+        if ctx.needs_input_grad[2]:
+            gv = torch.sparse.sampled_addmm(ctx.pattern, grad, h.T, beta=0.0).values()
+        if ctx.needs_input_grad[3]:
+            gh = torch.sparse.mm(with_values(ctx.pattern, values[ctx.rev].contiguous()), grad)
+        return None, None, gv, gh
+
+
+def edge_dot(pattern: Tensor, rev: Tensor, x: Tensor, y: Tensor) -> Tensor:
+    """``[nnz]``: ⟨x[r], y[c]⟩ for each entry (r, c) of the CSR ``pattern`` (differentiable in
+    ``x`` and ``y``; ``rev``: each entry's transpose position, the pattern symmetric as a set)."""
+    out: Tensor = EdgeDot.apply(pattern, rev, x, y)
+    return out
+
+
+def edge_spmm(pattern: Tensor, rev: Tensor, values: Tensor, h: Tensor) -> Tensor:
+    """``P_values @ h`` for the CSR ``pattern`` given per-entry ``values`` (differentiable in
+    ``values`` and ``h``; ``rev`` as for :func:`edge_dot`)."""
+    out: Tensor = EdgeSpMM.apply(pattern, rev, values, h)
+    return out
