@@ -433,7 +433,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work-dir", default=str(ROOT / "runs" / "bench-step-speed"))
     ap.add_argument("--out-dir", default=str(HERE / "results"))
     ap.add_argument("--quick", action="store_true", help="1 timed pass, 1 thread, no files")
-    ap.add_argument("--only", default="", help="run only the cases whose name contains this")
+    ap.add_argument(
+        "--only",
+        default="",
+        help="run only the cases whose name contains this; the other cases of the suite's "
+        "committed results are kept",
+    )
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
@@ -481,11 +486,20 @@ def main(argv: list[str] | None = None) -> int:
         run = {**case, **out, "contention": cont}
         run["summary"] = summarise(run)
         runs.append(run)
+    prev = Path(args.out_dir) / f"step-speed-{args.suite}.json"
+    command = "python benchmarks/step_speed.py " + " ".join(argv or sys.argv[1:])
+    if args.only and not args.quick and prev.exists():  # --only: rerun those cases, keep the rest
+        fresh = {r["name"] for r in runs}
+        kept = [r for r in json.loads(prev.read_text())["runs"] if r["name"] not in fresh]
+        order = [c["name"] for c in cases(args.suite, threads)]
+        runs = sorted(
+            kept + runs, key=lambda r: order.index(r["name"]) if r["name"] in order else 0
+        )
     res = {
         "name": f"step-speed-{args.suite}",
         "date": _bench.now_utc(),
         "machine": _bench.machine(),
-        "command": "python benchmarks/step_speed.py " + " ".join(argv or sys.argv[1:]),
+        "command": command,
         "settings": {
             "suite": args.suite,
             "threads": threads,

@@ -35,8 +35,9 @@ def model(**cfg: object) -> MBHybrid:
     return MBHybrid(MBHybridConfig.model_validate(params)).setup(tiny())
 
 
-def test_scores_are_the_sum_of_the_terms_by_hand() -> None:
-    m = model()
+@pytest.mark.parametrize("graph", [True, False])
+def test_scores_are_the_sum_of_the_terms_by_hand(graph: bool) -> None:
+    m = model(graph=graph)
     data = tiny()
     with torch.no_grad():
         m.beta.copy_(torch.tensor([0.5, 0.25, 2.0]))

@@ -210,14 +210,19 @@ class MBHybrid(
 
     # ------------------------------------------------------------------ scoring
     def scores(self, users: Tensor) -> Tensor:
-        """``E_u E_iᵀ + Σ_f w_f F_f[users] + c``: ``[len(users), n_items]`` (a fresh tensor)."""
+        """``E_u E_iᵀ + Σ_f w_f F_f[users] + c``: ``[len(users), n_items]`` (a fresh tensor).
+        The sparse terms are added entry by entry (no dense copy of a feature matrix); without
+        the graph term no embedding product is formed."""
         u_all, i_all = GraphScorer.user_item_embeddings(self)  # the cached graph term
         users = users.to(u_all.device)
-        out = u_all[users] @ i_all.T
+        if self.config.graph:
+            out = u_all[users] @ i_all.T
+        else:
+            out = u_all.new_zeros((len(users), self.n_items))
         w = self.weights().detach()
         for weight, f in zip(w.tolist(), self._feats(), strict=True):
             if weight:
-                out += weight * f.rows(users, self.n_items).to_dense()
+                f.add_rows(out, users, weight)
         if self.config.item_bias:
             out += self.bias.detach()
         return out
@@ -277,6 +282,14 @@ class _Feature(nn.Module):
 
     def rows(self, users: Tensor, n_items: int) -> Tensor:
         return csr_rows(self.crow, self.col, self.val, users, n_items)
+
+    def add_rows(self, out: Tensor, users: Tensor, weight: float) -> None:
+        """``out += weight · M[users]`` in place, touching only the stored entries."""
+        part = self.rows(users, out.shape[1])
+        crow = part.crow_indices()
+        rows = torch.repeat_interleave(torch.arange(len(users), device=out.device), crow.diff())
+        flat = rows * out.shape[1] + part.col_indices()
+        out.view(-1).index_add_(0, flat, part.values(), alpha=weight)
 
 
 def _features(data: TrainData, schema: DataSchema, config: MBHybridConfig) -> nn.ModuleList:
