@@ -495,6 +495,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = sorted(
             kept + runs, key=lambda r: order.index(r["name"]) if r["name"] in order else 0
         )
+        command = json.loads(prev.read_text())["command"] + "; then " + command
     res = {
         "name": f"step-speed-{args.suite}",
         "date": _bench.now_utc(),
