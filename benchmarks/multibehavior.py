@@ -265,7 +265,10 @@ def report(res: dict[str, Any]) -> _bench.Doc:
         "(Optuna TPE: 16, 16 and 8 trials; `tuned-baselines.md`); EASE does not fit Tmall's or "
         "IJCAI's 28k active items in its 4 GB limit (10 GB needed), so ItemKNN is their "
         "closed-form row. Every trained model — the seed papers', MF-all, LightGCN-all, MB-CGCN, "
-        "CRGCN — runs its paper's settings (0 tuning trials here). MB-Hybrid (polyrec's model) "
+        "CRGCN, MuLe — runs its paper's settings (0 tuning trials here); on JData the trained "
+        "models' epochs were capped for the CPU budget (LightGCN 20, CRGCN and MB-CGCN 10, MuLe "
+        "15 at ~460 s per epoch; the `best epochs` column shows where a run was still "
+        "improving at its cap). MB-Hybrid (polyrec's model) "
         "runs `configs/mbhybrid-retailrocket.toml` (its switches chosen on Retailrocket's "
         "validation) with the item similarity of the tuned ItemKNN.",
     )
