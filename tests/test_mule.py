@@ -167,9 +167,11 @@ def test_edge_products_match_gathers_in_value_and_gradient() -> None:
 
     gen = torch.Generator().manual_seed(0)
     r = (torch.rand(6, 7, generator=gen) < 0.4).float().numpy()
-    pattern, rev = edge_pattern(r)
+    pattern, rows, rev = edge_pattern(r)
     n = pattern.shape[0]
-    rows = torch.repeat_interleave(torch.arange(n), pattern.crow_indices().diff())
+    assert torch.equal(
+        rows, torch.repeat_interleave(torch.arange(n), pattern.crow_indices().diff())
+    )
     cols = pattern.col_indices()
     assert torch.equal(rows[rev], cols) and torch.equal(cols[rev], rows)  # the transposes
     x, y = (torch.randn(n, 3, generator=gen, requires_grad=True) for _ in range(2))

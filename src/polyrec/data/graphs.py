@@ -171,10 +171,11 @@ def to_torch_csr_pair(
     return fwd, bwd, perm_t
 
 
-def edge_pattern(r: sp.spmatrix | sp.sparray) -> tuple[Tensor, Tensor]:
-    """``(P, rev)``: the bipartite graph of the users × items matrix ``r`` (users first) as a
-    CSR tensor of unit values — every edge stored in both directions — and, for each entry,
-    the position of its transpose (the pattern :func:`polyrec.models.propagation.edge_dot` and
+def edge_pattern(r: sp.spmatrix | sp.sparray) -> tuple[Tensor, Tensor, Tensor]:
+    """``(P, rows, rev)``: the bipartite graph of the users × items matrix ``r`` (users first)
+    as a CSR tensor of unit values — every edge stored in both directions —, the row of each
+    entry, and the position of each entry's transpose (the pattern
+    :func:`polyrec.models.propagation.edge_dot` and
     :func:`~polyrec.models.propagation.edge_spmm` work on)."""
     a = bipartite_adjacency(r)
     a.data[:] = 1.0
@@ -183,7 +184,7 @@ def edge_pattern(r: sp.spmatrix | sp.sparray) -> tuple[Tensor, Tensor]:
     rows = torch.repeat_interleave(torch.arange(n), p.crow_indices().diff())
     cols = p.col_indices()
     keys = rows * n + cols  # sorted: CSR order is by row, then column
-    return p, torch.searchsorted(keys, cols * n + rows)
+    return p, rows, torch.searchsorted(keys, cols * n + rows)
 
 
 def with_values(adj: Tensor, values: Tensor) -> Tensor:

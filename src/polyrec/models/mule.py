@@ -53,12 +53,12 @@ class MuLeConfig(ModelConfig):
     """Standard deviation of the 'normal' init."""
 
 
-def binary(m: sp.spmatrix | sp.sparray) -> sp.csr_matrix:
-    """``m`` with every stored non-zero set to 1 (a graph's edges are distinct pairs)."""
-    out = sp.csr_matrix(m, dtype="float32", copy=True)
-    out.eliminate_zeros()
-    out.data[:] = 1.0
-    return out
+def own_nodes(r: sp.csr_matrix, n_users: int) -> tuple[sp.csr_matrix, Tensor]:
+    """``r`` restricted to the users and items with an edge, and those nodes' ids in the full
+    node table (users first, then items)."""
+    users, items = np.flatnonzero(r.getnnz(axis=1)), np.flatnonzero(r.getnnz(axis=0))
+    nodes = torch.from_numpy(np.concatenate([users, items + n_users])).long()
+    return r[users][:, items], nodes
 
 
 def layer_sum(x: Tensor, layers: list[Tensor]) -> Tensor:
@@ -141,27 +141,23 @@ class MuLe(
         self.aux = tuple(b for b in schema.behaviors if b != schema.target)
         self.user_emb, self.item_emb = embedding_tables(schema, config)
         assert data is not None  # not rebuildable: setup() always passes the data
-        target = binary(data.csr(schema.target))
-        graphs: dict[str, sp.csr_matrix] = {"uni": binary(data.csr(None))}
-        graphs |= {f"b_{b}": binary(data.csr(b)) for b in schema.behaviors}
+        target = data.csr(schema.target)  # TrainData.csr is binary: distinct pairs
+        graphs: dict[str, sp.csr_matrix] = {"uni": data.csr(None)}
+        graphs |= {f"b_{b}": data.csr(b) for b in schema.behaviors}
         for b in self.aux:
             graphs[f"and_{b}"] = graphs[f"b_{b}"].multiply(target).tocsr()
         names = []
         for key, r in graphs.items():  # each graph on its own nodes (those with an edge)
-            users, items = np.flatnonzero(r.getnnz(axis=1)), np.flatnonzero(r.getnnz(axis=0))
-            nodes = torch.from_numpy(np.concatenate([users, items + self.n_users])).long()
-            adj = normalized_bipartite_adjacency(r[users][:, items])
+            local, nodes = own_nodes(r, self.n_users)
+            adj = normalized_bipartite_adjacency(local)
             self.register_buffer(f"adj_{key}", adj, persistent=False)
             self.register_buffer(f"nodes_{key}", nodes, persistent=False)
             names += [f"adj_{key}", f"nodes_{key}"]
         for b in self.aux:  # G_{b∖t} on its own nodes: both directions, entry (receiver, sender)
             r = (graphs[f"b_{b}"] - graphs[f"and_{b}"]).tocsr()
             r.eliminate_zeros()
-            users, items = np.flatnonzero(r.getnnz(axis=1)), np.flatnonzero(r.getnnz(axis=0))
-            nodes = torch.from_numpy(np.concatenate([users, items + self.n_users])).long()
-            pattern, rev = edge_pattern(r[users][:, items])
-            n_local = int(pattern.shape[0])
-            rows = torch.repeat_interleave(torch.arange(n_local), pattern.crow_indices().diff())
+            local, nodes = own_nodes(r, self.n_users)
+            pattern, rows, rev = edge_pattern(local)
             parts = {"tda": pattern, "rev": rev, "row": rows, "tnodes": nodes}
             for part, t in parts.items():
                 self.register_buffer(f"{part}_{b}", t, persistent=False)
