@@ -56,6 +56,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     **{f"mbhybrid-{name}": ("mbhybrid", overrides) for name, overrides in (
         ("no-history", ["params.history=false"]),  # neighbourhood terms only
         ("no-neighbours", ["params.neighbours=false"]),  # own-history terms only
+        ("no-conversion", ["params.conversion=false"]),  # history without conversion rates
         ("graph", ["params.graph=true", "params.item_bias=true"]),  # + LightGCN-all term, bias
         ("bpr", ['params.loss="bpr"']),  # one negative instead of the candidate softmax
     )},

@@ -31,7 +31,7 @@ def tiny(hide: str | None = None) -> TrainData:
 
 def model(**cfg: object) -> MBHybrid:
     torch.manual_seed(0)
-    params = {"dim": 4, "n_layers": 1, "knn_k": 3, **cfg}
+    params = {"dim": 4, "n_layers": 1, "knn_k": 3, "conversion": False, **cfg}
     return MBHybrid(MBHybridConfig.model_validate(params)).setup(tiny())
 
 
@@ -77,7 +77,8 @@ def test_ablations_switch_terms_off() -> None:
 def test_positive_history_follows_the_split(hide: str | None, mode: str, dropped: bool) -> None:
     torch.manual_seed(0)
     cfg = MBHybridConfig(dim=4, n_layers=1, knn_k=3, positive_history=mode, graph=False,
-                         neighbours=False, item_bias=False, loss="bpr")  # fmt: skip
+                         neighbours=False, item_bias=False, loss="bpr",
+                         conversion=False)  # fmt: skip
     m = MBHybrid(cfg).setup(tiny(hide))
     assert m.drop_positive is dropped
     with torch.no_grad():
@@ -124,3 +125,103 @@ def test_training_lowers_the_loss() -> None:
             last = float(total.detach())
     assert last is not None and first is not None and last < first
     assert sp.issparse(data.csr("buy"))
+
+
+# ----------------------------------------------------------------- optional history features
+def viewed_log(hide: str | None = "target", repeat: int = 1) -> TrainData:
+    """views: u0 {0, 2 (× repeat)}, u1 {0}, u2 {0, 1}; buys: u0 {0}, u2 {1}, u3 {0}."""
+    rows = [(0, 0, 0), *[(0, 2, 0)] * repeat, (1, 0, 0), (2, 0, 0), (2, 1, 0),
+            (0, 0, 1), (2, 1, 1), (3, 0, 1)]  # fmt: skip
+    u, i, b = (np.array(x) for x in zip(*rows, strict=True))
+    log = InteractionLog(
+        user=u, item=i, behavior=b.astype(np.int8), behaviors=("view", "buy"), target="buy",
+        user_map=IdMap.range(4), item_map=IdMap.range(3), name="viewed",
+    )  # fmt: skip
+    return TrainData(log, hide=hide)
+
+
+def history_only(data: TrainData, **cfg: object) -> MBHybrid:
+    torch.manual_seed(0)
+    params = {"dim": 4, "n_layers": 1, "graph": False, "neighbours": False, "item_bias": False,
+              **cfg}  # fmt: skip
+    return MBHybrid(MBHybridConfig.model_validate(params)).setup(data)
+
+
+def test_conversion_feature_and_its_leave_one_out_by_hand() -> None:
+    # view users: item 0 {u0, u1, u2}, item 1 {u2}, item 2 {u0}; of them buyers: item 0 {u0},
+    # item 1 {u2}; prior 2/5; α = 2: c = (1.8/5, 1.8/3, 0.8/3)
+    m = history_only(viewed_log(), conversion=True, conversion_alpha=2.0)
+    assert m.n_history == 2  # R_view, R_view · c
+    with torch.no_grad():
+        m.gamma.copy_(torch.tensor([0.0, 1.0]))
+    c = np.array([1.8 / 5, 1.8 / 3, 0.8 / 3])
+    expect = viewed_log().csr("view").toarray() * c
+    np.testing.assert_allclose(m.scores(torch.arange(4)).numpy(), expect, rtol=1e-6)
+    # as training purchases, (u0, 0) and (u2, 1) see their item's rate without themselves:
+    # (0 + 0.8) / 5 and (0 + 0.8) / 3 — the rate an unseen purchase of the item would see
+    f = m.positive_features(torch.tensor([0, 2, 3]), torch.tensor([0, 1, 0]))
+    np.testing.assert_allclose(f[:, 1].numpy(), [0.8 / 5, 0.8 / 3, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(f[:, 0].numpy(), [1.0, 1.0, 0.0])
+    # hide = "all": a purchase's own history is not seen at all
+    m = history_only(viewed_log("all"), conversion=True, conversion_alpha=2.0)
+    f = m.positive_features(torch.tensor([0, 2]), torch.tensor([0, 1]))
+    assert f.abs().sum() == 0
+
+
+@pytest.mark.parametrize(("hide", "on"), [("target", True), (None, True), ("all", False)])
+def test_conversion_auto_follows_the_split(hide: str | None, on: bool) -> None:
+    m = history_only(viewed_log(hide))
+    assert m.conversion is on and m.n_history == (2 if on else 1)
+
+
+def test_history_counts_feature_is_log_one_plus_count() -> None:
+    m = history_only(viewed_log(repeat=3), history_counts=True, conversion=False)
+    assert m.n_history == 2  # R_view, ln(1 + n_view)
+    f = m.pair_features(torch.tensor([0, 0, 1, 3]), torch.tensor([2, 0, 0, 0]))
+    np.testing.assert_allclose(f[:, 1].numpy(), np.log1p([3, 1, 1, 0]), rtol=1e-6)
+    np.testing.assert_allclose(f[:, 0].numpy(), [1, 1, 1, 0])
+
+
+def test_history_negatives_are_the_users_untargeted_items() -> None:
+    # untargeted history: u0 {2} (item 0 was bought), u1 {0}, u2 {0}, u3 none
+    m = history_only(viewed_log(), history_negatives=3, conversion=False)
+    torch.manual_seed(1)
+    items, none = m.history_negatives(torch.tensor([0, 1, 2, 3, 0]), 50)
+    assert (items[0] == 2).all() and (items[4] == 2).all()
+    assert (items[1] == 0).all() and (items[2] == 0).all()
+    assert none[3].all() and not none[[0, 1, 2, 4]].any()
+    # they enter the softmax: the loss differs from the one without them, and is finite
+    from polyrec.data.views import BPRBatch
+
+    batch = BPRBatch(torch.tensor([0, 2, 3]), torch.tensor([0, 1, 0]), torch.tensor([1, 1, 1]))
+    with torch.no_grad():
+        m.gamma.copy_(torch.tensor([2.0]))
+    torch.manual_seed(0)
+    with_hard = m.loss(batch)["softmax"].detach()
+    m.config.history_negatives = 0
+    torch.manual_seed(0)
+    without = m.loss(batch)["softmax"].detach()
+    assert torch.isfinite(with_hard) and float(with_hard) > float(without)
+
+
+def test_history_negatives_need_the_softmax_loss() -> None:
+    with pytest.raises(ValueError, match="history_negatives needs loss"):
+        MBHybridConfig(loss="bpr", history_negatives=2)
+
+
+def test_training_with_every_history_feature_lowers_the_loss() -> None:
+    m = model(negatives=8, conversion=True, history_counts=True, history_negatives=2)
+    assert m.n_history == 6  # (view, cart) × (R_b, ln(1 + n_b), R_b · c_b)
+    opt = torch.optim.Adam(m.parameters(), lr=0.05)
+    g = torch.Generator().manual_seed(0)
+    totals = []
+    for _ in range(30):
+        for batch in m.batches(tiny(), 8, g):
+            total = sum(m.loss(batch).values())
+            opt.zero_grad()
+            total.backward()
+            opt.step()
+            m.invalidate()
+            totals.append(float(total.detach()))
+    assert all(np.isfinite(totals)) and totals[-1] < totals[0]
+    assert m.gamma.grad is not None and m.gamma.grad.abs().sum() > 0

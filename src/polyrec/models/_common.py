@@ -335,6 +335,19 @@ def csr_tensor(crow: Tensor, col: Tensor, val: Tensor, size: tuple[int, int]) ->
         return torch.sparse_csr_tensor(crow, col, val, size=size, check_invariants=False)
 
 
+def conversion_rate(buyers: Any, users: Any, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-item smoothed conversion rate ``(buyers_i + α·prior) / (users_i + α)``, ``prior =
+    Σ buyers / Σ users`` (0 for an empty log), and ``1 / (users_i + α)``: how much one buyer
+    adds to the rate (what leaving a buyer out removes). Zero where ``users_i + α`` is 0."""
+    buyers = np.asarray(buyers, dtype=np.float64).ravel()
+    users = np.asarray(users, dtype=np.float64).ravel()
+    prior = buyers.sum() / users.sum() if users.sum() > 0 else 0.0
+    denom = users + alpha
+    rate = np.divide(buyers + alpha * prior, denom, out=np.zeros_like(denom), where=denom > 0)
+    one = np.divide(1.0, denom, out=np.zeros_like(denom), where=denom > 0)
+    return rate.astype(np.float32), one.astype(np.float32)
+
+
 def csr_rows(crow: Tensor, col: Tensor, val: Tensor, rows: Tensor, n_cols: int) -> Tensor:
     """Rows ``rows`` (repeats allowed) of the CSR matrix ``(crow, col, val)`` as a sparse CSR
     tensor ``[len(rows), n_cols]``, gathered vectorised (torch has no ``index_select`` for CSR)."""

@@ -16,6 +16,7 @@ from polyrec.models._common import (
     Behaviors,
     ClosedForm,
     check_behaviors,
+    conversion_rate,
     csr_rows,
     deepcopy_sharing_sparse,
     history_weights,
@@ -190,12 +191,9 @@ def _conversion(data: TrainData, schema: DataSchema, config: HistoryConfig) -> n
     """Per-item smoothed conversion rate c_i (term 2), or ones with ``conversion=False``."""
     if not config.conversion:
         return np.ones(schema.n_items)
-    buyers = np.asarray(data.csr(schema.target).sum(axis=0), dtype=np.float64).ravel()
-    users = np.asarray(data.csr(None).sum(axis=0), dtype=np.float64).ravel()
-    prior = buyers.sum() / users.sum() if users.sum() > 0 else 0.0
-    alpha = config.alpha
-    denom = users + alpha
-    rate = np.divide(buyers + alpha * prior, denom, out=np.zeros_like(denom), where=denom > 0)
+    rate, _ = conversion_rate(
+        data.csr(schema.target).sum(axis=0), data.csr(None).sum(axis=0), config.alpha
+    )
     return rate
 
 

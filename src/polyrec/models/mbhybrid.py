@@ -9,7 +9,7 @@ from typing import Any, Literal
 import numpy as np
 import scipy.sparse as sp
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from polyrec import losses
@@ -19,6 +19,7 @@ from polyrec.models._common import (
     BPRScorer,
     GraphScorer,
     Init,
+    conversion_rate,
     csr_rows,
     deepcopy_sharing_sparse,
     embedding_tables,
@@ -78,6 +79,30 @@ class MBHybridConfig(ModelConfig):
     hide = 'all', so the model must learn how a never-touched item converts), 'auto' (follow the
     split: 'drop' when the training data says its held-out pairs were removed from every
     behavior, else 'keep'). Training targets thus mirror the evaluated ones."""
+    history_counts: bool = False
+    """Add, per auxiliary behavior b, the feature ln(1 + n_b(u, i)) with n_b the user's number of
+    b-rows with the item (repeat views say more than one view)."""
+    conversion: bool | Literal["auto"] = "auto"
+    """Add, per auxiliary behavior b, the feature R_b[u, i] · c_b(i): the item's smoothed rate of
+    b → target conversion, c_b(i) = (buyers_b(i) + α·prior_b) / (users_b(i) + α), counted over
+    distinct training users (the ``history`` baseline's rate, per behavior). A training
+    purchase's own row is left out of its item's rate (leave-one-out), so that the rate a
+    training pair sees is the one an unseen pair would see. 'auto' (default): on when training
+    purchases keep their own history (``positive_history``), off when they do not — then no
+    positive ever has the feature and its weight could only learn to push history down."""
+    conversion_alpha: float = Field(10.0, ge=0.0)
+    """Smoothing α of ``conversion`` (the ``history`` baseline's default)."""
+    history_negatives: int = Field(0, ge=0)
+    """Per purchase, this many items the user has in an auxiliary behavior but not in the
+    target (drawn uniformly from those rows) join the softmax candidates: the uniform negatives
+    almost never fall in a user's own history, so without them nothing teaches the order among
+    the items the user already touched. 'softmax' loss only."""
+
+    @model_validator(mode="after")
+    def _history_negatives_need_softmax(self) -> MBHybridConfig:
+        if self.history_negatives and self.loss != "softmax":
+            raise ValueError("history_negatives needs loss = 'softmax'")
+        return self
 
 
 class MBHybrid(
@@ -103,6 +128,10 @@ class MBHybrid(
     * ``R_b[u, i]``: whether u viewed/carted/... i in training; ``γ_b`` learned per auxiliary
       behavior (the target's own rows are masked at evaluation, so they get no term).
     * ``c_i``: a learned item bias (popularity of conversion).
+    * optional history features, each with its own learned weight: ``ln(1 + n_b(u, i))``
+      (``history_counts``) and ``R_b[u, i] · c_b(i)``, the item's smoothed b → target
+      conversion rate (``conversion``); and hard negatives from the user's own untargeted
+      history (``history_negatives``).
 
     Trained with BPR on the target behavior's training pairs; the L2 penalty covers the batch's
     ego embeddings and item biases. The neighbourhood and history features of the batch's pairs
@@ -120,6 +149,9 @@ class MBHybrid(
 
     config: MBHybridConfig
     adj: Tensor
+    loo: Tensor
+    hn_crow: Tensor
+    hn_col: Tensor
     features: nn.ModuleList  # of _Feature
 
     def build(self, schema: DataSchema, data: TrainData | None) -> None:
@@ -132,14 +164,24 @@ class MBHybrid(
         # β_b: the target's neighbours start at 1, the others at 0.1; γ_b at 0 (learned)
         beta = [1.0 if b == schema.target else 0.1 for b in schema.behaviors]
         self.beta = nn.Parameter(torch.tensor(beta))
-        self.gamma = nn.Parameter(torch.zeros(max(len(self.aux), 1)))
+        mode = config.positive_history
+        self.drop_positive = mode == "drop" or (mode == "auto" and data.hide == "all")
+        self.conversion = (
+            not self.drop_positive if config.conversion == "auto" else config.conversion
+        )
+        self.features, loo = _features(data, schema, config, self.conversion)
+        self.n_history = (
+            len(self.aux) * (1 + config.history_counts + self.conversion) if config.history else 0
+        )
+        self.gamma = nn.Parameter(torch.zeros(max(self.n_history, 1)))
         adj = normalized_bipartite_adjacency(data.csr(None))
         self.register_buffer("adj", adj, persistent=False)
-        self._ddp_params_and_buffers_to_ignore = ["adj"]
-        self.features = _features(data, schema, config)
-        hide = data.hide
-        mode = config.positive_history
-        self.drop_positive = mode == "drop" or (mode == "auto" and hide == "all")
+        # per auxiliary behavior: what a purchase's own row adds to its item's conversion rate
+        self.register_buffer("loo", loo, persistent=False)
+        crow, col = _untargeted_history(data, schema)
+        self.register_buffer("hn_crow", crow, persistent=False)
+        self.register_buffer("hn_col", col, persistent=False)
+        self._ddp_params_and_buffers_to_ignore = ["adj", "loo", "hn_crow", "hn_col"]
 
     # ------------------------------------------------------------------ terms
     def final_embeddings(self) -> tuple[Tensor, Tensor]:
@@ -158,8 +200,8 @@ class MBHybrid(
         parts: list[Tensor] = []
         if self.config.neighbours:
             parts.append(self.beta)
-        if self.config.history and self.aux:
-            parts.append(self.gamma[: len(self.aux)])
+        if self.n_history:
+            parts.append(self.gamma[: self.n_history])
         return torch.cat(parts) if parts else self.beta[:0]
 
     def pair_features(self, users: Tensor, items: Tensor) -> Tensor:
@@ -177,9 +219,7 @@ class MBHybrid(
         users, items = self.final_embeddings()
         u, p = batch.user, batch.pos
         eu = users[u]
-        pos_f = self.pair_features(u, p)
-        if self.drop_positive and self.config.history and self.aux:
-            pos_f[:, -len(self.aux) :] = 0.0  # the purchase's own auxiliary rows: not seen
+        pos_f = self.positive_features(u, p)
         pos = (eu * items[p]).sum(-1) + pos_f @ self.weights()
         if self.config.item_bias:
             pos = pos + self.bias[p]
@@ -197,6 +237,16 @@ class MBHybrid(
             if self.config.item_bias:
                 neg = neg + self.bias[neg_items]
             accidental = neg_items.unsqueeze(0) == p.unsqueeze(1)
+            if self.config.history_negatives:
+                hard, none = self.history_negatives(u, self.config.history_negatives)
+                hu = u.repeat_interleave(hard.shape[1])
+                hard_scores = self.pair_scores(
+                    hu, hard.reshape(-1), eu.repeat_interleave(hard.shape[1], 0),
+                    items[hard.reshape(-1)],
+                ).view(hard.shape)  # fmt: skip
+                neg = torch.cat([neg, hard_scores], dim=1)
+                accidental = torch.cat([accidental, none], dim=1)
+                neg_items = torch.cat([neg_items, hard.reshape(-1)])
             main = {"softmax": losses.softmax_over_candidates(pos, neg, accidental)}
         reg = losses.l2_reg(
             self.user_emb(u),
@@ -207,6 +257,33 @@ class MBHybrid(
             batch_size=len(u),
         )
         return {**main, "reg": self.config.reg * reg}
+
+    def positive_features(self, users: Tensor, items: Tensor) -> Tensor:
+        """The features of training purchases as an unseen purchase would have them: under
+        hide = 'all' without their own auxiliary rows (``positive_history``); with
+        ``conversion``, each item's rate without this purchase (leave-one-out)."""
+        f = self.pair_features(users, items)
+        n_aux = len(self.aux)
+        if not self.n_history:
+            return f
+        if self.drop_positive:
+            f[:, -self.n_history :] = 0.0  # the purchase's own auxiliary rows: not seen
+        elif self.conversion:
+            had = f[:, -self.n_history : -self.n_history + n_aux]  # R_b[u, i] ∈ {0, 1}
+            f[:, -n_aux:] -= had * self.loo[:, items].T
+        return f
+
+    def history_negatives(self, users: Tensor, n: int) -> tuple[Tensor, Tensor]:
+        """``[len(users), n]`` items drawn uniformly from each user's auxiliary rows that are not
+        training purchases, and a mask of the draws that do not exist (users without such rows:
+        the item is a placeholder 0)."""
+        start = self.hn_crow[users]
+        count = self.hn_crow[users + 1] - start
+        pick = (torch.rand(len(users), n, device=users.device) * count.unsqueeze(1)).long()
+        none = (count == 0).unsqueeze(1).expand(-1, n)
+        idx = (start.unsqueeze(1) + pick).clamp(max=max(len(self.hn_col) - 1, 0))
+        items = self.hn_col[idx] if len(self.hn_col) else torch.zeros_like(idx)
+        return items.masked_fill(none, 0), none
 
     # ------------------------------------------------------------------ scoring
     def scores(self, users: Tensor) -> Tensor:
@@ -292,10 +369,15 @@ class _Feature(nn.Module):
         out.view(-1).index_add_(0, flat, part.values(), alpha=weight)
 
 
-def _features(data: TrainData, schema: DataSchema, config: MBHybridConfig) -> nn.ModuleList:
+def _features(
+    data: TrainData, schema: DataSchema, config: MBHybridConfig, conversion: bool
+) -> tuple[nn.ModuleList, Tensor]:
     """The feature matrices in :meth:`MBHybrid.weights` order: ``R_b S`` per behavior, then the
-    auxiliary behaviors' ``R_b``."""
+    auxiliary behaviors' ``R_b``, ``ln(1 + n_b)`` and ``R_b · c_b``; and ``[n_aux, n_items]``
+    the leave-one-out correction of ``c_b``: ``1 / (users_b(i) + α)``."""
     feats = []
+    aux = [b for b in schema.behaviors if b != schema.target]
+    loo = torch.zeros(len(aux), schema.n_items)
     if config.neighbours:
         x = data.csr(schema.target).astype(np.float64)
         if config.knn_other_weight:
@@ -305,8 +387,51 @@ def _features(data: TrainData, schema: DataSchema, config: MBHybridConfig) -> nn
         s = knn_similarity(sp.csr_matrix(x), config.knn_k, config.knn_shrink, config.knn_alpha)
         feats += [_Feature(data.csr(b).astype(np.float64) @ s) for b in schema.behaviors]
     if config.history:
-        feats += [_Feature(data.csr(b)) for b in schema.behaviors if b != schema.target]
-    return nn.ModuleList(feats)
+        feats += [_Feature(data.csr(b)) for b in aux]
+        if config.history_counts:
+            feats += [_Feature(_log_counts(data, schema.behaviors.index(b))) for b in aux]
+        if conversion:
+            bought = data.csr(schema.target)
+            for k, b in enumerate(aux):
+                r_b = data.csr(b)
+                rate, loo_b = conversion_rate(
+                    r_b.multiply(bought).sum(axis=0), r_b.sum(axis=0), config.conversion_alpha
+                )
+                feats.append(_Feature(r_b @ sp.diags(rate)))
+                loo[k] = torch.from_numpy(loo_b)
+    return nn.ModuleList(feats), loo
+
+
+def _log_counts(data: TrainData, code: int) -> sp.csr_matrix:
+    """users × items ``ln(1 + n)``, n the rows of behavior ``code`` per (user, item)."""
+    log = data.log
+    rows = log.behavior == code
+    m = sp.csr_matrix(
+        (np.ones(int(rows.sum())), (log.user[rows], log.item[rows])),
+        shape=(log.n_users, log.n_items),
+    )
+    m.sum_duplicates()
+    m.data = np.log1p(m.data)
+    return m
+
+
+def _untargeted_history(data: TrainData, schema: DataSchema) -> tuple[Tensor, Tensor]:
+    """CSR ``(crow, col)`` of the (user, item) pairs in some auxiliary behavior and not in the
+    target: the user's own items that were not bought."""
+    m = sp.csr_matrix(data.csr(schema.target).shape, dtype=np.float64)
+    for b in schema.behaviors:
+        if b != schema.target:
+            m = m + data.csr(b)
+    m = sp.csr_matrix(m > 0, dtype=np.float64) - sp.csr_matrix(m > 0).multiply(
+        data.csr(schema.target)
+    )
+    m = sp.csr_matrix(m)
+    m.eliminate_zeros()
+    m.sort_indices()
+    return (
+        torch.from_numpy(m.indptr.astype(np.int64)),
+        torch.from_numpy(m.indices.astype(np.int64)),
+    )
 
 
 __all__ = ["MBHybrid", "MBHybridConfig"]
