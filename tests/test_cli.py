@@ -80,9 +80,13 @@ def test_duplicates_warn_not_fail(tmp_path):
     assert info.exit_code == 0 and "buy" in info.output
 
 
-def test_output_folder_missing(csv_log, tmp_path):
+def test_output_parent_folders_are_created(csv_log, tmp_path):
     r = run("data", "import", csv_log, "--format", "csv", "--out", tmp_path / "no" / "dir")
-    assert_user_error(r, "does not exist")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "no" / "dir" / "dataset.json").exists()
+    (tmp_path / "f").write_text("")
+    r = run("data", "import", csv_log, "--format", "csv", "--out", tmp_path / "f" / "dir")
+    assert_user_error(r, "is not a folder")
 
 
 def test_pickle_with_foreign_object(tmp_path):
@@ -144,9 +148,10 @@ def test_no_test_users(tmp_path):
     )
 
 
-def test_train_output_folder_missing(dataset_dir, tmp_path):
+def test_train_output_file_in_the_way(dataset_dir, tmp_path):
+    (tmp_path / "x").write_text("")
     assert_user_error(
-        run("train", "--data", dataset_dir, "--out", tmp_path / "x" / "run"), "does not exist"
+        run("train", "--data", dataset_dir, "--out", tmp_path / "x" / "run"), "is not a folder"
     )
 
 
@@ -201,7 +206,8 @@ def test_cli_train_evaluate_recommend(dataset_dir, tmp_path):
     r = run(
         "recommend", tmp_path / "run", "--users", users, "--out", tmp_path / "none" / "r.parquet"
     )
-    assert_user_error(r, "does not exist")
+    assert_user_error(r, "nobody")
+    assert not (tmp_path / "none").exists()  # a failed call creates no folder
     # corrupt checkpoint
     best = tmp_path / "run" / "best.safetensors"
     best.write_bytes(best.read_bytes()[:100])

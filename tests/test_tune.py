@@ -151,7 +151,8 @@ def test_bad_input_refused(dataset_dir, tmp_path):
     assert_user_error3(run("tune", "-c", cfg), "tune.budget", "unknown key")
     cfg = write_config(tmp_path, dataset_dir)
     assert_user_error3(run("tune", "-c", cfg, "--trials", "0"), "--trials")
-    assert_user_error3(run("tune", "-c", cfg, "--out", tmp_path / "no" / "t"), "does not exist")
+    (tmp_path / "no").write_text("")
+    assert_user_error3(run("tune", "-c", cfg, "--out", tmp_path / "no" / "t"), "is not a folder")
     assert_user_error3(run("tune", "--resume", tmp_path), "not a polyrec tune folder")
     # polyrec train reads the same file and ignores its [tune] table
     r = run("train", "-c", cfg, "--out", tmp_path / "run", "--quiet", "train.epochs=1")

@@ -23,17 +23,12 @@ from polyrec.data.importers import import_path
 from polyrec.data.log import IdMap, InteractionLog
 from polyrec.errors import ConfigError, DataError
 from polyrec.eval.protocols import PairIndex, masked_topk
+from polyrec.fsutil import LOCK, make_parent, temporary_sibling
 from polyrec.models.base import InterestModel, Scorer
 from polyrec.models.registry import list_models
 from polyrec.training.trainer import Reporter, final_metrics, load_run, train_run
 
 PathLike = str | os.PathLike[str]
-
-
-def _check_out_parent(path: Path, what: str) -> None:
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.exists():
-        raise DataError(f"{what} {str(path)!r}: folder {str(parent)!r} does not exist")
 
 
 def default_run_dir(cfg: RunConfig) -> Path:
@@ -57,15 +52,13 @@ def _fixed(model: str | None, data: PathLike | None, protocol: str | None) -> di
 
 
 def _fresh_dir(out: PathLike | None, default: Path, what: str) -> Path:
-    """``out`` (or ``default``, whose parent — ``runs/`` — is ours to create: a fresh checkout
-    has none; an ``--out`` whose folder is missing stays a user error), which must be empty."""
-    if out is None:
-        path = default
-        path.parent.mkdir(parents=True, exist_ok=True)
-    else:
-        path = Path(out)
-    _check_out_parent(path, what)
-    if path.exists() and any(path.iterdir()):
+    """``out`` (or ``default``), which must be empty (a lock file left by a killed process does
+    not count); missing parent folders are created (``--out runs/x`` on a fresh clone)."""
+    path = default if out is None else Path(out)
+    make_parent(path)
+    if path.exists() and not path.is_dir():
+        raise DataError(f"{what} {str(path)!r} is a file")
+    if path.exists() and any(p.name != LOCK for p in path.iterdir()):
         raise DataError(
             f"{what} {str(path)!r} is not empty; choose another --out or continue it with --resume"
         )
@@ -203,12 +196,16 @@ def _known_users(user_map: IdMap, ext: list[Any]) -> np.ndarray:
 
 def _write_frame(frame: pl.DataFrame, out_path: Path | None) -> pl.DataFrame:
     if out_path is not None:
-        tmp = out_path.with_name(f".{out_path.name}.tmp")
-        if out_path.suffix == ".csv":
-            frame.write_csv(tmp)
-        else:
-            frame.write_parquet(tmp)
-        os.replace(tmp, out_path)
+        make_parent(out_path)  # only now: a failed call leaves no folder behind
+        tmp = temporary_sibling(out_path)
+        try:
+            if out_path.suffix == ".csv":
+                frame.write_csv(tmp)
+            else:
+                frame.write_parquet(tmp)
+            os.replace(tmp, out_path)
+        finally:
+            tmp.unlink(missing_ok=True)
     return frame
 
 
@@ -255,8 +252,8 @@ def recommend(
     if k <= 0:
         raise DataError(f"k must be positive (got {k})")
     out_path = Path(out) if out is not None else None
-    if out_path is not None:
-        _check_out_parent(out_path, "output file")
+    if out_path is not None and out_path.is_dir():
+        raise DataError(f"output file {str(out_path)!r} is a folder")
     from polyrec.exporting import bundle_from_run, is_export_dir, load_export
 
     ext = _read_users(Path(users)) if isinstance(users, str | os.PathLike) else list(users)
@@ -327,7 +324,7 @@ def export(
     from polyrec.exporting import IndexConfig, export_run
 
     out_path = Path(out)
-    _check_out_parent(out_path, "export directory")
+    make_parent(out_path)
     try:
         cfg = IndexConfig(type=index, **index_options)
     except ValidationError as e:
@@ -347,7 +344,7 @@ def import_data(
 ) -> InteractionLog:
     """Import a foreign log (see ``polyrec.data.importers.FORMATS``) into a dataset directory."""
     out_path = Path(out)
-    _check_out_parent(out_path, "dataset directory")
+    make_parent(out_path)
     log = import_path(path, fmt, **options)
     log.save(out_path)
     return log

@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 
 from polyrec.errors import DataError
-from polyrec.fsutil import replace_dir
+from polyrec.fsutil import make_parent, replace_dir
 
 FOLD_TRAIN = 0
 FOLD_VALID = 1
@@ -429,9 +429,8 @@ class InteractionLog(UserItemSpace):
     def save(self, directory: str | os.PathLike[str]) -> Path:
         """Write the dataset directory atomically (temporary sibling folder, then rename)."""
         target = Path(directory)
-        parent = target.parent
-        if not parent.exists():
-            raise DataError(f"output folder {str(parent)!r} does not exist")
+        parent = target.parent if str(target.parent) else Path(".")
+        make_parent(target)
         if target.exists() and any(target.iterdir()) and not (target / "dataset.json").exists():
             raise DataError(f"{str(target)!r} exists and is not a polyrec dataset; not overwriting")
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=parent))

@@ -28,6 +28,7 @@ import numpy as np
 from polyrec.data.log import FOLD_TEST, FOLD_TRAIN, FOLD_VALID, InteractionLog
 from polyrec.data.sampling import PairSet, pair_keys, sample_eval_negatives
 from polyrec.errors import DataError
+from polyrec.fsutil import temporary_sibling
 
 PROTOCOLS = ("leave-one-out", "random-ratio", "user-split", "time-slots")
 
@@ -135,9 +136,6 @@ class Split:
                 arrays[f"{nm}_history_rows"] = h.history_rows
         if self.slot is not None:
             arrays["slot"] = self.slot
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez_compressed(tmp, **arrays)  # type: ignore[arg-type]
-        tmp.replace(path.with_suffix(".npz"))
         meta = {
             "name": self.name,
             "seed": self.seed,
@@ -145,9 +143,13 @@ class Split:
             "params": self.params,
             "dropped_users": self.dropped_users,
         }
-        tmpj = path.with_name(path.name + ".tmp.json")
+        tmpj = temporary_sibling(path, ".json")
         tmpj.write_text(json.dumps(meta, indent=2))
         tmpj.replace(path.with_suffix(".json"))
+        # the arrays last: a split whose .npz exists is complete
+        tmp = temporary_sibling(path, ".npz")
+        np.savez_compressed(tmp, **arrays)  # type: ignore[arg-type]
+        tmp.replace(path.with_suffix(".npz"))
 
     @classmethod
     def load(cls, path: str | Path, log: InteractionLog) -> Split:

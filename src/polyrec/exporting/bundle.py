@@ -69,7 +69,7 @@ from polyrec.exporting.index import (
     read_index,
     write_index,
 )
-from polyrec.fsutil import replace_dir
+from polyrec.fsutil import make_parent, replace_dir
 from polyrec.models.base import InterestModel, Model, Scorer
 
 FORMAT = "polyrec-export"
@@ -300,9 +300,7 @@ def _recall_queries(bundle: Bundle, cfg: IndexConfig) -> Tensor:
 
 
 def _prepare_out(out: Path, force: bool) -> None:
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.exists():
-        raise DataError(f"export directory {str(out)!r}: folder {str(parent)!r} does not exist")
+    make_parent(out)
     if out.exists() and not out.is_dir():
         raise DataError(f"export directory {str(out)!r} is a file")
     if out.exists() and any(out.iterdir()):

@@ -44,6 +44,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from polyrec.fsutil import temporary_sibling
+
 SCHEMA = "polyrec-bench/1"
 
 
@@ -122,7 +124,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
 
 def write_atomic(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = temporary_sibling(path)
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
     return path

@@ -5,11 +5,13 @@ tensors (``optim.<k>.<param>.<name>``), the torch RNG states (``rng.*``); everyt
 (epoch, early-stopping state, history, optimiser hyper-parameters, numpy and python RNG states)
 is JSON in the file's metadata. Files are written to a temporary sibling and renamed, so a crash
 never leaves a half-written checkpoint; a truncated or foreign file is refused with a
-:class:`CheckpointError`.
+:class:`CheckpointError`, and so is a file whose tensors no longer match the SHA-256 checksum
+stored in its metadata.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -22,12 +24,14 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from polyrec.errors import CheckpointError
+from polyrec.fsutil import temporary_sibling
 
 MAGIC = "polyrec-checkpoint-1"
+CHECKSUM = "sha256"
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = temporary_sibling(path)
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
@@ -40,10 +44,30 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = temporary_sibling(path)
     clean = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    save_file(clean, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    try:
+        save_file(clean, str(tmp), metadata={**meta, CHECKSUM: tensor_checksum(clean)})
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def tensor_checksum(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over every tensor's name, dtype, shape and bytes, in name order: stored in each
+    file's metadata and checked on load, so a flipped byte inside a tensor is found."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _short(e: BaseException, limit: int = 200) -> str:
+    """An exception's text cut to one short line (a garbled header can echo kilobytes)."""
+    text = " ".join(str(e).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def save_weights(path: Path, model: torch.nn.Module) -> None:
@@ -56,12 +80,23 @@ def load_weights(path: Path, model: torch.nn.Module) -> None:
 
 
 def _load(path: Path) -> dict[str, torch.Tensor]:
+    """The file's tensors, checked against the checksum in its metadata (files written before
+    checksums existed have none and are read as they are)."""
     if not path.exists():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    expected = _meta(path).get(CHECKSUM)
     try:
-        return load_file(str(path))
+        tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"checkpoint {str(path)!r} is corrupt or truncated ({e})") from None
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is corrupt or truncated ({_short(e)})"
+        ) from None
+    if expected is not None and tensor_checksum(tensors) != expected:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is damaged: its tensors do not match the checksum stored "
+            "in it (the file changed after it was written)"
+        )
+    return tensors
 
 
 def _meta(path: Path) -> dict[str, str]:
@@ -69,7 +104,9 @@ def _meta(path: Path) -> dict[str, str]:
         with safe_open(str(path), framework="pt") as f:
             return dict(f.metadata() or {})
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"checkpoint {str(path)!r} is corrupt or truncated ({e})") from None
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is corrupt or truncated ({_short(e)})"
+        ) from None
 
 
 def _load_model(model: torch.nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
@@ -151,7 +188,9 @@ def load_checkpoint(
         np_state = json.loads(meta["rng.numpy"])
         py_state = json.loads(meta["rng.python"])
     except (KeyError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"checkpoint {str(path)!r} has corrupt metadata ({e})") from None
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} has corrupt metadata ({_short(e)})"
+        ) from None
     if len(opt_meta) != len(optimisers):
         raise CheckpointError(
             f"checkpoint {str(path)!r} holds {len(opt_meta)} optimisers, the model has "
@@ -170,7 +209,7 @@ def load_checkpoint(
             opt.load_state_dict({"state": st, "param_groups": om["param_groups"]})
         except (ValueError, KeyError, RuntimeError) as e:
             raise CheckpointError(
-                f"checkpoint {str(path)!r}: optimiser state mismatch ({e})"
+                f"checkpoint {str(path)!r}: optimiser state mismatch ({_short(e)})"
             ) from None
     torch.set_rng_state(tensors["rng.torch"])
     generator.set_state(tensors["rng.generator"])

@@ -44,6 +44,7 @@ from polyrec.errors import CheckpointError, ConfigError, DataError
 from polyrec.eval.audit import audit_split
 from polyrec.eval.evaluator import evaluate
 from polyrec.eval.holdout import holdout_recall
+from polyrec.fsutil import LOCK, claim_dir, release_dir, remove_temporaries
 from polyrec.models.base import Model
 from polyrec.models.registry import build_model
 from polyrec.runtime import tune_allocator
@@ -231,9 +232,14 @@ class Trainer:
             "step": 0,
         }
         last, best = self.run_dir / LAST, self.run_dir / BEST
-        if resume:
-            if not last.exists():
-                raise CheckpointError(f"{str(self.run_dir)!r} has no {LAST} to resume from")
+        if resume and not last.exists():
+            # killed before its first checkpoint: nothing to continue, the saved config and
+            # split start it from epoch 1 (the same run as a fresh one)
+            self.reporter.message(
+                f"no {LAST} yet (the run stopped before its first epoch ended): training from "
+                "the start with the saved config"
+            )
+        elif resume:
             state = load_checkpoint(last, model, optimisers, generator)
             self.reporter.message(f"resumed after epoch {state['epoch']}")
         if not model.trainable or cfg.train.epochs == 0:
@@ -435,22 +441,40 @@ def _train_run(
     cfg: RunConfig, run_dir: Path, *, resume: bool, reporter: Reporter | None, test: bool = True
 ) -> dict[str, Any]:
     reporter = (reporter if distributed.is_main() else None) or Reporter()
-    prepared = prepare(cfg, run_dir, reuse_split=resume)
-    # every process has checked (and read) the run directory before rank 0 writes into it
-    distributed.barrier()
-    if distributed.is_main():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if not resume:
-            atomic_write_text(run_dir / "config.toml", to_toml(cfg))
-            prepared.split.save(run_dir / "split")
-        atomic_write_text(
-            run_dir / "run.json", json.dumps(_run_meta(cfg, prepared, "training"), indent=2)
+    # rank 0 claims the run directory (a lock file taken with O_EXCL) before anything is
+    # written: of two processes given the same --out, one trains and the other stops
+    lock = claim_dir(run_dir) if distributed.is_main() else None
+    try:
+        if lock is not None and not resume and any(p.name != LOCK for p in run_dir.iterdir()):
+            raise DataError(
+                f"run directory {str(run_dir)!r} is not empty; choose another --out or continue "
+                "it with --resume"
+            )
+        prepared = prepare(cfg, run_dir, reuse_split=resume)
+        # every process has checked (and read) the run directory before rank 0 writes into it
+        distributed.barrier()
+        if lock is not None:
+            stale = remove_temporaries(run_dir)  # left by a process killed mid-write
+            if stale:
+                reporter.message(f"removed {len(stale)} temporary file(s) of a killed write")
+            if not resume:
+                atomic_write_text(run_dir / "config.toml", to_toml(cfg))
+            if not resume or not (run_dir / "split.npz").exists():
+                prepared.split.save(run_dir / "split")
+            atomic_write_text(
+                run_dir / "run.json", json.dumps(_run_meta(cfg, prepared, "training"), indent=2)
+            )
+        trainer = Trainer(prepared, run_dir, reporter)
+        state = trainer.fit(resume=resume)
+        result = distributed.run_on_main(
+            functools.partial(_finish_run, prepared, trainer, state, reporter, test)
         )
-    trainer = Trainer(prepared, run_dir, reporter)
-    state = trainer.fit(resume=resume)
-    return distributed.run_on_main(
-        functools.partial(_finish_run, prepared, trainer, state, reporter, test)
-    )
+        if lock is not None:
+            remove_temporaries(run_dir)
+        return result
+    finally:
+        if lock is not None:
+            release_dir(lock)
 
 
 def _finish_run(
