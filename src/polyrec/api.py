@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -340,13 +341,16 @@ def import_data(
     out: PathLike,
     *,
     fmt: str | None = None,
+    name: str | None = None,
     **options: Any,
 ) -> InteractionLog:
-    """Import a foreign log (see ``polyrec.data.importers.FORMATS``) into a dataset directory."""
+    """Import a foreign log (see ``polyrec.data.importers.FORMATS``) into a dataset directory.
+
+    The dataset is named ``name`` (default: the output folder's name, not the input file's)."""
     out_path = Path(out)
-    make_parent(out_path)
     log = import_path(path, fmt, **options)
-    log.save(out_path)
+    log = replace(log, name=name or out_path.name)
+    log.save(out_path)  # creates missing parent folders
     return log
 
 

@@ -579,6 +579,24 @@ def data_import(
     behavior_col: str = typer.Option(None, "--behavior-col", help="behavior column name"),
     time_col: str = typer.Option(None, "--time-col", help="timestamp column name"),
     category_col: str = typer.Option(None, "--category-col", help="item category column name"),
+    fold_col: str = typer.Option(
+        None,
+        "--fold-col",
+        help="column of a published split: 0/train, 1/valid, 2/test (a column named 'fold' is "
+        "taken by default)",
+    ),
+    valid: Path = typer.Option(
+        None, "--valid", help="file of the published validation interactions (same columns)"
+    ),
+    test: Path = typer.Option(
+        None, "--test", help="file of the published test interactions (same columns)"
+    ),
+    time_format: str = typer.Option(
+        None,
+        "--time-format",
+        help="strptime format of text timestamps, e.g. '%Y-%m-%d %H:%M:%S'",
+    ),
+    name: str = typer.Option(None, "--name", help="dataset name (default: --out's folder name)"),
 ) -> None:
     """Turn a log in a foreign format into a polyrec dataset directory."""
     options = _given(
@@ -589,12 +607,17 @@ def data_import(
             "behavior": behavior_col,
             "timestamp": time_col,
             "category": category_col,
+            "fold": fold_col,
+            "valid": valid,
+            "test": test,
+            "timestamp_format": time_format,
         }
     )
-    dest = out or path.with_name(path.stem + "-polyrec")
+    stem = path.name.removesuffix(".gz")
+    dest = out or path.with_name(Path(stem).stem + "-polyrec")
     with _user_errors(), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        log = api.import_data(path, dest, fmt=fmt, **options)
+        log = api.import_data(path, dest, fmt=fmt, name=name, **options)
     for w in caught:
         err_console.print(f"[yellow]warning:[/yellow] {w.message}", highlight=False)
     console.print(

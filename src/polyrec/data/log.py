@@ -255,11 +255,14 @@ class InteractionLog(UserItemSpace):
         if behavior is not None and behavior not in cols and behavior != "behavior":
             need(behavior, "behavior")
         if behavior is not None and behavior in cols:
-            b_raw = np.asarray([str(v) for v in need(behavior, "behavior").tolist()], dtype=object)
-            if any(v in ("None", "nan") for v in b_raw[: min(len(b_raw), 1_000_000)]):
+            column = table.column(behavior)
+            if column.null_count:  # every row: one vectorised count
+                first = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
                 raise DataError(
-                    f"{source or name}: behavior column {behavior!r} has missing values"
+                    f"{source or name}: behavior column {behavior!r} has {column.null_count:,} "
+                    f"missing value(s) (first at row {first:,})"
                 )
+            b_raw = np.asarray([str(v) for v in need(behavior, "behavior").tolist()], dtype=object)
         else:
             b_raw = np.full(len(u_raw), target or DEFAULT_BEHAVIOR, dtype=object)
 

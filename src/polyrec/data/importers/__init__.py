@@ -120,6 +120,8 @@ def detect_format(path: PathLike) -> str:
             f"{', '.join(FORMATS)}"
         )
     suffix = p.suffix.lower()
+    if suffix == ".gz" and Path(p.name[:-3]).suffix.lower() in (".csv", ".tsv", ".tab"):
+        return "csv" if Path(p.name[:-3]).suffix.lower() == ".csv" else "tsv"
     if suffix == ".inter":
         return "recbole"
     if suffix in (".parquet", ".pq"):

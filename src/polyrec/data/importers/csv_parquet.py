@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import gzip
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -94,15 +96,22 @@ def _distinct_behaviors(frame: Any, col: str) -> list[str] | None:
     return sorted({str(v) for v in values if v is not None})
 
 
+def _suffix(p: Path) -> str:
+    """The file's format suffix, under a ``.gz``: ``.csv`` for ``log.csv.gz``."""
+    name = p.name.lower()
+    return Path(name[:-3]).suffix if name.endswith(".gz") else p.suffix.lower()
+
+
 def _delimiter_for(p: Path, delimiter: str | None) -> str:
     if delimiter is not None:
         if len(delimiter) != 1:
             raise DataError(f"{p}: delimiter must be one character, got {delimiter!r}")
         return delimiter
-    if p.suffix.lower() in _TAB_EXTENSIONS:
+    if _suffix(p) in _TAB_EXTENSIONS:
         return "\t"
     # .csv files written with tabs (e.g. MBA's "uid\tsid"): sniff the header line
-    with p.open("rb") as fh:
+    opener = gzip.open if p.name.lower().endswith(".gz") else open
+    with opener(p, "rb") as fh:
         head = fh.readline().decode("utf-8", errors="replace")
     if "\t" in head and "," not in head:
         return "\t"
@@ -126,6 +135,8 @@ def read_csv(
     target: str | None = None,
     behavior_order: Sequence[str] | None = None,
     name: str | None = None,
+    valid: PathLike | None = None,
+    test: PathLike | None = None,
 ) -> InteractionLog:
     """Read a delimited text log (CSV/TSV), one interaction per row.
 
@@ -137,22 +148,37 @@ def read_csv(
     ``fold`` (0/1/2 for a published train/valid/test split) and the ``target`` behavior.
     The delimiter is ``delimiter`` when given, a tab for ``.tsv``/``.tab`` files, else sniffed
     from the header line (tab, semicolon or comma). Duplicate rows are dropped with a warning.
+    ``.gz`` files (``log.csv.gz``) are read decompressed.
+
+    A column named ``fold`` is taken as the published split when ``fold`` is not given, and one
+    named ``timestamp``, ``time`` or ``ts`` as the timestamp when ``timestamp`` is not (each with
+    a warning naming it); fold values may also be ``train``/``valid``/``test``. Any other column
+    the importer does not use is named in a warning, never dropped silently. ``valid`` /
+    ``test``: files of the published validation / test interactions, same columns (a missing
+    behavior column means the target behavior; a missing timestamp, the user's latest
+    training time + 1): they become fold 1 / 2 of one log, so their users and items stay in the
+    catalogue.
     """
     p = existing_file(path)
-    sep = _delimiter_for(p, delimiter)
-    df = read_table(
-        p,
-        "delimited text",
-        lambda: pl.read_csv(
-            p,
-            separator=sep,
-            has_header=has_header,
-            infer_schema_length=None,
-            null_values=["", "NA", "NaN", "nan", "null", "NULL", "None"],
-        ),
-    )
-    if not has_header:
-        df.columns = [f"column_{k + 1}" for k in range(df.width)]
+
+    def read(q: Path) -> pl.DataFrame:
+        sep = _delimiter_for(q, delimiter)
+        df = read_table(
+            q,
+            "delimited text",
+            lambda: pl.read_csv(
+                q,
+                separator=sep,
+                has_header=has_header,
+                infer_schema_length=None,
+                null_values=["", "NA", "NaN", "nan", "null", "NULL", "None"],
+            ),
+        )
+        if not has_header:
+            df.columns = [f"column_{k + 1}" for k in range(df.width)]
+        return df
+
+    df = _with_folds(read(p), read, valid, test, fold)
     return _from_polars(
         df,
         p,
@@ -188,13 +214,20 @@ def read_parquet(
     target: str | None = None,
     behavior_order: Sequence[str] | None = None,
     name: str | None = None,
+    valid: PathLike | None = None,
+    test: PathLike | None = None,
 ) -> InteractionLog:
-    """Read a Parquet log, one interaction per row; columns as in :func:`read_csv`.
+    """Read a Parquet log, one interaction per row; columns, column detection and the
+    ``valid``/``test`` files as in :func:`read_csv`.
 
     Timestamps may be numeric or Parquet timestamp/date columns (converted to unix seconds).
     """
     p = existing_file(path)
-    df = read_table(p, "Parquet", lambda: pl.read_parquet(p))
+
+    def read(q: Path) -> pl.DataFrame:
+        return read_table(q, "Parquet", lambda: pl.read_parquet(q))
+
+    df = _with_folds(read(p), read, valid, test, fold)
     return _from_polars(
         df,
         p,
@@ -230,7 +263,37 @@ def _from_polars(
     and made a log by :func:`read_frame`; the optional column roles default to absent."""
     if df.height == 0:
         raise DataError(f"{p}: the file has a header but no rows")
-    cols = df.columns
+    cols = [c for c in df.columns if c != _EXTRA]
+    if fold is None and _EXTRA in df.columns:
+        fold = "fold"  # made from the --valid / --test files
+    elif fold is None and "fold" in cols:
+        fold = "fold"
+        warnings.warn(
+            f"{p}: column 'fold' taken as the published split (0/train, 1/valid, 2/test)",
+            stacklevel=2,
+        )
+    if timestamp is None:
+        found = next((c for c in _TIME_NAMES if c in cols), None)
+        if found is not None:
+            timestamp = found
+            warnings.warn(
+                f"{p}: column {found!r} taken as the timestamp (give the timestamp column to "
+                "choose another)",
+                stacklevel=2,
+            )
+    behavior_used = behavior if behavior is not None and behavior in cols else None
+    used = {user, item, behavior_used, timestamp, category, fold}
+    unused = [c for c in cols if c not in used]
+    if unused:
+        warnings.warn(
+            f"{p}: column(s) {', '.join(map(repr, unused))} not used (polyrec reads the user, "
+            "item, behavior, timestamp, category and fold columns; name one of them to use it)",
+            stacklevel=2,
+        )
+    if fold is not None and fold in cols and df.schema[fold] == pl.String:
+        df = _fold_names_to_codes(df, fold, p)
+    if _EXTRA in df.columns:  # rows of --valid / --test files: fill what such files may leave out
+        df = _fill_extra_rows(df, p, user, behavior_used, timestamp, target, behavior_order)
     for role, col in (
         ("user", user),
         ("item", item),
@@ -277,6 +340,108 @@ def _from_polars(
     )
 
 
+_TIME_NAMES = ("timestamp", "time", "ts")
+_FOLD_NAMES = {"train": 0, "0": 0, "valid": 1, "validation": 1, "val": 1, "1": 1, "test": 2, "2": 2}
+_EXTRA = "__polyrec_extra__"  # marks the rows read from --valid / --test files
+
+
+def _with_folds(
+    df: pl.DataFrame,
+    read: Callable[[Path], pl.DataFrame],
+    valid: PathLike | None,
+    test: PathLike | None,
+    fold: str | None,
+) -> pl.DataFrame:
+    """The main table with the ``valid`` / ``test`` files appended as folds 1 / 2 (column
+    ``fold``; the main rows fold 0). Their columns must be the main table's, less behavior or
+    timestamp (filled later: :func:`_fill_extra_rows`)."""
+    if valid is None and test is None:
+        return df
+    if fold is not None or "fold" in df.columns:
+        raise DataError("give either a fold column or separate validation/test files, not both")
+    parts = [df.with_columns(pl.lit(0, pl.Int8).alias("fold"), pl.lit(False).alias(_EXTRA))]
+    for code, path in ((1, valid), (2, test)):
+        if path is None:
+            continue
+        q = existing_file(path)
+        extra = read(q)
+        missing = [c for c in extra.columns if c not in df.columns]
+        if missing:
+            raise DataError(
+                f"{q}: column(s) {', '.join(map(repr, missing))} are not in the main file "
+                f"(its columns: {', '.join(df.columns)})"
+            )
+        if extra.height == 0:
+            raise DataError(f"{q}: the file has a header but no rows")
+        # the same column types as the main file (ids read as ints in one, strings in another)
+        extra = extra.with_columns(
+            [pl.col(c).cast(df.schema[c], strict=False) for c in extra.columns]
+        )
+        parts.append(
+            extra.with_columns(pl.lit(code, pl.Int8).alias("fold"), pl.lit(True).alias(_EXTRA))
+        )
+    return pl.concat(parts, how="diagonal")
+
+
+def _fill_extra_rows(
+    df: pl.DataFrame,
+    p: Path,
+    user: str,
+    behavior: str | None,
+    timestamp: str | None,
+    target: str | None,
+    behavior_order: Sequence[str] | None,
+) -> pl.DataFrame:
+    """Validation/test rows without a behavior get the target; without a timestamp, their
+    user's latest main-file time + 1 (the main file's latest + 1 for a user it lacks)."""
+    extra = pl.col(_EXTRA)
+    if behavior is not None and df.filter(extra).get_column(behavior).null_count():
+        present = sorted(
+            {str(v) for v in df.filter(~extra).get_column(behavior).unique() if v is not None}
+        )
+        _, tgt = order_behaviors(present, target, behavior_order, where=str(p))
+        df = df.with_columns(
+            pl.when(extra & pl.col(behavior).is_null())
+            .then(pl.lit(tgt))
+            .otherwise(pl.col(behavior).cast(pl.String))
+            .alias(behavior)
+        )
+    if timestamp is not None and df.filter(extra).get_column(timestamp).null_count():
+        main = df.filter(~extra)
+        if (
+            main.get_column(timestamp).dtype not in (pl.Float32, pl.Float64)
+            and not main.get_column(timestamp).dtype.is_integer()
+        ):
+            raise DataError(
+                f"{p}: the validation/test files have no timestamp column; give one, or import "
+                "the main file's text timestamps as numbers"
+            )
+        latest = main.group_by(user).agg(pl.col(timestamp).max().alias("__t"))
+        overall = main.get_column(timestamp).max()
+        df = (
+            df.join(latest, on=user, how="left")
+            .with_columns(
+                pl.when(extra & pl.col(timestamp).is_null())
+                .then(pl.col("__t").fill_null(overall) + 1)
+                .otherwise(pl.col(timestamp))
+                .alias(timestamp)
+            )
+            .drop("__t")
+        )
+    return df.drop(_EXTRA)
+
+
+def _fold_names_to_codes(df: pl.DataFrame, col: str, p: Path) -> pl.DataFrame:
+    """A text fold column (train/valid/test, or the digits) as 0/1/2."""
+    low = df.get_column(col).str.strip_chars().str.to_lowercase()
+    bad = [v for v in low.unique().to_list() if v not in _FOLD_NAMES]
+    if bad:
+        raise DataError(
+            f"{p}: fold column {col!r} must hold 0/train, 1/valid or 2/test; found {bad[0]!r}"
+        )
+    return df.with_columns(low.replace_strict(_FOLD_NAMES, return_dtype=pl.Int8).alias(col))
+
+
 def _timestamps_to_seconds(df: pl.DataFrame, col: str, fmt: str | None, p: Path) -> pl.DataFrame:
     dtype = df.schema[col]
     n_null = df.get_column(col).null_count()
@@ -298,7 +463,8 @@ def _timestamps_to_seconds(df: pl.DataFrame, col: str, fmt: str | None, p: Path)
         if len(bad):
             raise DataError(
                 f"{p}: timestamp column {col!r} is not numeric (found {bad[0]!r}); give seconds "
-                "or any numeric time unit, or timestamp_format to parse date strings"
+                "or any numeric time unit, or a format to parse date strings (polyrec data "
+                "import --time-format '%Y-%m-%d %H:%M:%S'; timestamp_format= in Python)"
             )
         return df.with_columns(pl.col(col).cast(pl.Float64))
     return df
