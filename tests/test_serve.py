@@ -283,3 +283,64 @@ def test_missing_serve_extra_is_a_clear_error(lgn_export, monkeypatch):
     )
     with pytest.raises(ConfigError, match=r"pip install 'polyrec\[serve\]'"):
         create_app(lgn_export / "exp")
+
+
+# ---------------------------------------------------------------------------- hardening (issue 24)
+def test_a_lone_surrogate_is_a_json_422_not_a_500(lgn):
+    for body in (b'{"user": "\\ud800"}', b'{"user": 0, "deny": ["a", "\\udfff"]}'):
+        r = lgn.post("/recommend", content=body, headers={"content-type": "application/json"})
+        assert "not valid Unicode" in error_of(r, 422)
+    assert lgn.get("/health").status_code == 200
+
+
+def test_a_chunked_body_cannot_pass_the_size_limit(lgn):
+    def chunks():  # no Content-Length: transfer-encoding chunked, 6 MiB in all
+        yield b'{"user": 0, "deny": ['
+        for _ in range(6 * 1024):
+            yield b"1," * 512
+        yield b"1]}"
+
+    r = lgn.post("/recommend", content=chunks(), headers={"content-type": "application/json"})
+    assert "over the limit" in error_of(r, 413)
+    ok = lgn.post("/recommend", content=iter([b'{"user": 0,', b' "k": 3}']),
+                  headers={"content-type": "application/json"})  # fmt: skip
+    assert ok.status_code == 200 and len(ok.json()["items"]) == 3
+
+
+def test_a_stalled_body_is_answered_408():
+    import asyncio
+
+    from polyrec.serve.app import BodyLimit
+
+    sent: list[dict] = []
+    called = []
+
+    async def app(scope, receive, send):  # never reached
+        called.append(True)
+
+    parts = [{"type": "http.request", "body": b'{"user":', "more_body": True}]
+
+    async def receive():
+        if parts:
+            return parts.pop()
+        await asyncio.sleep(3600)  # the client stalls half-way through its body
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/recommend", "headers": []}
+    asyncio.run(asyncio.wait_for(BodyLimit(app, 1 << 20, timeout=0.2)(scope, receive, send), 5))
+    assert not called and sent[0]["status"] == 408
+    assert b"not received within" in sent[1]["body"]
+
+
+def test_a_manifest_naming_files_outside_the_export_is_refused(lgn_export, tmp_path):
+    for name in ("../outside.bin", "/etc/hostname"):
+        bad = tmp_path / f"bad{len(name)}"
+        shutil.copytree(lgn_export / "exp", bad)
+        (tmp_path / "outside.bin").write_bytes(b"secret")
+        manifest = json.loads((bad / "manifest.json").read_text())
+        manifest["files"][name] = {"sha256": "0" * 64}
+        (bad / "manifest.json").write_text(json.dumps(manifest))
+        with pytest.raises(CheckpointError, match="outside the export folder"):
+            create_app(bad)

@@ -410,7 +410,19 @@ def _read_manifest(d: Path) -> dict[str, Any]:
     files = manifest.get("files")
     if not isinstance(files, dict) or any(name not in files for name in REQUIRED):
         raise CheckpointError(f"{str(path)!r} does not list every file of an export")
+    root = d.resolve()
     for name, meta in files.items():
+        # a manifest names files inside its bundle only: never an absolute path or '..'
+        inside = (
+            isinstance(name, str) and not Path(name).is_absolute() and ".." not in Path(name).parts
+        )
+        if not inside or not (d / name).resolve().is_relative_to(root):
+            raise CheckpointError(
+                f"export {str(d)!r}: {MANIFEST} names a file outside the export folder "
+                f"({str(name)[:80]!r}); refusing to read it"
+            )
+        if not isinstance(meta, dict):
+            raise CheckpointError(f"{str(path)!r}: the entry of {name} is not an object")
         p = d / name
         if not p.is_file():
             raise CheckpointError(f"export {str(d)!r} is missing {name}")

@@ -13,6 +13,7 @@ of torch/faiss work, less than a thread hand-off would cost.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any
 
@@ -20,7 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from polyrec.errors import ConfigError, PolyrecError
 from polyrec.exporting import Bundle, Query, Recommender, load_export
@@ -50,7 +51,11 @@ def _error(status: int, message: str) -> JSONResponse:
 
 def _validation_message(exc: RequestValidationError) -> tuple[int, str]:
     # an unknown field first: it is often the misspelling behind a missing one
-    errors = sorted(exc.errors(), key=lambda e: e.get("type") != "extra_forbidden")
+    # (and of an id's int | str branches, the text branch's own complaint before "not an int")
+    errors = sorted(
+        exc.errors(),
+        key=lambda e: (e.get("type") != "extra_forbidden", e.get("type") != "value_error"),
+    )
     if not errors:
         return 422, "invalid request"
     first = errors[0]
@@ -59,9 +64,9 @@ def _validation_message(exc: RequestValidationError) -> tuple[int, str]:
         return 400, f"malformed JSON body{': ' + str(reason) if reason else ''}"
     loc = [str(p) for p in first.get("loc", ()) if p != "body"]
     kind = first.get("type", "")
-    if loc and loc[-1] in ("int", "str"):  # an id (int | str union): one message, not two
-        loc = loc[:-1]
-        kind = "id"
+    if loc and loc[-1] in ("int", "str", "function-after[_unicode(), str]"):
+        loc = loc[:-1]  # an id (int | str union): one message, not two
+        kind = kind if kind == "value_error" else "id"
     where = ".".join(loc) or "body"
     if kind == "id":
         msg = f"{where}: expected an id (a JSON integer or string)"
@@ -75,35 +80,74 @@ def _validation_message(exc: RequestValidationError) -> tuple[int, str]:
         if isinstance(first.get("input"), bytes | str) and not loc:
             msg += " (is the Content-Type application/json?)"
     else:
-        msg = f"{where}: {first.get('msg', 'invalid value')}"
+        msg = f"{where}: {str(first.get('msg', 'invalid value')).removeprefix('Value error, ')}"
     more = len(errors) - 1
     return 422, msg + (f" ({more} more problem{'s' if more > 1 else ''})" if more else "")
 
 
 class BodyLimit:
-    """Refuse bodies whose Content-Length exceeds ``limit`` bytes (413) before reading them."""
+    """Read each request body here, under two limits, before the app sees it: at most ``limit``
+    bytes *as read* (413; a Content-Length over it is refused before reading, and a chunked body
+    cannot get past it either), and at most ``timeout`` seconds (408: a client that stalls
+    half-way through its body does not hold a connection forever)."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, timeout: float = 10.0) -> None:
         self.app = app
         self.limit = limit
+        self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            for name, value in scope.get("headers", ()):
-                if name == b"content-length":
-                    try:
-                        size = int(value)
-                    except ValueError:
-                        size = -1
-                    if size > self.limit or size < 0:
-                        msg = (
-                            f"request body of {size} bytes is over the limit of {self.limit}"
-                            if size > self.limit
-                            else "invalid Content-Length header"
-                        )
-                        await _error(413 if size > self.limit else 400, msg)(scope, receive, send)
-                        return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    size = int(value)
+                except ValueError:
+                    size = -1
+                if size > self.limit or size < 0:
+                    msg = (
+                        f"request body of {size} bytes is over the limit of {self.limit}"
+                        if size > self.limit
+                        else "invalid Content-Length header"
+                    )
+                    await _error(413 if size > self.limit else 400, msg)(scope, receive, send)
+                    return
+        chunks: list[bytes] = []
+        size = 0
+        deadline = asyncio.get_running_loop().time() + self.timeout
+        while True:
+            left = deadline - asyncio.get_running_loop().time()
+            try:
+                message = await asyncio.wait_for(receive(), timeout=max(left, 0.0))
+            except TimeoutError:
+                await _error(408, f"request body not received within {self.timeout:g} s")(
+                    scope, receive, send
+                )
+                return
+            if message["type"] == "http.disconnect":
+                return
+            body = message.get("body", b"")
+            size += len(body)
+            if size > self.limit:
+                await _error(413, f"request body over the limit of {self.limit} bytes")(
+                    scope, receive, send
+                )
+                return
+            chunks.append(body)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()  # after the body: only a disconnect can come
+
+        await self.app(scope, replay, send)
 
 
 def _result(user: Any, a: Answer) -> dict[str, Any]:
@@ -121,6 +165,7 @@ def create_app(
     max_batch: int = 256,
     search: Search = "auto",
     max_body_bytes: int = 4 << 20,
+    read_timeout: float = 10.0,
 ) -> FastAPI:
     """The app serving ``export`` (a directory, loaded and verified here, or a loaded Bundle).
 
@@ -217,7 +262,7 @@ def create_app(
         a = rec.similar_items(body.item, body.k, allow=body.allow, deny=body.deny)
         return JSONResponse({"item": body.item, "items": a.items, "scores": a.scores})
 
-    app.add_middleware(BodyLimit, limit=max_body_bytes)
+    app.add_middleware(BodyLimit, limit=max_body_bytes, timeout=read_timeout)
     return app
 
 

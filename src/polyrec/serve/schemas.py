@@ -8,9 +8,28 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+)
 
-Id = Annotated[StrictInt | StrictStr, Field(description="an external user or item id")]
+
+def _unicode(value: str) -> str:
+    """A text id must be valid Unicode: a lone surrogate (``"\ud800"``) cannot be encoded."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("not valid Unicode text (a lone surrogate)") from None
+    return value
+
+
+Text = Annotated[StrictStr, AfterValidator(_unicode)]
+Id = Annotated[StrictInt | Text, Field(description="an external user or item id")]
 MAX_LIST = 100_000
 
 
