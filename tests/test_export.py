@@ -363,3 +363,30 @@ def test_corrupt_export_is_refused_with_one_line(case, sa_run, tmp_path):
     assert r.exit_code == 2 and out.startswith("error:") and "Traceback" not in out, out
     assert len(out.splitlines()) <= 2
     assert not (tmp_path / "r.parquet").exists()
+
+
+@pytest.mark.skipif(not HAS_FAISS, reason="faiss is not installed")
+def test_an_index_of_another_dimension_is_refused_at_load(small_log, tmp_path):
+    import hashlib
+
+    faiss = index_mod.import_faiss()
+    data = TrainData(small_log)
+    spec = ModelSpec("mf", {"dim": 8}, epochs=1, batch_size=256)
+    model = build(spec, data)
+    fit(model, spec, data)
+    bundle = build_bundle(model, small_log, to_toml(RunConfig(model="mf", params={"dim": 8})))
+    out = tmp_path / "hnsw"
+    write_export(bundle, out, index=IndexConfig(type="hnsw"))
+    wrong = faiss.IndexFlatIP(16)  # the same items, 16 dimensions instead of 8
+    wrong.add(np.zeros((small_log.n_items, 16), dtype=np.float32))
+    faiss.write_index(wrong, str(out / index_mod.INDEX_FILE))
+    manifest = json.loads((out / "manifest.json").read_text())
+    digest = hashlib.sha256((out / index_mod.INDEX_FILE).read_bytes()).hexdigest()
+    manifest["files"][index_mod.INDEX_FILE]["sha256"] = digest
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match="not the 'hnsw' index the manifest describes"):
+        load_export(out)
+    manifest["index"] = {k: v for k, v in manifest["index"].items() if k != "ef_search"}
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match="dimension 16, the item embeddings 8"):
+        load_export(out)

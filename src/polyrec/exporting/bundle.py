@@ -532,6 +532,17 @@ def load_export(path: str | os.PathLike[str]) -> Bundle:
         bundle.index = read_index(d / INDEX_FILE, info)
         if bundle.index is not None and int(bundle.index.ntotal) != n_items:
             raise CheckpointError(f"export {str(d)!r}: {INDEX_FILE} does not hold {n_items} items")
+        if bundle.index is not None and int(bundle.index.d) != item_emb.shape[1]:
+            raise CheckpointError(
+                f"export {str(d)!r}: {INDEX_FILE} has dimension {int(bundle.index.d)}, the item "
+                f"embeddings {item_emb.shape[1]}"
+            )
+    dim = manifest.get("model", {}).get("dim")
+    if dim is not None and int(dim) != item_emb.shape[1]:
+        raise CheckpointError(
+            f"export {str(d)!r}: {TABLES} holds {item_emb.shape[1]}-dimensional embeddings, "
+            f"the manifest's model {dim}"
+        )
     return bundle
 
 

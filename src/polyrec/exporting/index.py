@@ -145,10 +145,15 @@ def read_index(path: Path, info: dict[str, Any]) -> Any | None:
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else "unreadable"
         raise CheckpointError(f"index {str(path)!r} is corrupt ({first})") from None
-    if info.get("type") == "ivf" and "nprobe" in info:
-        faiss.extract_index_ivf(index).nprobe = int(info["nprobe"])
-    elif info.get("type") == "hnsw" and "ef_search" in info:
-        index.hnsw.efSearch = int(info["ef_search"])
+    try:
+        if info.get("type") == "ivf" and "nprobe" in info:
+            faiss.extract_index_ivf(index).nprobe = int(info["nprobe"])
+        elif info.get("type") == "hnsw" and "ef_search" in info:
+            index.hnsw.efSearch = int(info["ef_search"])
+    except (AttributeError, RuntimeError):
+        raise CheckpointError(
+            f"index {str(path)!r} is not the {info.get('type')!r} index the manifest describes"
+        ) from None
     return index
 
 
