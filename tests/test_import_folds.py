@@ -105,3 +105,18 @@ def test_a_missing_behavior_after_a_million_rows_is_found():
     })  # fmt: skip
     with pytest.raises(DataError, match=r"1 missing value\(s\) \(first at row 1,000,002\)"):
         InteractionLog.from_frame(frame, name="big")
+
+
+def test_millisecond_timestamps_are_converted_and_mixed_units_refused(tmp_path):
+    p = tmp_path / "ms.csv"
+    p.write_text("user,item,behavior,ts\n1,a,buy,1433221969000\n2,b,buy,1433222104000\n"
+                 "1,b,view,1433222000000\n")  # fmt: skip
+    r = run("data", "import", p, "--out", tmp_path / "ms")
+    assert r.exit_code == 0 and "milliseconds" in r.output, r.output
+    info = run("data", "info", tmp_path / "ms")
+    assert info.exit_code == 0 and "2015-06-02" in info.output, info.output
+    assert load_dataset(str(tmp_path / "ms")).timestamp.max() == 1433222104.0
+    mixed = tmp_path / "mixed.csv"
+    mixed.write_text("user,item,ts\n1,a,1433221969\n2,b,1433222104000\n")
+    assert_user_error(run("data", "import", mixed, "--out", tmp_path / "x"),
+                      "mixes seconds (1 rows) and milliseconds (1 rows, first at row 1)")  # fmt: skip

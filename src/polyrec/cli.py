@@ -653,15 +653,17 @@ def data_info(
         from datetime import UTC, datetime
 
         lo, hi = info["time_span"]
-        if lo > 1e8:  # looks like unix seconds
+        try:
+            if not 1e8 < lo <= hi < 1e11:  # not unix seconds (1973 .. 5138)
+                raise ValueError
             fmt = "%Y-%m-%d"
-            console.print(
+            span = (
                 f"time span {datetime.fromtimestamp(lo, UTC).strftime(fmt)} .. "
-                f"{datetime.fromtimestamp(hi, UTC).strftime(fmt)} ({(hi - lo) / 86400:.1f} days)",
-                highlight=False,
+                f"{datetime.fromtimestamp(hi, UTC).strftime(fmt)} ({(hi - lo) / 86400:.1f} days)"
             )
-        else:
-            console.print(f"time span {lo:g} .. {hi:g} (units of the source)", highlight=False)
+        except (ValueError, OverflowError, OSError):  # any other unit: the numbers as they are
+            span = f"time span {lo:g} .. {hi:g} (units of the source)"
+        console.print(span, highlight=False)
     if info["published_split"]:
         console.print(f"published split: {info['published_split']}", highlight=False)
 

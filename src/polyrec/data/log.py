@@ -573,6 +573,33 @@ def _numeric_timestamps(raw: np.ndarray, col: str, where: str) -> np.ndarray:
         raise DataError(
             f"{where}: timestamp column {col!r} has {int(np.isnan(ts).sum())} NaN values"
         )
+    return _unix_seconds(ts, col, where)
+
+
+# unix time: seconds since 1973 are ≥ 1e8 and stay < 1e11 until the year 5138; milliseconds
+# since 1973 are ≥ 1e11 (and < 1e14 until 5138)
+_S_MIN, _MS_MIN, _MS_MAX = 1e8, 1e11, 1e14
+
+
+def _unix_seconds(ts: np.ndarray, col: str, where: str) -> np.ndarray:
+    """Unix-looking timestamps in seconds: a column in milliseconds is converted (with a
+    warning); one that mixes seconds and milliseconds is refused (its order would be wrong)."""
+    if not len(ts):
+        return ts
+    ms = (ts >= _MS_MIN) & (ts < _MS_MAX)
+    s = (ts >= _S_MIN) & (ts < _MS_MIN)
+    n_ms, n_s = int(ms.sum()), int(s.sum())
+    if n_ms and n_s:
+        raise DataError(
+            f"{where}: timestamp column {col!r} mixes seconds ({n_s:,} rows) and milliseconds "
+            f"({n_ms:,} rows, first at row {int(np.flatnonzero(ms)[0]):,}); convert it to one unit"
+        )
+    if n_ms and n_ms == len(ts):
+        warnings.warn(
+            f"{where}: timestamp column {col!r} is in milliseconds; converted to seconds",
+            stacklevel=3,
+        )
+        return ts / 1000.0
     return ts
 
 
