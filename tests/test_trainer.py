@@ -151,3 +151,20 @@ def test_min_epochs_delays_early_stopping(tmp_path, dataset_dir):
         "mf", dataset_dir, overrides=[*args, "train.min_epochs=5"], out=tmp_path / "b"
     )
     assert early["epochs_run"] < 5 <= late["epochs_run"]
+
+
+def test_fewer_validation_users_are_noted_and_evaluations_timed(tmp_path):
+    """Issue 24, items 24 and 26: user 2 buys twice (test + training, no validation pair)."""
+    (tmp_path / "log.csv").write_text(
+        "user,item,behavior\n1,a,buy\n1,b,buy\n1,c,buy\n2,a,buy\n2,b,buy\n3,a,buy\n3,b,buy\n"
+        "3,c,buy\n4,c,buy\n4,a,buy\n4,d,buy\n2,d,view\n"
+    )
+    polyrec.import_data(tmp_path / "log.csv", tmp_path / "ds")
+    res = polyrec.train("pop", tmp_path / "ds", overrides=["eval.ks=[2]", "data.n_negatives=1"],
+                        out=tmp_path / "run")  # fmt: skip
+    assert any("3 of the 4 test users are evaluated" in n for n in res["valid"]["notes"])
+    assert not any("test users are evaluated" in n for n in res["test"]["notes"])
+    on_disk = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert on_disk["valid"]["eval_seconds"] > 0 and on_disk["test"]["eval_seconds"] > 0
+    again = polyrec.evaluate(tmp_path / "run")
+    assert again["test"]["eval_seconds"] > 0

@@ -205,6 +205,9 @@ def _print_result(result: dict[str, Any]) -> None:
         console.print(
             f"{dropped} users without a target interaction are not evaluated", highlight=False
         )
+    for part in ("valid", "test"):
+        for note in (result.get(part) or {}).get("notes", []):
+            console.print(f"note: {note}", highlight=False)
 
 
 @app.command()

@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from polyrec.data.splits import Split
 from polyrec.errors import ConfigError
 from polyrec.eval.protocols import (
@@ -131,7 +133,24 @@ def evaluate(
         else SampledRanking(ks=ks, batch_size=batch_size, metrics=extra)
         for name in protos
     ]
-    return evaluate_scorer(model, split, part, chosen, mask=mask, progress=progress)
+    result = evaluate_scorer(model, split, part, chosen, mask=mask, progress=progress)
+    return _note_unevaluated_users(result, split, part)
+
+
+def _note_unevaluated_users(result: dict[str, Any], split: Split, part: str) -> dict[str, Any]:
+    """Say in the result when validation covers fewer users than the test does (users whose
+    only target interactions went to test have no validation pair), and how many."""
+    if part != "valid":
+        return result
+    valid, test = np.unique(split.valid.user), np.unique(split.test.user)
+    if 0 < len(valid) < len(test) and bool(np.isin(valid, test).all()):
+        result["notes"] = [
+            *result.get("notes", []),
+            f"valid: {len(valid):,} of the {len(test):,} test users are evaluated; the other "
+            f"{len(test) - len(valid):,} have no validation pair (too few target interactions to "
+            "hold one out, or not in the data.valid_users sample)",
+        ]
+    return result
 
 
 def metric_value(result: dict[str, Any], name: str = "ndcg@10", protocol: str = "full") -> float:

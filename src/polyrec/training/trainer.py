@@ -385,6 +385,7 @@ def final_metrics(
     reporter = reporter or Reporter()
     out: dict[str, Any] = {}
     for part in parts:
+        t0 = time.perf_counter()
         out[part] = evaluate(
             prepared.model,
             prepared.split,
@@ -397,6 +398,7 @@ def final_metrics(
             retrieval=cfg.eval.retrieval_options(),
             metrics=tuple(cfg.eval.metrics),
         )
+        out[part]["eval_seconds"] = time.perf_counter() - t0
     return out
 
 
