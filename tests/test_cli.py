@@ -219,3 +219,32 @@ def test_models_lists_papers():
     assert r.exit_code == 0
     for name in ("pop", "mf", "lightgcn"):
         assert name in r.output
+
+
+def test_cli_conventions(tmp_path, dataset_dir):
+    """Issue 24, item 23: --version, -h, no arguments = help with status 0, plain flags, the
+    protocol on each epoch line, no wrapping of piped output, batch totals."""
+    r = run()
+    assert r.exit_code == 0 and "Commands:" in r.output
+    r = run("--version")
+    assert r.exit_code == 0 and r.output.startswith("polyrec ")
+    r = run("train", "-h")
+    assert r.exit_code == 0 and "--json" in r.output and "<bool>" not in r.output
+    assert run("data").exit_code == 0
+    r = run("train", "-m", "mf", "--data", dataset_dir, "--out", tmp_path / "r", "train.epochs=2",
+            "eval.ks=[10]", "data.n_negatives=20", "params.dim=8", 'train.select_protocol="full"')  # fmt: skip
+    assert r.exit_code == 0, r.output
+    epoch_lines = [ln for ln in r.output.splitlines() if ln.startswith("epoch")]
+    assert epoch_lines and all("valid full hr@10" in ln for ln in epoch_lines), r.output
+
+
+def test_bpr_models_report_their_batch_count(small_log):
+    import torch
+
+    from polyrec.models import TrainData
+    from polyrec.models.registry import build_model
+
+    data = TrainData(small_log)
+    model = build_model("mf", {"dim": 4}, data)
+    got = sum(1 for _ in model.batches(data, 64, torch.Generator().manual_seed(0)))
+    assert model.n_batches(data, 64) == got

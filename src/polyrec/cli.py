@@ -7,6 +7,7 @@ User mistakes (``PolyrecError``) print one line and exit with status 2; bugs rai
 from __future__ import annotations
 
 import json
+import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,15 +35,51 @@ from polyrec.tuning import TuneReporter
 
 app = typer.Typer(
     add_completion=False,
-    no_args_is_help=True,
     help="polyrec: multi-behavior and multi-interest recommendation, reproducible and fast.",
     pretty_exceptions_enable=False,
+    # plain click help: flags shown as flags (the rich help of this typer prints "<bool>")
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
-data_app = typer.Typer(no_args_is_help=True, help="Import datasets and inspect them.")
+data_app = typer.Typer(
+    help="Import datasets and inspect them.",
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 app.add_typer(data_app, name="data")
 
-console = Console()
-err_console = Console(stderr=True)
+# piped output (not a terminal) is not wrapped at 80 columns: one record, one line
+console = Console(soft_wrap=not sys.stdout.isatty())
+err_console = Console(stderr=True, soft_wrap=not sys.stderr.isatty())
+
+
+def _version(value: bool) -> None:
+    if value:
+        from polyrec import __version__
+
+        console.print(f"polyrec {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback(invoke_without_command=True)
+def _main(
+    ctx: typer.Context,
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="print the version and exit"
+    ),
+) -> None:
+    """polyrec: multi-behavior and multi-interest recommendation, reproducible and fast."""
+    if ctx.invoked_subcommand is None:  # no command: the help, and success
+        console.print(ctx.get_help(), highlight=False)
+        raise typer.Exit()
+
+
+@data_app.callback(invoke_without_command=True)
+def _data(ctx: typer.Context) -> None:
+    """Import datasets and inspect them."""
+    if ctx.invoked_subcommand is None:
+        console.print(ctx.get_help(), highlight=False)
+        raise typer.Exit()
 
 
 def _progress() -> Progress:
@@ -118,7 +155,8 @@ class RichReporter(_ConsoleProgress, Reporter):
             parts = "  ".join(
                 f"{k} {v:.4f}" for k, v in record["valid"].items() if k.partition("@")[2] == cuts[0]
             )
-            line += f"  valid {parts}"
+            proto = record.get("valid_protocol")  # which protocol the figures are
+            line += f"  valid {proto} {parts}" if proto else f"  valid {parts}"
         console.print(line, highlight=False)
 
 

@@ -187,6 +187,10 @@ class BPRScorer(Scorer):
     ) -> Iterator[BPRBatch]:
         return bpr_batches(data, self.train_behavior, batch_size, generator)
 
+    def n_batches(self, data: TrainData, batch_size: int) -> int:
+        """One batch per ``batch_size`` distinct pairs of :attr:`train_behavior`."""
+        return -(-len(data.pairs_t(self.train_behavior)[0]) // batch_size)
+
 
 # --------------------------------------------------------------------------- behavior cascades
 def behavior_chain(

@@ -265,6 +265,7 @@ class Trainer:
                     # rank 0 validates; every process gets the value and keeps the same
                     # early-stopping state (and calls the model's on_validation with it)
                     record["valid"] = distributed.run_on_main(self._selection_metrics)
+                    record["valid_protocol"] = cfg.train.select_protocol
                     record["eval_seconds"] = time.perf_counter() - t0
                     value = float(record["valid"][self.metric_key])
                     if not math.isfinite(value):
