@@ -248,3 +248,29 @@ def test_bpr_models_report_their_batch_count(small_log):
     model = build_model("mf", {"dim": 4}, data)
     got = sum(1 for _ in model.batches(data, 64, torch.Generator().manual_seed(0)))
     assert model.n_batches(data, 64) == got
+
+
+def test_recommend_unknown_users_and_output_formats(tmp_path, dataset_dir, small_log):
+    """Issue 24, item 22: --unknown error | skip | popular; the format from the extension."""
+    import polars as pl
+
+    assert run("train", "-m", "pop", "--data", dataset_dir, "--out", tmp_path / "run",
+               "eval.ks=[10]", "data.n_negatives=20").exit_code == 0  # fmt: skip
+    known = small_log.user_map.ids[:2].tolist()
+    users = tmp_path / "users.txt"
+    users.write_text("\n".join(map(str, [*known, "nobody"])) + "\n")
+    base = ["recommend", tmp_path / "run", "--users", users, "--k", "5"]
+    assert_user_error(run(*base, "--out", tmp_path / "a.parquet"), "nobody", "--unknown popular")
+    r = run(*base, "--out", tmp_path / "s.csv", "--unknown", "skip")
+    assert r.exit_code == 0, r.output
+    skipped = pl.read_csv(tmp_path / "s.csv")
+    assert skipped["user"].n_unique() == 2 and not skipped["fallback"].any()
+    r = run(*base, "--out", tmp_path / "p.jsonl", "--unknown", "popular")
+    assert r.exit_code == 0 and "1 users not in the dataset" in r.output, r.output
+    frame = pl.read_ndjson(tmp_path / "p.jsonl")
+    fb = frame.filter(pl.col("fallback"))
+    assert fb["user"].unique().to_list() == ["nobody"] and fb.height == 5
+    # the most popular training items, in order
+    assert fb["score"].to_list() == sorted(fb["score"].to_list(), reverse=True)
+    assert_user_error(run(*base, "--out", tmp_path / "recs.txt"), "'.txt'", ".parquet, .csv")
+    assert not (tmp_path / "recs.txt").exists()

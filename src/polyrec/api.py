@@ -185,23 +185,85 @@ def _read_users(path: Path) -> list[str]:
     return values
 
 
-def _known_users(user_map: IdMap, ext: list[Any]) -> np.ndarray:
+UNKNOWN_USERS = ("error", "skip", "popular")
+
+
+def _known_users(user_map: IdMap, ext: list[Any], unknown: str = "error") -> np.ndarray:
+    """Dense codes of the users in ``ext``. Users not in the dataset: an error
+    (``unknown="error"``), or left out (``"skip"``, ``"popular"``: the caller adds them)."""
+    if unknown not in UNKNOWN_USERS:
+        raise DataError(f"unknown must be one of {', '.join(UNKNOWN_USERS)} (got {unknown!r})")
     dense = user_map.to_dense(ext, what="user", strict=False)
-    unknown = [u for u, d in zip(ext, dense, strict=True) if d < 0]
-    if unknown:
+    missing = [u for u, d in zip(ext, dense, strict=True) if d < 0]
+    if missing and unknown == "error":
         raise DataError(
-            f"{len(unknown)} of {len(ext)} users are not in the dataset (first: {unknown[0]!r})"
+            f"{len(missing)} of {len(ext)} users are not in the dataset (first: {missing[0]!r}); "
+            "--unknown popular gives them the most popular items, --unknown skip leaves them out"
         )
-    return dense
+    return dense[dense >= 0]
+
+
+def _unknown_rows(
+    user_map: IdMap, item_map: IdMap, ext: list[Any], popularity: np.ndarray, k: int
+) -> pl.DataFrame:
+    """The popularity fallback of the users ``ext`` has that ``user_map`` lacks: the ``k`` most
+    popular items (training target interactions), marked ``fallback``."""
+    dense = user_map.to_dense(ext, what="user", strict=False)
+    missing = [u for u, d in zip(ext, dense, strict=True) if d < 0]
+    top = np.argsort(-popularity, kind="stable")[:k]
+    n = len(missing)
+    return pl.DataFrame(
+        {
+            "user": [u for u in missing for _ in range(len(top))],
+            "rank": np.tile(np.arange(1, len(top) + 1), n),
+            "item": item_map.to_external(np.tile(top, n)).tolist(),
+            "score": np.tile(popularity[top].astype(np.float32), n),
+            "fallback": np.ones(n * len(top), dtype=bool),
+        }
+    )
+
+
+def _with_fallback(frame: pl.DataFrame, extra: pl.DataFrame | None) -> pl.DataFrame:
+    frame = frame.with_columns(pl.lit(False).alias("fallback"))
+    if extra is None or not extra.height:
+        return frame
+    if frame.height == 0:
+        return extra
+    if extra.schema["user"] != frame.schema["user"]:  # int ids beside a text one: all text
+        frame = frame.with_columns(pl.col("user").cast(pl.String))
+        extra = extra.with_columns(pl.col("user").cast(pl.String))
+    extra = extra.with_columns(
+        pl.col("item").cast(frame.schema["item"]),
+        pl.col("rank").cast(frame.schema["rank"]),
+        pl.col("score").cast(frame.schema["score"]),
+    )
+    return pl.concat([frame, extra])
+
+
+OUTPUT_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl"}
+
+
+def _output_format(out_path: Path) -> str:
+    """The format of a recommendations file, from its extension (no silent default)."""
+    fmt = OUTPUT_FORMATS.get(out_path.suffix.lower())
+    if fmt is None:
+        raise DataError(
+            f"output file {str(out_path)!r}: cannot tell the format from "
+            f"{out_path.suffix or 'no extension'!r}; end it in .parquet, .csv or .jsonl"
+        )
+    return fmt
 
 
 def _write_frame(frame: pl.DataFrame, out_path: Path | None) -> pl.DataFrame:
     if out_path is not None:
+        fmt = _output_format(out_path)
         make_parent(out_path)  # only now: a failed call leaves no folder behind
         tmp = temporary_sibling(out_path)
         try:
-            if out_path.suffix == ".csv":
+            if fmt == "csv":
                 frame.write_csv(tmp)
+            elif fmt == "jsonl":
+                frame.write_ndjson(tmp)
             else:
                 frame.write_parquet(tmp)
             os.replace(tmp, out_path)
@@ -211,23 +273,34 @@ def _write_frame(frame: pl.DataFrame, out_path: Path | None) -> pl.DataFrame:
 
 
 def _recommend_bundle(
-    bundle: Any, ext: list[Any], k: int, exclude_seen: bool, batch_size: int, search: str
+    bundle: Any,
+    ext: list[Any],
+    k: int,
+    exclude_seen: bool,
+    batch_size: int,
+    search: str,
+    unknown: str = "error",
 ) -> pl.DataFrame:
     """Top-k of known users from an export (or a run's in-memory export)."""
     from polyrec.exporting import Recommender
 
-    dense = _known_users(bundle.user_map, ext)
+    dense = _known_users(bundle.user_map, ext, unknown)
     rec = Recommender(bundle, max_k=max(k, 1), search=search)  # type: ignore[arg-type]
     items, scores, _ = rec.topk_users(dense, k, exclude_seen=exclude_seen, batch_size=batch_size)
     keep = items >= 0
-    return pl.DataFrame(
+    frame = pl.DataFrame(
         {
             "user": bundle.user_map.to_external(np.repeat(dense, keep.sum(axis=1))).tolist(),
             "rank": np.broadcast_to(np.arange(1, items.shape[1] + 1), items.shape)[keep],
             "item": bundle.item_map.to_external(items[keep]).tolist(),
-            "score": scores[keep],
+            "score": scores[keep].astype(np.float32),
         }
     )
+    extra = None
+    if unknown == "popular":
+        pop = bundle.popularity.numpy()
+        extra = _unknown_rows(bundle.user_map, bundle.item_map, ext, pop, min(k, bundle.n_items))
+    return _with_fallback(frame, extra)
 
 
 def recommend(
@@ -239,8 +312,10 @@ def recommend(
     out: PathLike | None = None,
     batch_size: int = 1024,
     search: str = "auto",
+    unknown: str = "error",
 ) -> pl.DataFrame:
-    """Top-``k`` items per user (external ids) as a DataFrame ``user, rank, item, score``.
+    """Top-``k`` items per user (external ids) as a DataFrame ``user, rank, item, score,
+    fallback``.
 
     ``run_dir`` is a run directory (``polyrec train``) or an export directory (``polyrec
     export``); both give the same lists. ``users`` is a list of external user ids or a file (one
@@ -248,29 +323,35 @@ def recommend(
     ``exclude_seen=False``) are every item the user has in the target behavior anywhere in the
     dataset. Interest models embed each user's latest history (every split); a user without
     any history item gets the most popular items. ``search`` (exports only): ``"auto"`` uses the
-    export's faiss index when faiss is installed, ``"torch"`` exact torch search.
+    export's faiss index when faiss is installed, ``"torch"`` exact torch search. ``unknown``:
+    what users not in the dataset get — ``"error"`` (the call fails, naming them), ``"skip"``
+    (left out) or ``"popular"`` (the most popular items, ``fallback`` true, as ``polyrec
+    serve`` answers them). The output format follows ``out``'s extension: ``.parquet``,
+    ``.csv`` or ``.jsonl``.
     """
     if k <= 0:
         raise DataError(f"k must be positive (got {k})")
     out_path = Path(out) if out is not None else None
     if out_path is not None and out_path.is_dir():
         raise DataError(f"output file {str(out_path)!r} is a folder")
+    if out_path is not None:
+        _output_format(out_path)  # before any work
     from polyrec.exporting import bundle_from_run, is_export_dir, load_export
 
     ext = _read_users(Path(users)) if isinstance(users, str | os.PathLike) else list(users)
     if is_export_dir(run_dir):
         bundle = load_export(run_dir)
-        frame = _recommend_bundle(bundle, ext, k, exclude_seen, batch_size, search)
+        frame = _recommend_bundle(bundle, ext, k, exclude_seen, batch_size, search, unknown)
         return _write_frame(frame, out_path)
     prepared = load_run(Path(run_dir))
     log, model = prepared.log, prepared.model
     if isinstance(model, InterestModel):
         bundle = bundle_from_run(run_dir, prepared)
-        frame = _recommend_bundle(bundle, ext, k, exclude_seen, batch_size, "torch")
+        frame = _recommend_bundle(bundle, ext, k, exclude_seen, batch_size, "torch", unknown)
         return _write_frame(frame, out_path)
     if not isinstance(model, Scorer):
         raise DataError(f"model {prepared.cfg.model!r} does not score users (not a Scorer)")
-    dense = _known_users(log.user_map, ext)
+    dense = _known_users(log.user_map, ext, unknown)
     k = min(k, log.n_items)
     # seen = every target-behavior pair of the user in the whole log (train, valid and test)
     t = log.behavior == log.target_code
@@ -291,17 +372,23 @@ def recommend(
             rows_u.append(np.repeat(b.cpu().numpy(), k))
             rows_i.append(top.cpu().numpy().ravel())
             rows_s.append(torch.gather(s, 1, top).cpu().numpy().ravel())
-    u = np.concatenate(rows_u)
-    i = np.concatenate(rows_i)
+    u = np.concatenate(rows_u) if rows_u else np.zeros(0, dtype=np.int64)
+    i = np.concatenate(rows_i) if rows_i else np.zeros(0, dtype=np.int64)
     frame = pl.DataFrame(
         {
             "user": log.user_map.to_external(u).tolist(),
             "rank": np.tile(np.arange(1, k + 1), len(dense)),
             "item": log.item_map.to_external(i).tolist(),
-            "score": np.concatenate(rows_s),
+            "score": np.concatenate(rows_s) if rows_s else np.zeros(0, dtype=np.float32),
         }
     )
-    return _write_frame(frame, out_path)
+    extra = None
+    if unknown == "popular":  # training target interactions per item
+        train = prepared.split.train
+        t = train.behavior == train.target_code
+        pop = np.bincount(train.item[t], minlength=log.n_items).astype(np.float64)
+        extra = _unknown_rows(log.user_map, log.item_map, ext, pop, k)
+    return _write_frame(_with_fallback(frame, extra), out_path)
 
 
 def export(

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -477,14 +478,28 @@ def recommend(
         help="file of user ids (one per line, or CSV/Parquet with a 'user' column)",
     ),
     k: int = typer.Option(20, "--k", "-k", help="items per user"),
-    out: Path = typer.Option(..., "--out", "-o", help="output .parquet or .csv"),
+    out: Path = typer.Option(..., "--out", "-o", help="output file: .parquet, .csv or .jsonl"),
     include_seen: bool = typer.Option(
         False, "--include-seen", help="do not remove the user's training items"
+    ),
+    unknown: str = typer.Option(
+        "error",
+        "--unknown",
+        help="users not in the dataset: error | skip (leave them out) | popular (most popular "
+        "items, marked fallback, as polyrec serve answers them)",
     ),
 ) -> None:
     """Write the top-k items for each user in USERS."""
     with _user_errors():
-        frame = api.recommend(run_dir, users, k=k, exclude_seen=not include_seen, out=out)
+        frame = api.recommend(
+            run_dir, users, k=k, exclude_seen=not include_seen, out=out, unknown=unknown
+        )
+    n_fallback = frame.filter(pl.col("fallback"))["user"].n_unique() if frame.height else 0
+    if n_fallback:
+        err_console.print(
+            f"{n_fallback} users not in the dataset got the most popular items (fallback)",
+            highlight=False,
+        )
     console.print(
         f"wrote {frame.height} recommendations for {frame['user'].n_unique()} users to {out}"
     )
