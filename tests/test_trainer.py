@@ -168,3 +168,17 @@ def test_fewer_validation_users_are_noted_and_evaluations_timed(tmp_path):
     assert on_disk["valid"]["eval_seconds"] > 0 and on_disk["test"]["eval_seconds"] > 0
     again = polyrec.evaluate(tmp_path / "run")
     assert again["test"]["eval_seconds"] > 0
+
+
+def test_resume_accepts_stopping_overrides_and_refuses_the_others(tmp_path, dataset_dir):
+    """Issue 24, item 19: a running job can be shortened or lengthened, not changed."""
+    args = [*FAST, "train.epochs=6", "train.patience=50", "train.lr=0.01"]
+    with pytest.raises(KeyboardInterrupt):
+        polyrec.train("mf", dataset_dir, overrides=args, out=tmp_path / "r", reporter=Killer(3))
+    for bad, key in (("train.lr=0.1", "train.lr"), ("params.dim=8", "params"),
+                     ('data.protocol="random-ratio"', "data.protocol")):  # fmt: skip
+        with pytest.raises(polyrec.DataError, match=f"cannot change '{key}"):
+            polyrec.train(resume=tmp_path / "r", overrides=[bad])
+    res = polyrec.train(resume=tmp_path / "r", overrides=["train.epochs=4"])
+    assert res["epochs_run"] == 4
+    assert "epochs = 4" in (tmp_path / "r" / "config.toml").read_text()

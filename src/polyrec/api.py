@@ -66,6 +66,47 @@ def _fresh_dir(out: PathLike | None, default: Path, what: str) -> Path:
     return path
 
 
+# what a resumed run may change: when and how it stops and where it runs, never the model,
+# the data, the split or the optimisation
+RESUME_OVERRIDES = (
+    "train.epochs",
+    "train.patience",
+    "train.min_epochs",
+    "train.eval_every",
+    "train.threads",
+    "train.device",
+    "eval.batch_size",
+)
+
+
+def _resume_overrides(cfg: RunConfig, run_dir: Path, overrides: list[str]) -> RunConfig:
+    """The saved config with ``overrides`` applied, if they only touch :data:`RESUME_OVERRIDES`
+    (a :class:`DataError` naming the first other key); the new config replaces the saved one."""
+    new = load_config(run_dir / "config.toml", overrides)
+    old_flat, new_flat = _flat(cfg.model_dump(mode="json")), _flat(new.model_dump(mode="json"))
+    changed = sorted(
+        k for k in old_flat.keys() | new_flat.keys() if old_flat.get(k) != new_flat.get(k)
+    )
+    refused = [k for k in changed if k not in RESUME_OVERRIDES]
+    if refused:
+        raise DataError(
+            f"--resume cannot change {refused[0]!r} (it changes the model, the data or the "
+            f"training); a resumed run may change {', '.join(RESUME_OVERRIDES)}"
+        )
+    return new  # the run writes it to config.toml once it holds the run directory
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and key != "params":
+            out |= _flat(v, key + ".")
+        else:
+            out[key] = v
+    return out
+
+
 def train(
     model: str | None = None,
     data: PathLike | None = None,
@@ -87,8 +128,13 @@ def train(
         if not (run_dir / "config.toml").exists():
             raise DataError(f"cannot resume {str(run_dir)!r}: it is not a polyrec run directory")
         cfg = load_config(run_dir / "config.toml")
-        if model or data or protocol or config or overrides:
-            raise DataError("--resume continues a run with its saved config; give no other options")
+        if model or data or protocol or config:
+            raise DataError(
+                "--resume continues a run with its saved config; give no --model, --data, "
+                f"--protocol or --config (overrides of {', '.join(RESUME_OVERRIDES)} are allowed)"
+            )
+        if overrides:
+            cfg = _resume_overrides(cfg, run_dir, list(overrides))
         return train_run(cfg, run_dir, resume=True, reporter=reporter)
     cfg = load_config(config, list(overrides), **_fixed(model, data, protocol))
     run_dir = _fresh_dir(out, default_run_dir(cfg), "run directory")

@@ -460,8 +460,9 @@ def _train_run(
             stale = remove_temporaries(run_dir)  # left by a process killed mid-write
             if stale:
                 reporter.message(f"removed {len(stale)} temporary file(s) of a killed write")
-            if not resume:
-                atomic_write_text(run_dir / "config.toml", to_toml(cfg))
+            saved = run_dir / "config.toml"
+            if not resume or saved.read_text() != to_toml(cfg):  # resumed with new stop rules
+                atomic_write_text(saved, to_toml(cfg))
             if not resume or not (run_dir / "split.npz").exists():
                 prepared.split.save(run_dir / "split")
             atomic_write_text(
