@@ -182,3 +182,17 @@ def test_resume_accepts_stopping_overrides_and_refuses_the_others(tmp_path, data
     res = polyrec.train(resume=tmp_path / "r", overrides=["train.epochs=4"])
     assert res["epochs_run"] == 4
     assert "epochs = 4" in (tmp_path / "r" / "config.toml").read_text()
+
+
+def test_progress_jsonl_streams_one_line_per_epoch(tmp_path, dataset_dir):
+    """Issue 24, item 20: a machine-readable progress stream in the run folder, across a resume."""
+    args = [*FAST, "train.epochs=4", "train.patience=50", "train.lr=0.01"]
+    with pytest.raises(KeyboardInterrupt):
+        polyrec.train("mf", dataset_dir, overrides=args, out=tmp_path / "r", reporter=Killer(3))
+    lines = (tmp_path / "r" / "progress.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2]
+    res = polyrec.train(resume=tmp_path / "r")
+    rows = [json.loads(x) for x in (tmp_path / "r" / "progress.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
+    assert rows[-1]["stopped"] == "max epochs" and rows[-1]["best_epoch"] == res["best_epoch"]
+    assert rows[0]["valid_protocol"] in ("full", "sampled") and "loss" in rows[0]["train"]

@@ -10,6 +10,7 @@ A run directory holds::
     split.npz/.json    the exact split (rows, held-out pairs, sampled negatives)
     last.safetensors   checkpoint of the latest epoch (weights, optimisers, RNG states, history)
     best.safetensors   weights of the best validation epoch
+    progress.jsonl     one JSON line per finished epoch (losses, validation, best so far)
     metrics.json       validation + test metrics of the best weights, with their protocol
 
 Under ``torchrun`` (see :mod:`polyrec.training.distributed`) every process trains on its share of
@@ -60,6 +61,7 @@ from polyrec.training.schedule import cyclic_factor, scale_lr
 
 LAST = "last.safetensors"
 BEST = "best.safetensors"
+PROGRESS = "progress.jsonl"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -299,6 +301,7 @@ class Trainer:
                 state["stopped"] = distributed.broadcast_object(state["stopped"])
                 if self.main:
                     save_checkpoint(last, model, optimisers, generator, state)
+                    self._progress_line(epoch, record, state)
                 if state["stopped"]:
                     break
         finally:
@@ -309,6 +312,22 @@ class Trainer:
                 self.tb.close()
         self._load_best(best)
         return state
+
+    def _progress_line(self, epoch: int, record: dict[str, Any], state: dict[str, Any]) -> None:
+        """One JSON line per finished epoch in ``RUN_DIR/progress.jsonl`` (a machine-readable
+        progress stream, however quiet the console), written after its checkpoint."""
+        line: dict[str, Any] = {
+            "epoch": epoch,
+            "time": datetime.now(UTC).isoformat(timespec="seconds"),
+            **{
+                k: record[k] for k in ("train", "seconds", "valid", "valid_protocol") if k in record
+            },
+            "best_epoch": state["best_epoch"],
+            "best_valid": state["best_value"] if math.isfinite(state["best_value"]) else None,
+            "stopped": state["stopped"],
+        }
+        with open(self.run_dir / PROGRESS, "a", encoding="utf-8") as f:
+            f.write(json.dumps(line) + "\n")
 
     def _epoch(
         self, epoch: int, generator: torch.Generator, optimisers: list[torch.optim.Optimizer]
