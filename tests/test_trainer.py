@@ -196,3 +196,29 @@ def test_progress_jsonl_streams_one_line_per_epoch(tmp_path, dataset_dir):
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
     assert rows[-1]["stopped"] == "max epochs" and rows[-1]["best_epoch"] == res["best_epoch"]
     assert rows[0]["valid_protocol"] in ("full", "sampled") and "loss" in rows[0]["train"]
+
+
+def test_leave_one_out_on_a_user_split_import_reloads(tmp_path):
+    """Issue 24, item 17: a leave-one-out run over a SimRec (user-split) import — whose published
+    fold the split drops — is evaluated, resumed, exported and asked for recommendations."""
+    d = tmp_path / "simrec"
+    d.mkdir()
+    rng = __import__("numpy").random.default_rng(0)
+    lines = {part: [" ".join(map(str, [u, *rng.choice(40, 6, replace=False)]))
+                    for u in range(k0, k0 + 20)]
+             for part, k0 in (("train", 0), ("valid", 20), ("test", 40))}  # fmt: skip
+    for part, ls in lines.items():
+        (d / f"Toy_{part}.txt").write_text("\n".join(ls) + "\n")
+    polyrec.import_data(d, tmp_path / "toy")
+    args = ["train.batch_size=32", "eval.ks=[5]", "data.n_negatives=5", "params.dim=8",
+            "train.epochs=3", "train.patience=50", 'data.protocol="leave-one-out"']  # fmt: skip
+    full = polyrec.train("mf", tmp_path / "toy", overrides=args, out=tmp_path / "full")
+    assert polyrec.evaluate(tmp_path / "full")["test"]["metrics"] == full["test"]["metrics"]
+    with pytest.raises(KeyboardInterrupt):
+        polyrec.train(
+            "mf", tmp_path / "toy", overrides=args, out=tmp_path / "k", reporter=Killer(2)
+        )
+    assert polyrec.train(resume=tmp_path / "k")["test"]["metrics"] == full["test"]["metrics"]
+    polyrec.export(tmp_path / "full", tmp_path / "exp")
+    recs = polyrec.recommend(tmp_path / "exp", [0, 25, 45], k=3)
+    assert recs.height == 9

@@ -165,6 +165,8 @@ class Split:
                 f"split {str(path)!r} was made for dataset {meta['fingerprint']}, not for "
                 f"{log.fingerprint()}; the dataset changed since the run"
             )
+        if str(meta["params"].get("published_fold", "")).startswith("ignored"):
+            log = replace(log, fold=None)  # as the split was made (see leave_one_out)
 
         def hold(nm: str) -> Holdout:
             rows = arrays.get(f"{nm}_history_rows")
@@ -257,6 +259,7 @@ def _finish(
     n_negatives: int,
     slot: np.ndarray | None = None,
     dropped: int = 0,
+    fingerprint: str | None = None,
 ) -> Split:
     if len(test[0]) == 0:
         raise DataError(
@@ -267,7 +270,8 @@ def _finish(
     split = Split(
         name=name,
         seed=seed,
-        fingerprint=log.fingerprint(),
+        # the dataset as loaded (before a split drops a published fold it does not use)
+        fingerprint=fingerprint or log.fingerprint(),
         train=log.select(rows),
         valid=Holdout(valid[0].astype(np.int64), valid[1].astype(np.int64)),
         test=Holdout(test[0].astype(np.int64), test[1].astype(np.int64)),
@@ -306,6 +310,7 @@ def leave_one_out(
     if hide not in ("all", "target"):
         raise DataError(f"hide must be 'all' or 'target' (got {hide!r})")
     user_fold = held_out_users_only(log)
+    loaded = log.fingerprint()
     if user_fold:
         # a published *user* split (SimRec / ComiRec): its held-out users have no training rows,
         # so leave-one-out (SASRec's protocol on the same data) uses every user's whole sequence
@@ -369,6 +374,7 @@ def leave_one_out(
         (test_u, test_i),
         n_negatives,
         dropped=log.n_users - users_with_target,
+        fingerprint=loaded,
     )
 
 
