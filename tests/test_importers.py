@@ -706,6 +706,7 @@ def test_import_path_dispatch_and_errors(tmp_path: Path) -> None:
         "sasrec-txt",
         "simrec",
         "recbole",
+        "session-tsv",
     }
     d = make_hkuds(tmp_path / "h")
     assert detect_format(d) == "hkuds"
@@ -818,3 +819,36 @@ def test_shared_simrec(
     assert log.fold is not None
     for code, n in zip((FOLD_TRAIN, FOLD_VALID, FOLD_TEST), fold_users, strict=True):
         assert np.unique(log.user[log.fold == code]).size == n
+
+
+# --------------------------------------------------------------------------- session TSV
+def test_session_tsv_rows_become_sequences(tmp_path: Path) -> None:
+    """Issue 24, item 18: RecBole/SSLRec session files (history + next item per row)."""
+    from polyrec.data.importers import detect_format, read_session_tsv
+
+    d = tmp_path / "sess"
+    d.mkdir()
+    head = "session_id:token\titem_id_list:token_seq\titem_id:token\n"
+    # session 1 twice (a prefix row and the full one): the longest row is kept
+    (d / "train.tsv").write_text(head + "1\t5 6\t7\n1\t5\t6\n2\t6 8\t9\n")
+    (d / "test.tsv").write_text(head + "3\t5 9 7\t6\n")
+    assert detect_format(d) == "session-tsv" and detect_format(d / "train.tsv") == "session-tsv"
+    log = read_session_tsv(d)
+    seqs = {int(log.user_map.ids[u]): [] for u in np.unique(log.user)}
+    for u, i, _t in sorted(zip(log.user, log.item, log.timestamp, strict=True),
+                          key=lambda r: (r[0], r[2])):  # fmt: skip
+        seqs[int(log.user_map.ids[u])].append(int(log.item_map.ids[i]))
+    assert seqs == {1: [5, 6, 7], 2: [6, 8, 9], 3: [5, 9, 7, 6]}
+    assert log.fold is not None
+    test_users = {int(log.user_map.ids[u]) for u in log.user[log.fold == FOLD_TEST]}
+    assert test_users == {3}
+    # one file without a session column: each row its own session, no fold
+    (tmp_path / "one.tsv").write_text("item_id_list\titem_id\n1,2\t3\n2\t4\n")
+    one = read_session_tsv(tmp_path / "one.tsv")
+    assert len(one) == 5 and one.fold is None and one.n_users == 2
+    (tmp_path / "bad.tsv").write_text("user\titem\n1\t2\n")
+    with pytest.raises(DataError, match="no item-list column"):
+        read_session_tsv(tmp_path / "bad.tsv")
+    (d / "valid.tsv").write_text(head + "2\t1\t2\n")
+    with pytest.raises(DataError, match="session 2 also appears in"):
+        read_session_tsv(d)

@@ -624,7 +624,7 @@ def data_import(
         None,
         "--format",
         "-f",
-        help="csv, tsv, parquet, hkuds, mba, lightgcn-txt, sasrec-txt, simrec, recbole (default: guess)",
+        help="csv, tsv, parquet, hkuds, mba, lightgcn-txt, sasrec-txt, simrec, recbole, session-tsv (default: guess)",
     ),
     out: Path = typer.Option(
         None, "--out", "-o", help="dataset directory to write (default: PATH's name + '-polyrec')"

@@ -28,6 +28,7 @@ from polyrec.data.importers.mba_tsv import read_mba
 from polyrec.data.importers.recbole_atomic import read_recbole
 from polyrec.data.importers.safe_pickle import load_pickle
 from polyrec.data.importers.sasrec_txt import read_sasrec_txt, sasrec_files
+from polyrec.data.importers.session_tsv import is_session_file, read_session_tsv
 from polyrec.data.importers.simrec import read_simrec
 from polyrec.data.log import InteractionLog
 from polyrec.errors import DataError
@@ -42,6 +43,7 @@ FORMATS: dict[str, Callable[..., InteractionLog]] = {
     "sasrec-txt": read_sasrec_txt,
     "simrec": read_simrec,
     "recbole": read_recbole,
+    "session-tsv": read_session_tsv,
 }
 
 _HKUDS = re.compile(r"^(?:train_mat_[A-Za-z]\w*\.pkl|trn_[A-Za-z]\w*)$")
@@ -111,6 +113,9 @@ def detect_format(path: PathLike) -> str:
             return "lightgcn-txt"
         if any((s / "train.txt").is_file() for s in p.iterdir() if s.is_dir()):
             return "lightgcn-txt"  # MB-CGCN: <behavior>/train.txt
+        sessions = [p / n for n in names if n.endswith((".tsv", ".inter")) and "train" in n.lower()]
+        if sessions and is_session_file(sessions[0]):
+            return "session-tsv"
         if any(n.endswith(".inter") for n in names):
             return "recbole"
         if sasrec_files(p):
@@ -120,6 +125,8 @@ def detect_format(path: PathLike) -> str:
             f"{', '.join(FORMATS)}"
         )
     suffix = p.suffix.lower()
+    if suffix in (".tsv", ".inter") and is_session_file(p):
+        return "session-tsv"
     if suffix == ".gz" and Path(p.name[:-3]).suffix.lower() in (".csv", ".tsv", ".tab"):
         return "csv" if Path(p.name[:-3]).suffix.lower() == ".csv" else "tsv"
     if suffix == ".inter":
