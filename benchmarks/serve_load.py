@@ -11,6 +11,10 @@ latency, not throughput), then stops the server it started and exits. Scenarios:
 * ``comirec-sa``: a ComiRec-SA export (SimRec Amazon Beauty when it is available, else a
   synthetic sequence log); half the requests name a user, half give a random history of 5–20
   items (the network embeds it on each request), k = 20.
+* ``lightgcn+heavy``: as ``lightgcn``, while one more client sends heavy batches back to back
+  (``/recommend/batch`` of 256 requests, k = 100, 1,500-item deny lists each).
+  Goal: the light requests' p99 at most 2× that of the ``lightgcn`` scenario of the same run
+  (the heavy batches run in the server's worker thread; beyond its bounded queue they get 429).
 * ``lightgcn+bad``: as ``lightgcn`` with ``--bad-fraction`` (10 %) bad requests mixed in —
   malformed JSON, unknown fields, k = 0, k above the maximum, unknown item ids, oversize
   batches, wrong types. Every bad request must be answered 4xx, every good one 200, none 5xx,
@@ -50,7 +54,8 @@ ROOT = HERE.parent
 NAME = "serve-load"
 BEAUTY_SRC = Path("/work/shared/data/seq-simrec-beauty")
 MAX_K = 100
-MAX_BATCH = 64
+MAX_BATCH = 256
+HEAVY_DENY = 1500
 
 
 # ------------------------------------------------------------------------------ exports
@@ -201,6 +206,15 @@ class Requests:
             return "/recommend", json.dumps({"history": hist, "k": self.k}).encode()
         return "/recommend", json.dumps({"user": rng.choice(self.users), "k": self.k}).encode()
 
+    def heavy(self, rng: random.Random) -> tuple[str, bytes]:
+        """A batch of MAX_BATCH requests with k = MAX_K and HEAVY_DENY-item deny lists."""
+        reqs = [
+            {"user": rng.choice(self.users), "k": MAX_K,
+             "deny": rng.sample(self.items, min(HEAVY_DENY, len(self.items)))}
+            for _ in range(MAX_BATCH)
+        ]  # fmt: skip
+        return "/recommend/batch", json.dumps({"requests": reqs}).encode()
+
     def bad(self, rng: random.Random) -> tuple[str, str, bytes]:
         u = rng.choice(self.users)
         cases = [
@@ -232,8 +246,10 @@ def load(
     concurrency: int,
     bad_fraction: float,
     warmup: float,
+    heavy: bool = False,
 ) -> dict[str, Any]:
-    """``concurrency`` threads send requests until the deadline; returns the statistics."""
+    """``concurrency`` threads send requests until the deadline; returns the statistics (with
+    ``heavy``, one more thread sends heavy batches back to back, counted apart)."""
     port = server.port
     start = time.perf_counter() + warmup
     deadline = start + seconds
@@ -292,7 +308,37 @@ def load(
             bad_kinds.update(my_kinds)
             failures.update(my_fail)
 
+    heavy_lat: list[float] = []
+    heavy_status: Counter[str] = Counter()
+
+    def heavy_worker() -> None:
+        rng = random.Random(reqs.seed * 7919)
+        bodies = [reqs.heavy(rng) for _ in range(4)]  # built once: the client's own cost
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        k = 0
+        while time.perf_counter() < deadline:
+            path, body = bodies[k % len(bodies)]
+            k += 1
+            t0 = time.perf_counter()
+            try:
+                conn.request("POST", path, body, {"Content-Type": "application/json"})
+                r = conn.getresponse()
+                r.read()
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+                continue
+            if t0 >= start:
+                with lock:
+                    heavy_lat.append(time.perf_counter() - t0)
+                    heavy_status[str(r.status)] += 1
+            if r.status == 429:
+                time.sleep(float(r.getheader("Retry-After") or 1))
+        conn.close()
+
     threads = [threading.Thread(target=worker, args=(w,)) for w in range(concurrency)]
+    if heavy:
+        threads.append(threading.Thread(target=heavy_worker))
     for t in threads:
         t.start()
     time.sleep(max(0.0, start - time.perf_counter()))
@@ -340,6 +386,20 @@ def load(
         "client_cpu_s_per_s": round((own1 - own0) / seconds, 2),
         "server_cpu_s_per_s": round((cpu1 - cpu0) / seconds, 2),
         "other_processes_cpus": round(max(0.0, others), 2),
+        **(
+            {
+                "heavy": {
+                    "requests": len(heavy_lat),
+                    "status": dict(sorted(heavy_status.items())),
+                    "latency_ms_p50": round(1000 * statistics.median(heavy_lat), 1)
+                    if heavy_lat
+                    else None,
+                    "latency_ms_max": round(1000 * max(heavy_lat), 1) if heavy_lat else None,
+                }
+            }
+            if heavy
+            else {}
+        ),
     }
 
 
@@ -361,6 +421,16 @@ def report(result: dict[str, Any]) -> _bench.Doc:
         doc.row(sc["name"], sc["export"], r["requests_per_s"], lat["p50"], lat["p95"],
                 lat["p99"], r["server_cpu_ms_per_request"], r["5xx"], bad, sc["health_after"],
                 "met" if sc["goal_met"] else "not met")  # fmt: skip
+    for sc in result["scenarios"]:
+        h = sc["result"].get("heavy")
+        if h:
+            doc.text(
+                f"{sc['name']}: light requests' p99 {sc['result']['latency_ms']['p99']} ms = "
+                f"{sc['result'].get('light_p99_vs_without_heavy')}× the run without heavy "
+                f"batches (goal ≤ 2×); heavy batches ({MAX_BATCH} requests, k = {MAX_K}, "
+                f"{HEAVY_DENY}-item deny lists): {h['requests']} answered, status "
+                f"{h['status']}, median {h['latency_ms_p50']} ms, max {h['latency_ms_max']} ms."
+            )
     doc.text("CPU use during each scenario (CPUs busy on average: server / load client / "
              "other processes on the machine): " + ", ".join(
                  f"{sc['name']} {sc['result']['server_cpu_s_per_s']} / "
@@ -388,7 +458,9 @@ def main() -> None:
     ap.add_argument("--lightgcn-epochs", type=int, default=5)
     ap.add_argument("--comirec-batches", type=int, default=300)
     ap.add_argument(
-        "--scenarios", default="lightgcn,comirec-sa,lightgcn+bad", help="comma-separated subset"
+        "--scenarios",
+        default="lightgcn,lightgcn+heavy,comirec-sa,lightgcn+bad",
+        help="comma-separated subset",
     )
     ap.add_argument("--out-dir", type=Path, default=HERE / "results")
     ap.add_argument("--no-write", action="store_true", help="print the results, write no files")
@@ -413,6 +485,7 @@ def main() -> None:
     scenarios = []
     for name in wanted:
         base = name.split("+")[0]
+        heavy = name.endswith("+heavy")
         if base not in exports:
             ap.error(f"unknown scenario {name!r}")
         export, label = exports[base]
@@ -425,16 +498,25 @@ def main() -> None:
             print(f"[serve-load] {name}: {args.seconds:.0f} s at concurrency {args.concurrency}",
                   flush=True)  # fmt: skip
             reqs = Requests(export, args.k, seed=len(scenarios) + 1)
-            res = load(server, reqs, args.seconds, args.concurrency, bad, args.warmup)
+            res = load(server, reqs, args.seconds, args.concurrency, bad, args.warmup, heavy)
             code, health = get_json(server.port, "/health")
             alive = server.proc.poll() is None and code == 200 and health.get("status") == "ok"
         finally:
             server.stop()
         lat = res["latency_ms"]
+        speed_ok = res["requests_per_s"] >= 200 and lat["p99"] is not None and lat["p99"] < 20
+        if heavy:  # light requests beside heavy batches: p99 at most 2× the run without them
+            without = next((x["result"] for x in scenarios if x["name"] == base), None)
+            ref = without["latency_ms"]["p99"] if without else None
+            ratio = round(lat["p99"] / ref, 2) if ref and lat["p99"] is not None else None
+            res["light_p99_vs_without_heavy"] = ratio
+            speed_ok = (
+                ratio is not None
+                and ratio <= 2.0
+                and not any(c.startswith("5") for c in res["heavy"]["status"])
+            )
         goal = (
-            res["requests_per_s"] >= 200
-            and lat["p99"] is not None
-            and lat["p99"] < 20
+            speed_ok
             and res["5xx"] == 0
             and res["good_answered_200"] == res["good_requests"]
             and res["bad_answered_4xx"] == res["bad_requests"]

@@ -82,7 +82,8 @@ def test_health_and_model(lgn):
     assert info["dataset"]["n_items"] == 150 and info["dataset"]["target"] == "buy"
     assert "ndcg@10" in info["metrics"]["test"]["metrics"]["full"]
     assert info["protocol"]["split"]["name"] == "leave-one-out"
-    assert info["limits"] == {"max_k": MAX_K, "max_batch": MAX_BATCH}
+    assert info["limits"] == {"max_k": MAX_K, "max_batch": MAX_BATCH, "heavy_work": 4096,
+                              "heavy_workers": 1, "heavy_queue": 8}  # fmt: skip
     assert info["index"]["type"] == "flat" and info["search"] in ("faiss", "torch")
 
 

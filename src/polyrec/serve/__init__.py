@@ -65,6 +65,11 @@ def serve(
         if faiss is not None:
             faiss.omp_set_num_threads(threads)
     app = create_app(export_dir, **options)
+    # hand the GIL over every 1 ms (default 5): a heavy request's Python work in the worker
+    # thread then delays the event loop's light requests by at most that
+    import sys
+
+    sys.setswitchinterval(0.001)
     if on_ready is not None:
         on_ready(app)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=access_log)

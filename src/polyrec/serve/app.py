@@ -7,14 +7,20 @@ Endpoints: ``GET /health``, ``GET /model``, ``POST /recommend``, ``POST /recomme
 item ids, a batch over ``max_batch`` (422). The export is loaded and checked before the app
 exists, so a corrupt or mismatched export never starts a server.
 
-Handlers are ``async`` and answer on the event loop: one request takes well under a millisecond
-of torch/faiss work, less than a thread hand-off would cost.
+Handlers are ``async``. A light request (its work — k plus its allow, deny and history lists,
+summed over a batch — at most ``heavy_work``) is answered on the event loop: well under a
+millisecond of torch/faiss work, less than a thread hand-off would cost. A heavy one runs in a
+worker thread (``heavy_workers`` of them), so that the light requests of other clients keep their
+latency while it runs; at most ``heavy_queue`` heavy requests wait for a worker, and the next one
+is answered 429 (retry later) instead of queueing without bound.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import threading
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -158,6 +164,45 @@ def _query(r: RecommendRequest) -> Query:
     return Query(r.user, r.history, r.k, r.exclude_seen, r.allow, r.deny)
 
 
+def work(requests: list[RecommendRequest]) -> int:
+    """A request's work, in list entries: k plus its allow, deny and history lengths, summed."""
+    return sum(
+        r.k + len(r.allow or ()) + len(r.deny or ()) + len(r.history or ()) for r in requests
+    )
+
+
+class HeavyPool:
+    """Worker threads for heavy requests with a bounded wait: ``run`` answers None (busy) when
+    ``queue`` requests already wait for one of the ``workers``."""
+
+    def __init__(self, workers: int, queue: int) -> None:
+        import anyio
+
+        self.limiter = anyio.CapacityLimiter(workers)
+        self.queue = queue
+
+    async def run(self, fn: Any) -> Any:
+        import anyio
+
+        if self.limiter.statistics().tasks_waiting >= self.queue:
+            return None
+        return await anyio.to_thread.run_sync(_background(fn), limiter=self.limiter)
+
+
+def _background(fn: Any) -> Any:
+    """``fn`` run at the lowest CPU priority of its thread (Linux: threads have their own nice
+    value), so that the event loop's light requests get the cores first."""
+
+    def run() -> Any:
+        if hasattr(os, "setpriority"):
+            # not permitted here: the normal priority
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        return fn()
+
+    return run
+
+
 def create_app(
     export: str | os.PathLike[str] | Bundle,
     *,
@@ -166,6 +211,9 @@ def create_app(
     search: Search = "auto",
     max_body_bytes: int = 4 << 20,
     read_timeout: float = 10.0,
+    heavy_work: int = 4096,
+    heavy_workers: int = 1,
+    heavy_queue: int = 8,
 ) -> FastAPI:
     """The app serving ``export`` (a directory, loaded and verified here, or a loaded Bundle).
 
@@ -174,6 +222,23 @@ def create_app(
     """
     if max_batch < 1:
         raise ConfigError(f"max_batch must be >= 1 (got {max_batch})")
+    if heavy_workers < 1 or heavy_queue < 0 or heavy_work < 0:
+        raise ConfigError("heavy_workers must be >= 1, heavy_queue and heavy_work >= 0")
+    pool = HeavyPool(heavy_workers, heavy_queue)
+
+    def busy() -> JSONResponse:
+        r = _error(429, "the server is busy with heavy requests; retry later")
+        r.headers["Retry-After"] = "1"
+        return r
+
+    async def answer(requests: list[RecommendRequest], field: str = "") -> list[Answer] | None:
+        """The answers, on the loop when light, in a worker when heavy (None: workers busy)."""
+        queries = [_query(r) for r in requests]
+        if work(requests) <= heavy_work:
+            return rec.recommend(queries, field=field)
+        out: list[Answer] | None = await pool.run(lambda: rec.recommend(queries, field=field))
+        return out
+
     bundle = export if isinstance(export, Bundle) else load_export(export)
     rec = Recommender(bundle, max_k=max_k, search=search)
     manifest = bundle.manifest
@@ -222,7 +287,13 @@ def create_app(
         },
         index=manifest.get("index", {}),
         search=rec.backend,
-        limits={"max_k": max_k, "max_batch": max_batch},
+        limits={
+            "max_k": max_k,
+            "max_batch": max_batch,
+            "heavy_work": heavy_work,
+            "heavy_workers": heavy_workers,
+            "heavy_queue": heavy_queue,
+        },
         exported=manifest.get("created"),
     )
     health = Health(status="ok", model=info["name"], items=bundle.n_items, users=bundle.n_users)
@@ -242,7 +313,10 @@ def create_app(
     @app.post("/recommend", response_model=RecommendResponse, responses=ERRORS)
     async def post_recommend(body: RecommendRequest) -> JSONResponse:
         """Top-k items for ``user`` (or ``history``), seen items and ``deny`` removed."""
-        return JSONResponse(_result(body.user, rec.recommend([_query(body)])[0]))
+        answers = await answer([body])
+        if answers is None:
+            return busy()
+        return JSONResponse(_result(body.user, answers[0]))
 
     @app.post("/recommend/batch", response_model=BatchResponse, responses=ERRORS)
     async def post_batch(body: BatchRequest) -> JSONResponse:
@@ -252,7 +326,9 @@ def create_app(
                 422,
                 f"requests: {len(body.requests)} requests in one batch; the maximum is {max_batch}",
             )
-        answers = rec.recommend([_query(r) for r in body.requests], field="requests")
+        answers = await answer(body.requests, field="requests")
+        if answers is None:
+            return busy()
         results = [_result(r.user, a) for r, a in zip(body.requests, answers, strict=True)]
         return JSONResponse({"results": results})
 
