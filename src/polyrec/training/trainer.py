@@ -48,7 +48,7 @@ from polyrec.eval.holdout import holdout_recall
 from polyrec.fsutil import LOCK, claim_dir, release_dir, remove_temporaries
 from polyrec.models.base import Model
 from polyrec.models.registry import build_model
-from polyrec.runtime import tune_allocator
+from polyrec.runtime import default_threads, tune_allocator
 from polyrec.training import distributed
 from polyrec.training.checkpoint import (
     atomic_write_text,
@@ -126,8 +126,9 @@ class Prepared:
 def prepare(cfg: RunConfig, run_dir: Path | None = None, *, reuse_split: bool = False) -> Prepared:
     """Load the dataset, make (or reload) the split, audit it and build the model."""
     tune_allocator()
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
+    # train.threads, else the CPUs the process may use (affinity, cgroup quota): torch's own
+    # default counts the machine's cores, too many threads in a container or on a pinned job
+    torch.set_num_threads(cfg.train.threads or default_threads())
     device = run_device(cfg)
     log = load_dataset(cfg.data.path)
     if cfg.data.target:
