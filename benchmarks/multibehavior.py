@@ -383,11 +383,16 @@ def ablation(doc: _bench.Doc, res: dict[str, Any]) -> None:
     doc.section("MB-Hybrid ablation")
     doc.text(
         "Each variant changes one thing in the shipped MB-Hybrid (same data, seeds, selection "
-        "and budget): `no-history` drops the own-history terms γ_b R_b, `no-neighbours` the "
-        "neighbourhood terms β_b R_b S, `graph` adds the LightGCN-all term and the item bias "
-        "(off in the shipped config), `bpr` trains with one negative instead of the softmax "
-        "over 256 shared candidates. Δ = relative change of NDCG@10 against MB-Hybrid "
-        "(validation: what the switches were chosen on; test: reported, not used)."
+        "and budget): `no-history` drops the own-history terms (γ_b R_b and the conversion "
+        "features), `no-neighbours` the neighbourhood terms β_b R_b S, `no-conversion` the "
+        "per-behavior conversion-rate features R_b · c_b (on by default only where training "
+        "purchases keep their own history, hide = target: JData; under hide = all it is off "
+        "by construction, so Retailrocket has no such row), `graph` adds the LightGCN-all "
+        "term and the item bias (off in the shipped config), `bpr` trains with one negative "
+        "instead of the softmax over 256 shared candidates. Δ = relative change of NDCG@10 "
+        "against MB-Hybrid (validation: what the switches were chosen on; test: reported, "
+        "not used). JData's `no-conversion` rows are the runs made before the feature existed "
+        "(the same computation)."
     )
     doc.table(["data", "protocol", "variant", "valid NDCG@10", "Δ valid", "test NDCG@10",
                "Δ test", "s / epoch", "seeds"])  # fmt: skip
