@@ -236,6 +236,8 @@ def test_cli_conventions(tmp_path, dataset_dir):
     assert r.exit_code == 0, r.output
     epoch_lines = [ln for ln in r.output.splitlines() if ln.startswith("epoch")]
     assert epoch_lines and all("valid full hr@10" in ln for ln in epoch_lines), r.output
+    # piped output is not wrapped: the epoch line (> 80 characters) stays one line
+    assert any(len(ln) > 80 for ln in epoch_lines), epoch_lines
 
 
 def test_bpr_models_report_their_batch_count(small_log):
