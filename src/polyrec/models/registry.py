@@ -31,6 +31,7 @@ from polyrec.models.mbhybrid import MBHybrid
 from polyrec.models.mf import MF
 from polyrec.models.mind import MIND
 from polyrec.models.mule import MuLe
+from polyrec.models.ngcf import NGCF
 from polyrec.models.pop import Pop
 from polyrec.models.re4 import Re4DR, Re4SA
 from polyrec.models.remi import REMI
@@ -42,6 +43,7 @@ REGISTRY: dict[str, type[Model]] = {
     "pop": Pop,
     "mf": MF,
     "lightgcn": LightGCN,
+    "ngcf": NGCF,
     "history": History,
     "ease": EASE,
     "itemknn": ItemKNN,
