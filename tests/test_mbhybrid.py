@@ -225,3 +225,25 @@ def test_training_with_every_history_feature_lowers_the_loss() -> None:
             totals.append(float(total.detach()))
     assert all(np.isfinite(totals)) and totals[-1] < totals[0]
     assert m.gamma.grad is not None and m.gamma.grad.abs().sum() > 0
+
+
+def test_learned_propensities_by_hand() -> None:
+    m = history_only(viewed_log(), propensity=True, conversion=False)
+    assert tuple(m.rho.shape) == (1, 3)
+    with torch.no_grad():
+        m.gamma.copy_(torch.tensor([0.5]))
+        m.rho.copy_(torch.tensor([[1.0, -2.0, 3.0]]))
+    views = viewed_log().csr("view").toarray()
+    want = views * (0.5 + np.array([1.0, -2.0, 3.0]))  # R_view · (γ + ρ_i)
+    got = m.scores(torch.arange(4)).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    uu, ii = torch.tensor([0, 0, 2, 3]), torch.tensor([0, 2, 1, 1])
+    e = torch.zeros(4, m.config.dim)
+    np.testing.assert_allclose(m.pair_scores(uu, ii, e, e).detach().numpy(), want[uu, ii])
+    # ρ gets a gradient through a training loss, and is penalised
+    from polyrec.data.views import BPRBatch
+
+    out = m.loss(BPRBatch(torch.tensor([0, 2]), torch.tensor([0, 1]), torch.tensor([2, 2])))
+    sum(out.values()).backward()
+    assert m.rho.grad is not None and m.rho.grad.abs().sum() > 0
+    assert history_only(viewed_log(), propensity=False).rho.numel() == 0

@@ -92,6 +92,10 @@ class MBHybridConfig(ModelConfig):
     positive ever has the feature and its weight could only learn to push history down."""
     conversion_alpha: float = Field(10.0, ge=0.0)
     """Smoothing α of ``conversion`` (the ``history`` baseline's default)."""
+    propensity: bool = False
+    """Add a learned item-level conversion propensity per auxiliary behavior, Σ_b R_b[u, i]
+    ρ_{b,i} (ρ starts at 0, L2-penalised like the embeddings): how much more than the behavior's
+    own weight γ_b a touch of *this* item says about its purchase."""
     history_negatives: int = Field(0, ge=0)
     """Per purchase, this many items the user has in an auxiliary behavior but not in the
     target (drawn uniformly from those rows) join the softmax candidates: the uniform negatives
@@ -174,6 +178,9 @@ class MBHybrid(
             len(self.aux) * (1 + config.history_counts + self.conversion) if config.history else 0
         )
         self.gamma = nn.Parameter(torch.zeros(max(self.n_history, 1)))
+        # ρ_{b,i}: learned per-item propensities of the auxiliary behaviors (``propensity``)
+        n_rho = len(self.aux) if config.propensity and self.n_history else 0
+        self.rho = nn.Parameter(torch.zeros(n_rho, schema.n_items))
         adj = normalized_bipartite_adjacency(data.csr(None))
         self.register_buffer("adj", adj, persistent=False)
         # per auxiliary behavior: what a purchase's own row adds to its item's conversion rate
@@ -212,17 +219,25 @@ class MBHybrid(
     # ------------------------------------------------------------------ training
     def pair_scores(self, users: Tensor, items: Tensor, eu: Tensor, ei: Tensor) -> Tensor:
         """ŷ of the pairs (users[k], items[k]) given their graph embeddings ``eu``, ``ei``."""
-        out = (eu * ei).sum(-1) + self.pair_features(users, items) @ self.weights()
-        return out + self.bias[items] if self.config.item_bias else out
+        return (eu * ei).sum(-1) + self.feature_scores(items, self.pair_features(users, items))
+
+    def feature_scores(self, items: Tensor, feats: Tensor) -> Tensor:
+        """Every term but the graph one, for pairs whose feature rows are ``feats``: the
+        weighted features, the item bias c_i and the propensities Σ_b R_b[u, i] ρ_{b,i}."""
+        out = feats @ self.weights()
+        if self.config.item_bias:
+            out = out + self.bias[items]
+        if len(self.rho):
+            start = feats.shape[1] - self.n_history
+            had = feats[:, start : start + len(self.aux)]  # R_b[u, i]
+            out = out + (had * self.rho[:, items].T).sum(1)
+        return out
 
     def loss(self, batch: BPRBatch) -> dict[str, Tensor]:
         users, items = self.final_embeddings()
         u, p = batch.user, batch.pos
         eu = users[u]
-        pos_f = self.positive_features(u, p)
-        pos = (eu * items[p]).sum(-1) + pos_f @ self.weights()
-        if self.config.item_bias:
-            pos = pos + self.bias[p]
+        pos = (eu * items[p]).sum(-1) + self.feature_scores(p, self.positive_features(u, p))
         if self.config.loss == "bpr":
             neg_items = batch.neg
             neg = self.pair_scores(u, neg_items, eu, items[neg_items])
@@ -233,9 +248,9 @@ class MBHybrid(
             neg_items = torch.randint(self.n_items, (s,), device=p.device)
             b = len(u)
             uu, ii = u.repeat_interleave(s), neg_items.repeat(b)
-            neg = eu @ items[neg_items].T + (self.pair_features(uu, ii) @ self.weights()).view(b, s)
-            if self.config.item_bias:
-                neg = neg + self.bias[neg_items]
+            neg = eu @ items[neg_items].T + self.feature_scores(
+                ii, self.pair_features(uu, ii)
+            ).view(b, s)
             accidental = neg_items.unsqueeze(0) == p.unsqueeze(1)
             if self.config.history_negatives:
                 hard, none = self.history_negatives(u, self.config.history_negatives)
@@ -254,6 +269,8 @@ class MBHybrid(
             self.item_emb(neg_items),
             self.bias[p].unsqueeze(1),
             self.bias[neg_items].unsqueeze(1),
+            self.rho[:, p].T,
+            self.rho[:, neg_items].T,
             batch_size=len(u),
         )
         return {**main, "reg": self.config.reg * reg}
@@ -269,7 +286,8 @@ class MBHybrid(
         if self.drop_positive:
             f[:, -self.n_history :] = 0.0  # the purchase's own auxiliary rows: not seen
         elif self.conversion:
-            had = f[:, -self.n_history : -self.n_history + n_aux]  # R_b[u, i] ∈ {0, 1}
+            start = f.shape[1] - self.n_history
+            had = f[:, start : start + n_aux]  # R_b[u, i] ∈ {0, 1}
             f[:, -n_aux:] -= had * self.loo[:, items].T
         return f
 
@@ -302,6 +320,11 @@ class MBHybrid(
                 f.add_rows(out, users, weight)
         if self.config.item_bias:
             out += self.bias.detach()
+        if len(self.rho):  # Σ_b R_b[u, i] ρ_{b,i}: the binary history features, item-weighted
+            feats = self._feats()
+            first = len(feats) - self.n_history
+            for k in range(len(self.aux)):
+                feats[first + k].add_rows(out, users, 1.0, self.rho[k].detach())
         return out
 
     def make_optimisers(
@@ -360,13 +383,18 @@ class _Feature(nn.Module):
     def rows(self, users: Tensor, n_items: int) -> Tensor:
         return csr_rows(self.crow, self.col, self.val, users, n_items)
 
-    def add_rows(self, out: Tensor, users: Tensor, weight: float) -> None:
-        """``out += weight · M[users]`` in place, touching only the stored entries."""
+    def add_rows(
+        self, out: Tensor, users: Tensor, weight: float, col_scale: Tensor | None = None
+    ) -> None:
+        """``out += weight · M[users]`` (each entry of column j also times ``col_scale[j]``)
+        in place, touching only the stored entries."""
         part = self.rows(users, out.shape[1])
         crow = part.crow_indices()
         rows = torch.repeat_interleave(torch.arange(len(users), device=out.device), crow.diff())
-        flat = rows * out.shape[1] + part.col_indices()
-        out.view(-1).index_add_(0, flat, part.values(), alpha=weight)
+        cols = part.col_indices()
+        flat = rows * out.shape[1] + cols
+        vals = part.values() if col_scale is None else part.values() * col_scale[cols]
+        out.view(-1).index_add_(0, flat, vals, alpha=weight)
 
 
 def _features(
