@@ -14,6 +14,7 @@ SMALL_PARAMS: dict[str, dict[str, Any]] = {
     "mf": {"dim": 16},
     "lightgcn": {"dim": 16, "n_layers": 2},
     "ngcf": {"dim": 8, "layers": [8, 8]},
+    "ehcf": {"dim": 8},
     "egcm": {"dim": 8, "n_layers": 1},
     "mbcgcn": {"dim": 16, "n_layers": 1},
     "crgcn": {"dim": 16, "n_layers": 1},

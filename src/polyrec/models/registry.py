@@ -19,6 +19,7 @@ from polyrec.models.comirec import ComiRecDR, ComiRecSA
 from polyrec.models.crgcn import CRGCN
 from polyrec.models.ease import EASE
 from polyrec.models.egcm import EGCM
+from polyrec.models.ehcf import EHCF
 from polyrec.models.gru4rec import GRU4Rec
 from polyrec.models.history import History
 from polyrec.models.hpcl4sr import HPCL4SR
@@ -52,6 +53,7 @@ REGISTRY: dict[str, type[Model]] = {
     "cml": CML,
     "egcm": EGCM,
     "mba": MBA,
+    "ehcf": EHCF,
     "mbcgcn": MBCGCN,
     "crgcn": CRGCN,
     "mule": MuLe,
