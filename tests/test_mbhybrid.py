@@ -247,3 +247,20 @@ def test_learned_propensities_by_hand() -> None:
     sum(out.values()).backward()
     assert m.rho.grad is not None and m.rho.grad.abs().sum() > 0
     assert history_only(viewed_log(), propensity=False).rho.numel() == 0
+
+
+def test_history_score_feature_is_the_history_rule_with_leave_one_out() -> None:
+    # view counts: u0 {0: 1, 2: 3}, u1 {0: 1}, u2 {0: 1, 1: 1}; users of any behavior per item:
+    # item 0 {u0, u1, u2, u3} (4), item 1 {u2} (1), item 2 {u0} (1); buyers: item 0 {u0, u3},
+    # item 1 {u2}; prior 3 / 6; α = 2: c = ((2 + 1) / 6, (1 + 1) / 3, (0 + 1) / 3)
+    m = history_only(viewed_log(repeat=3), history_score=True, conversion=False,
+                     conversion_alpha=2.0)  # fmt: skip
+    assert m.n_history == 2  # R_view, n · c
+    with torch.no_grad():
+        m.gamma.copy_(torch.tensor([0.0, 1.0]))
+    c = np.array([3 / 6, 2 / 3, 1 / 3])
+    counts = np.array([[1, 0, 3], [1, 0, 0], [1, 1, 0], [0, 0, 0]])
+    np.testing.assert_allclose(m.scores(torch.arange(4)).numpy(), counts * c, rtol=1e-6)
+    # as training purchases, (u0, 0) and (u2, 1) see the rate without themselves as buyers
+    f = m.positive_features(torch.tensor([0, 2]), torch.tensor([0, 1]))
+    np.testing.assert_allclose(f[:, 1].numpy(), [1 * (2 / 6), 1 * (1 / 3)], rtol=1e-5)

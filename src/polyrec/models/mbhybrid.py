@@ -92,6 +92,11 @@ class MBHybridConfig(ModelConfig):
     positive ever has the feature and its weight could only learn to push history down."""
     conversion_alpha: float = Field(10.0, ge=0.0)
     """Smoothing α of ``conversion`` (the ``history`` baseline's default)."""
+    history_score: bool = False
+    """Add the ``history`` baseline's own score as one feature: the user's count of auxiliary
+    rows with the item × the item's smoothed conversion rate over every behavior (leave-one-out
+    for training purchases), so that the model can at least rank the user's own items as that
+    rule does."""
     propensity: bool = False
     """Add a learned item-level conversion propensity per auxiliary behavior, Σ_b R_b[u, i]
     ρ_{b,i} (ρ starts at 0, L2-penalised like the embeddings): how much more than the behavior's
@@ -154,6 +159,7 @@ class MBHybrid(
     config: MBHybridConfig
     adj: Tensor
     loo: Tensor
+    score_keep: Tensor
     hn_crow: Tensor
     hn_col: Tensor
     features: nn.ModuleList  # of _Feature
@@ -173,10 +179,18 @@ class MBHybrid(
         self.conversion = (
             not self.drop_positive if config.conversion == "auto" else config.conversion
         )
-        self.features, loo = _features(data, schema, config, self.conversion)
+        self.features, loo, score_keep = _features(data, schema, config, self.conversion)
+        n_aux = len(self.aux)
         self.n_history = (
-            len(self.aux) * (1 + config.history_counts + self.conversion) if config.history else 0
+            n_aux * (1 + config.history_counts + self.conversion) + config.history_score
+            if config.history
+            else 0
         )
+        # positions of the history columns in a feature row (neighbourhood columns first)
+        self._hist_at = len(self.features) - self.n_history
+        conv_at = self._hist_at + n_aux * (1 + config.history_counts)
+        self._conv_at = conv_at if self.conversion and config.history else None
+        self._score_at = len(self.features) - 1 if config.history_score and config.history else None
         self.gamma = nn.Parameter(torch.zeros(max(self.n_history, 1)))
         # ρ_{b,i}: learned per-item propensities of the auxiliary behaviors (``propensity``)
         n_rho = len(self.aux) if config.propensity and self.n_history else 0
@@ -185,10 +199,11 @@ class MBHybrid(
         self.register_buffer("adj", adj, persistent=False)
         # per auxiliary behavior: what a purchase's own row adds to its item's conversion rate
         self.register_buffer("loo", loo, persistent=False)
+        self.register_buffer("score_keep", score_keep, persistent=False)
         crow, col = _untargeted_history(data, schema)
         self.register_buffer("hn_crow", crow, persistent=False)
         self.register_buffer("hn_col", col, persistent=False)
-        self._ddp_params_and_buffers_to_ignore = ["adj", "loo", "hn_crow", "hn_col"]
+        self._ddp_params_and_buffers_to_ignore = ["adj", "loo", "score_keep", "hn_crow", "hn_col"]
 
     # ------------------------------------------------------------------ terms
     def final_embeddings(self) -> tuple[Tensor, Tensor]:
@@ -228,8 +243,7 @@ class MBHybrid(
         if self.config.item_bias:
             out = out + self.bias[items]
         if len(self.rho):
-            start = feats.shape[1] - self.n_history
-            had = feats[:, start : start + len(self.aux)]  # R_b[u, i]
+            had = feats[:, self._hist_at : self._hist_at + len(self.aux)]  # R_b[u, i]
             out = out + (had * self.rho[:, items].T).sum(1)
         return out
 
@@ -284,11 +298,13 @@ class MBHybrid(
         if not self.n_history:
             return f
         if self.drop_positive:
-            f[:, -self.n_history :] = 0.0  # the purchase's own auxiliary rows: not seen
-        elif self.conversion:
-            start = f.shape[1] - self.n_history
-            had = f[:, start : start + n_aux]  # R_b[u, i] ∈ {0, 1}
-            f[:, -n_aux:] -= had * self.loo[:, items].T
+            f[:, self._hist_at :] = 0.0  # the purchase's own auxiliary rows: not seen
+            return f
+        if self._conv_at is not None:  # its own purchase out of its item's rates
+            had = f[:, self._hist_at : self._hist_at + n_aux]  # R_b[u, i] ∈ {0, 1}
+            f[:, self._conv_at : self._conv_at + n_aux] -= had * self.loo[:, items].T
+        if self._score_at is not None:  # n · c_i → n · c_i without this purchase
+            f[:, self._score_at] *= self.score_keep[items]
         return f
 
     def history_negatives(self, users: Tensor, n: int) -> tuple[Tensor, Tensor]:
@@ -322,9 +338,8 @@ class MBHybrid(
             out += self.bias.detach()
         if len(self.rho):  # Σ_b R_b[u, i] ρ_{b,i}: the binary history features, item-weighted
             feats = self._feats()
-            first = len(feats) - self.n_history
             for k in range(len(self.aux)):
-                feats[first + k].add_rows(out, users, 1.0, self.rho[k].detach())
+                feats[self._hist_at + k].add_rows(out, users, 1.0, self.rho[k].detach())
         return out
 
     def make_optimisers(
@@ -399,13 +414,15 @@ class _Feature(nn.Module):
 
 def _features(
     data: TrainData, schema: DataSchema, config: MBHybridConfig, conversion: bool
-) -> tuple[nn.ModuleList, Tensor]:
+) -> tuple[nn.ModuleList, Tensor, Tensor]:
     """The feature matrices in :meth:`MBHybrid.weights` order: ``R_b S`` per behavior, then the
-    auxiliary behaviors' ``R_b``, ``ln(1 + n_b)`` and ``R_b · c_b``; and ``[n_aux, n_items]``
-    the leave-one-out correction of ``c_b``: ``1 / (users_b(i) + α)``."""
+    auxiliary behaviors' ``R_b``, ``ln(1 + n_b)``, ``R_b · c_b`` and the history score ``n ·
+    c``; ``[n_aux, n_items]`` the leave-one-out correction of ``c_b``, ``1 / (users_b(i) + α)``;
+    and ``[n_items]`` the factor that takes a buyer out of the history score's rate."""
     feats = []
     aux = [b for b in schema.behaviors if b != schema.target]
     loo = torch.zeros(len(aux), schema.n_items)
+    score_keep = torch.ones(schema.n_items)
     if config.neighbours:
         x = data.csr(schema.target).astype(np.float64)
         if config.knn_other_weight:
@@ -427,11 +444,22 @@ def _features(
                 )
                 feats.append(_Feature(r_b @ sp.diags(rate)))
                 loo[k] = torch.from_numpy(loo_b)
-    return nn.ModuleList(feats), loo
+        if config.history_score:
+            n = sp.csr_matrix(data.csr(schema.target).shape, dtype=np.float64)
+            for b in aux:  # the user's auxiliary rows with the item
+                n = n + _counts(data, schema.behaviors.index(b))
+            rate, one = conversion_rate(
+                data.csr(schema.target).sum(axis=0), data.csr(None).sum(axis=0),
+                config.conversion_alpha,
+            )  # fmt: skip
+            feats.append(_Feature(sp.csr_matrix(n) @ sp.diags(rate)))
+            keep = np.divide(rate - one, rate, out=np.ones_like(rate), where=rate > 0)
+            score_keep = torch.from_numpy(np.clip(keep, 0.0, 1.0).astype(np.float32))
+    return nn.ModuleList(feats), loo, score_keep
 
 
-def _log_counts(data: TrainData, code: int) -> sp.csr_matrix:
-    """users × items ``ln(1 + n)``, n the rows of behavior ``code`` per (user, item)."""
+def _counts(data: TrainData, code: int) -> sp.csr_matrix:
+    """users × items n, the training rows of behavior ``code`` per (user, item)."""
     log = data.log
     rows = log.behavior == code
     m = sp.csr_matrix(
@@ -439,6 +467,12 @@ def _log_counts(data: TrainData, code: int) -> sp.csr_matrix:
         shape=(log.n_users, log.n_items),
     )
     m.sum_duplicates()
+    return m
+
+
+def _log_counts(data: TrainData, code: int) -> sp.csr_matrix:
+    """users × items ``ln(1 + n)``, n the rows of behavior ``code`` per (user, item)."""
+    m = _counts(data, code)
     m.data = np.log1p(m.data)
     return m
 
