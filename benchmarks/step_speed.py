@@ -49,7 +49,15 @@ EGCM_SLOTS = (30.0, 15.0)
 EPOCH_SUITES = ("cml", "egcm", "multibehavior")
 # issue 23: every multi-behavior model's epoch ≤ 2× LightGCN-all's on the same data, and the
 # top-20 of every JData user in < 60 s on 2 cores
-MB_MODELS = ["lightgcn-all", "mbcgcn", "crgcn", "mule", "mbhybrid"]  # the reference first
+MB_MODELS = [
+    "lightgcn-all",
+    "mbcgcn",
+    "crgcn",
+    "mule",
+    "mbhybrid",
+    "ehcf",
+    "ngcf",
+]  # the reference first
 MB_DATA = ("retailrocket", "jdata")
 MB_EPOCH_GOAL = 2.0
 MB_TOPK, MB_TOPK_GOAL_S = 20, 60.0
