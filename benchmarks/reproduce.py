@@ -55,6 +55,8 @@ QUICK: dict[str, tuple[str, list[str]]] = {
     "pop": ("pop-retailrocket.toml", []),
     "mf": ("mf-retailrocket.toml", MB),
     "lightgcn": ("lightgcn-retailrocket.toml", MB),
+    "ngcf": ("ngcf-retailrocket.toml", MB),
+    "ehcf": ("ehcf-retailrocket.toml", MB),
     "history": ("history-retailrocket.toml", []),
     "ease": ("ease-retailrocket.toml", []),
     "itemknn": ("itemknn-retailrocket.toml", []),
