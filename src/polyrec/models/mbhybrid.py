@@ -137,13 +137,17 @@ class MBHybrid(
     * ``R_b[u, i]``: whether u viewed/carted/... i in training; ``γ_b`` learned per auxiliary
       behavior (the target's own rows are masked at evaluation, so they get no term).
     * ``c_i``: a learned item bias (popularity of conversion).
-    * optional history features, each with its own learned weight: ``ln(1 + n_b(u, i))``
-      (``history_counts``) and ``R_b[u, i] · c_b(i)``, the item's smoothed b → target
-      conversion rate (``conversion``); and hard negatives from the user's own untargeted
-      history (``history_negatives``).
+    * ``R_b[u, i] · c_b(i)``, the item's smoothed b → target conversion rate (``conversion``,
+      on wherever training purchases keep their own history: hide = 'target', MBA's split),
+      each with its own learned weight.
+    * optional (measured, off in the shipped configs): ``ln(1 + n_b(u, i))``
+      (``history_counts``); the ``history`` rule's own score n_ui · c_i (``history_score``);
+      learned item-level propensities Σ_b R_b[u, i] ρ_{b,i} (``propensity``); hard negatives
+      from the user's own untargeted history (``history_negatives``).
 
-    Trained with BPR on the target behavior's training pairs; the L2 penalty covers the batch's
-    ego embeddings and item biases. The neighbourhood and history features of the batch's pairs
+    Trained on the target behavior's training pairs with a softmax over shared uniform
+    candidates (``loss``; or BPR); the L2 penalty covers the batch's ego embeddings, item biases
+    and propensities. The neighbourhood and history features of the batch's pairs
     are looked up in precomputed sparse matrices (sorted keys + ``searchsorted``); scoring adds
     the learned combination of those matrices' rows to ``E_u E_iᵀ``.
 
