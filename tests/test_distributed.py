@@ -15,6 +15,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -72,6 +73,20 @@ def test_shard_takes_one_batch_per_group_and_never_mixes_kinds() -> None:
 
 
 # ---------------------------------------------------------------------- 2-process gloo group
+def _spawn_two(worker: Any, tmp_path: Path) -> None:
+    """Run ``worker`` on two gloo processes. gloo can abort a process (SIGABRT, "terminate
+    called without an active exception") while it tears its threads down after the last
+    barrier; seen once in CI on 2 cores. A signal after both processes wrote their
+    ``checked-<rank>`` marker — every assertion passed — is that teardown race, not a failure;
+    any other exit fails the test."""
+    try:
+        mp.spawn(worker, args=(str(tmp_path / "rendezvous"),), nprocs=2, join=True)
+    except mp.ProcessExitedException as exc:
+        checked = all((tmp_path / f"checked-{r}").exists() for r in range(2))
+        if not (checked and exc.signal_name):
+            raise
+
+
 def _hook_worker(r: int, init_file: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=r, world_size=2)
     try:
@@ -130,12 +145,13 @@ def _hook_worker(r: int, init_file: str) -> None:
             distributed.run_on_main(fail)
         assert distributed.broadcast_object(f"from {r}") == "from 0"
         dist.barrier()  # nobody tears the group down while a peer still uses it
+        Path(init_file).with_name(f"checked-{r}").touch()
     finally:
         dist.destroy_process_group()
 
 
 def test_gradient_hook_averages_over_two_processes(tmp_path: Path) -> None:
-    mp.spawn(_hook_worker, args=(str(tmp_path / "rendezvous"),), nprocs=2, join=True)
+    _spawn_two(_hook_worker, tmp_path)
 
 
 def _sparse_hook_worker(r: int, init_file: str) -> None:
@@ -177,12 +193,13 @@ def _sparse_hook_worker(r: int, init_file: str) -> None:
         for h in hooks:
             h.remove()
         dist.barrier()  # nobody tears the group down while a peer still uses it
+        Path(init_file).with_name(f"checked-{r}").touch()
     finally:
         dist.destroy_process_group()
 
 
 def test_lazy_adam_gradients_are_averaged_and_stay_sparse(tmp_path: Path) -> None:
-    mp.spawn(_sparse_hook_worker, args=(str(tmp_path / "rendezvous"),), nprocs=2, join=True)
+    _spawn_two(_sparse_hook_worker, tmp_path)
 
 
 # ---------------------------------------------------------------------- torchrun
