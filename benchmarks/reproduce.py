@@ -57,6 +57,7 @@ QUICK: dict[str, tuple[str, list[str]]] = {
     "lightgcn": ("lightgcn-retailrocket.toml", MB),
     "ngcf": ("ngcf-retailrocket.toml", MB),
     "ehcf": ("ehcf-retailrocket.toml", MB),
+    "nmtr": ("nmtr-retailrocket.toml", MB),
     "history": ("history-retailrocket.toml", []),
     "ease": ("ease-retailrocket.toml", []),
     "itemknn": ("itemknn-retailrocket.toml", []),

@@ -57,6 +57,7 @@ MB_MODELS = [
     "mbhybrid",
     "ehcf",
     "ngcf",
+    "nmtr",
 ]  # the reference first
 MB_DATA = ("retailrocket", "jdata")
 MB_EPOCH_GOAL = 2.0

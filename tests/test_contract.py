@@ -15,6 +15,7 @@ SMALL_PARAMS: dict[str, dict[str, Any]] = {
     "lightgcn": {"dim": 16, "n_layers": 2},
     "ngcf": {"dim": 8, "layers": [8, 8]},
     "ehcf": {"dim": 8},
+    "nmtr": {"dim": 8},
     "egcm": {"dim": 8, "n_layers": 1},
     "mbcgcn": {"dim": 16, "n_layers": 1},
     "crgcn": {"dim": 16, "n_layers": 1},

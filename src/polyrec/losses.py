@@ -62,6 +62,21 @@ def bpr(pos_scores: Tensor, neg_scores: Tensor) -> Tensor:
     return F.softplus(neg_scores - pos_scores).mean()
 
 
+def multitask_log_loss(logits: Tensor, labels: Tensor, weights: Tensor) -> Tensor:
+    r"""Weighted sum over tasks of the mean binary log loss (NMTR, Gao et al. ICDE 2019: one
+    pointwise loss per behavior, summed with weights λ_k).
+
+    .. math::
+        \mathcal{L} = \sum_k \lambda_k \frac{1}{N} \sum_n
+            -[y_{nk} \ln \sigma(s_{nk}) + (1 - y_{nk}) \ln(1 - \sigma(s_{nk}))]
+
+    ``logits`` and ``labels`` are ``[N, K]`` (labels 0/1 as floats), ``weights`` ``[K]``; the
+    log loss is taken on the logits (stable for large ``|s|``).
+    """
+    per_task = F.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(0)
+    return (weights * per_task).sum()
+
+
 def l2_reg(*tensors: Tensor, batch_size: int) -> Tensor:
     r"""L2 penalty on the batch's ego (layer-0) embeddings, LightGCN-paper style (Eq. 15).
 
@@ -97,7 +112,7 @@ def info_nce(anchor: Tensor, positive: Tensor, temperature: float) -> Tensor:
     return F.cross_entropy(logits, labels)
 
 
-__all__ = ["bpr", "full_softmax", "info_nce", "l2_reg", "sampled_softmax"]
+__all__ = ["bpr", "full_softmax", "info_nce", "l2_reg", "multitask_log_loss", "sampled_softmax"]
 
 
 def sampled_softmax(

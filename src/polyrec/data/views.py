@@ -206,6 +206,19 @@ class BPRBatch:
         return BPRBatch(self.user.to(device), self.pos.to(device), self.neg.to(device))
 
 
+@dataclass
+class LabelledPairs:
+    """A batch of (user, item) pairs with one 0/1 label per task: ``label`` is ``[N, K]``
+    (pointwise multi-task models such as NMTR)."""
+
+    user: Tensor
+    item: Tensor
+    label: Tensor
+
+    def to(self, device: torch.device) -> LabelledPairs:
+        return LabelledPairs(self.user.to(device), self.item.to(device), self.label.to(device))
+
+
 def bpr_batches(
     data: TrainData,
     behavior: str | None,
@@ -327,6 +340,7 @@ __all__ = [
     "BPRBatch",
     "BehaviorBatch",
     "DataSchema",
+    "LabelledPairs",
     "TrainData",
     "behavior_batches",
     "bpr_batches",

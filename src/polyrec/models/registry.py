@@ -33,6 +33,7 @@ from polyrec.models.mf import MF
 from polyrec.models.mind import MIND
 from polyrec.models.mule import MuLe
 from polyrec.models.ngcf import NGCF
+from polyrec.models.nmtr import NMTR
 from polyrec.models.pop import Pop
 from polyrec.models.re4 import Re4DR, Re4SA
 from polyrec.models.remi import REMI
@@ -54,6 +55,7 @@ REGISTRY: dict[str, type[Model]] = {
     "egcm": EGCM,
     "mba": MBA,
     "ehcf": EHCF,
+    "nmtr": NMTR,
     "mbcgcn": MBCGCN,
     "crgcn": CRGCN,
     "mule": MuLe,
