@@ -98,13 +98,16 @@ MODEL_DATA_OVERRIDES: dict[tuple[str, str], list[str]] = {
 PAPER = {
     "retailrocket": {"cml": (0.356, 0.222), "mbgcn": (0.308, 0.181), "sgl": (0.263, 0.165),
                      "lightgcn": (0.261, 0.152), "mf": (0.235, 0.146), "ngcf": (0.260, 0.140),
-                     "ehcf": (0.321, 0.207), "nmtr": (0.314, 0.201)},
+                     "ehcf": (0.321, 0.207), "nmtr": (0.314, 0.201),
+                     "pinsage": (0.247, 0.139)},
     "tmall": {"cml": (0.543, 0.327), "mbgcn": (0.381, 0.213), "sgl": (0.350, 0.210),
               "lightgcn": (0.342, 0.205), "mf": (0.243, 0.143), "ngcf": (0.322, 0.184),
-              "ehcf": (0.433, 0.260), "nmtr": (0.362, 0.215)},
+              "ehcf": (0.433, 0.260), "nmtr": (0.362, 0.215),
+              "pinsage": (0.274, 0.151)},
     "ijcai": {"cml": (0.477, 0.283), "mbgcn": (0.304, 0.160), "sgl": (0.249, 0.123),
               "lightgcn": (0.257, 0.122), "mf": (0.163, 0.085), "ngcf": (0.256, 0.124),
-              "ehcf": (0.409, 0.237), "nmtr": (0.294, 0.161)},
+              "ehcf": (0.409, 0.237), "nmtr": (0.294, 0.161),
+              "pinsage": (0.176, 0.091)},
 }  # fmt: skip
 # official CML code on this machine class (../shared/ANCHORS.md)
 OFFICIAL_CML = {"epoch_seconds": 10.6, "epoch_seconds_as_shipped": 14.3, "eval_seconds": 4.0,

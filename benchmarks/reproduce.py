@@ -58,6 +58,7 @@ QUICK: dict[str, tuple[str, list[str]]] = {
     "ngcf": ("ngcf-retailrocket.toml", MB),
     "ehcf": ("ehcf-retailrocket.toml", MB),
     "nmtr": ("nmtr-retailrocket.toml", MB),
+    "pinsage": ("pinsage-retailrocket.toml", MB),
     "history": ("history-retailrocket.toml", []),
     "ease": ("ease-retailrocket.toml", []),
     "itemknn": ("itemknn-retailrocket.toml", []),

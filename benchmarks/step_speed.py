@@ -58,6 +58,7 @@ MB_MODELS = [
     "ehcf",
     "ngcf",
     "nmtr",
+    "pinsage",
 ]  # the reference first
 MB_DATA = ("retailrocket", "jdata")
 MB_EPOCH_GOAL = 2.0

@@ -16,6 +16,7 @@ SMALL_PARAMS: dict[str, dict[str, Any]] = {
     "ngcf": {"dim": 8, "layers": [8, 8]},
     "ehcf": {"dim": 8},
     "nmtr": {"dim": 8},
+    "pinsage": {"dim": 8, "n_walks": 10},
     "egcm": {"dim": 8, "n_layers": 1},
     "mbcgcn": {"dim": 16, "n_layers": 1},
     "crgcn": {"dim": 16, "n_layers": 1},

@@ -62,6 +62,27 @@ def bpr(pos_scores: Tensor, neg_scores: Tensor) -> Tensor:
     return F.softplus(neg_scores - pos_scores).mean()
 
 
+def max_margin(
+    pos_scores: Tensor, neg_scores: Tensor, margin: float, ignore: Tensor | None = None
+) -> Tensor:
+    r"""Max-margin ranking loss (PinSage, Ying et al. KDD 2018, Eq. 1), averaged.
+
+    .. math::
+        \mathcal{L} = \operatorname{mean}_{b, n} \max(0,\; \hat y_{u_b n} - \hat y_{u_b i_b} + \Delta)
+
+    ``pos_scores`` ``[B]`` and ``neg_scores`` ``[B]`` or ``[B, N]`` (each row's negatives);
+    ``margin`` is Δ; ``ignore`` (bool, shaped like ``neg_scores``) leaves entries out of the
+    mean (a shared negative that is the row's own positive).
+    """
+    if neg_scores.dim() == 2:
+        pos_scores = pos_scores.unsqueeze(1)
+    hinge = F.relu(neg_scores - pos_scores + margin)
+    if ignore is None:
+        return hinge.mean()
+    keep = ~ignore
+    return (hinge * keep).sum() / keep.sum().clamp(min=1)
+
+
 def multitask_log_loss(logits: Tensor, labels: Tensor, weights: Tensor) -> Tensor:
     r"""Weighted sum over tasks of the mean binary log loss (NMTR, Gao et al. ICDE 2019: one
     pointwise loss per behavior, summed with weights λ_k).
@@ -112,7 +133,15 @@ def info_nce(anchor: Tensor, positive: Tensor, temperature: float) -> Tensor:
     return F.cross_entropy(logits, labels)
 
 
-__all__ = ["bpr", "full_softmax", "info_nce", "l2_reg", "multitask_log_loss", "sampled_softmax"]
+__all__ = [
+    "bpr",
+    "full_softmax",
+    "info_nce",
+    "l2_reg",
+    "max_margin",
+    "multitask_log_loss",
+    "sampled_softmax",
+]
 
 
 def sampled_softmax(

@@ -34,6 +34,7 @@ from polyrec.models.mind import MIND
 from polyrec.models.mule import MuLe
 from polyrec.models.ngcf import NGCF
 from polyrec.models.nmtr import NMTR
+from polyrec.models.pinsage import PinSage
 from polyrec.models.pop import Pop
 from polyrec.models.re4 import Re4DR, Re4SA
 from polyrec.models.remi import REMI
@@ -46,6 +47,7 @@ REGISTRY: dict[str, type[Model]] = {
     "mf": MF,
     "lightgcn": LightGCN,
     "ngcf": NGCF,
+    "pinsage": PinSage,
     "history": History,
     "ease": EASE,
     "itemknn": ItemKNN,
