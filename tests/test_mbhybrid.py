@@ -59,6 +59,23 @@ def test_scores_are_the_sum_of_the_terms_by_hand(graph: bool) -> None:
     np.testing.assert_allclose(pair, got[uu.numpy(), ii.numpy()], rtol=1e-5, atol=1e-6)
 
 
+def test_behavior_similarity_adds_each_auxiliary_behaviors_own_neighbourhoods() -> None:
+    m = model(graph=False, item_bias=False, history=False, behavior_similarity=True)
+    data = tiny()
+    assert m.beta.tolist() == pytest.approx([0.1, 0.1, 1.0, 0.0, 0.0])  # β', from 0
+    with torch.no_grad():
+        m.beta.copy_(torch.tensor([0.5, 0.25, 2.0, 0.6, -0.4]))
+    s = knn_similarity(data.csr("buy").astype(np.float64), 3)
+    expect = np.zeros((N_USERS, N_ITEMS))
+    for w, b in zip((0.5, 0.25, 2.0), ("view", "cart", "buy"), strict=True):
+        expect += w * (data.csr(b) @ s).toarray()
+    for w, b in zip((0.6, -0.4), ("view", "cart"), strict=True):
+        r_b = data.csr(b).astype(np.float64)
+        expect += w * (r_b @ knn_similarity(r_b, 3)).toarray()  # co-view, co-cart cosine
+    got = m.scores(torch.arange(N_USERS)).detach().numpy()
+    np.testing.assert_allclose(got, expect, rtol=1e-5, atol=1e-6)
+
+
 def test_ablations_switch_terms_off() -> None:
     m = model(graph=False, neighbours=False, history=False, item_bias=False)
     assert m.scores(torch.arange(N_USERS)).abs().sum() == 0

@@ -101,6 +101,11 @@ class MBHybridConfig(ModelConfig):
     """Add a learned item-level conversion propensity per auxiliary behavior, Σ_b R_b[u, i]
     ρ_{b,i} (ρ starts at 0, L2-penalised like the embeddings): how much more than the behavior's
     own weight γ_b a touch of *this* item says about its purchase."""
+    behavior_similarity: bool = False
+    """Add, per auxiliary behavior b, the neighbourhood term β'_b (R_b S_b)_ui with S_b the
+    top-``knn_k`` cosine of behavior b's own columns ("who viewed this also viewed"), β'_b
+    learned from 0: the auxiliary behaviors' co-occurrences reach items that S (built on
+    purchases) never links."""
     history_negatives: int = Field(0, ge=0)
     """Per purchase, this many items the user has in an auxiliary behavior but not in the
     target (drawn uniformly from those rows) join the softmax candidates: the uniform negatives
@@ -177,6 +182,8 @@ class MBHybrid(
         self.bias = nn.Parameter(torch.zeros(schema.n_items))
         # β_b: the target's neighbours start at 1, the others at 0.1; γ_b at 0 (learned)
         beta = [1.0 if b == schema.target else 0.1 for b in schema.behaviors]
+        if config.neighbours and config.behavior_similarity:
+            beta += [0.0] * (len(schema.behaviors) - 1)  # β'_b of the R_b S_b terms
         self.beta = nn.Parameter(torch.tensor(beta))
         mode = config.positive_history
         self.drop_positive = mode == "drop" or (mode == "auto" and data.hide == "all")
@@ -435,6 +442,11 @@ def _features(
                     x = x + config.knn_other_weight * data.csr(b).astype(np.float64)
         s = knn_similarity(sp.csr_matrix(x), config.knn_k, config.knn_shrink, config.knn_alpha)
         feats += [_Feature(data.csr(b).astype(np.float64) @ s) for b in schema.behaviors]
+        if config.behavior_similarity:
+            for b in aux:
+                r_b = data.csr(b).astype(np.float64)
+                s_b = knn_similarity(r_b, config.knn_k, config.knn_shrink, config.knn_alpha)
+                feats.append(_Feature(r_b @ s_b))
     if config.history:
         feats += [_Feature(data.csr(b)) for b in aux]
         if config.history_counts:
