@@ -116,6 +116,10 @@ LEADERS: dict[str, list[tuple[str, str, list[str]]]] = {
                            if ds == "tmall" else [])]),
         ("MuLe", "mule-retailrocket.toml", MBA_PROTOCOL),
         ("MB-Hybrid", "mbhybrid-retailrocket.toml", MBA_PROTOCOL),
+        # the config shipped before the auxiliary behaviors' own co-occurrence neighbourhoods
+        # (its runs were made before the option existed: the same computation)
+        ("MB-Hybrid (no behavior similarity)", "mbhybrid-retailrocket.toml",
+         [*MBA_PROTOCOL, "params.behavior_similarity=false"]),
     ]
     for ds in ("retailrocket", "tmall")
 }  # fmt: skip
