@@ -307,7 +307,16 @@ def report(res: dict[str, Any]) -> _bench.Doc:
                 "test never does. Not a protocol to select models with on this data; use JData "
                 "or MBA's random split for hide = target."
             )
-        elif ds != "retailrocket":
+        elif ds == "retailrocket":
+            doc.text(
+                "Validation covers 885 of the 2,174 test users (41 %): 59 % of the test users "
+                "have one training purchase, which cannot be held out, so validation holds the "
+                "heavier buyers (8.3 training purchase rows on average, against 4.0 over all test "
+                "users). "
+                "Models strong on light users (e.g. through views alone) gain more on test than "
+                "validation shows, and selection cannot see it."
+            )
+        else:
             doc.text(
                 f"Not comparable with the paper's {ds} row: {DATASETS[ds][2]}. The paper's "
                 "numbers are shown for reference only. Seeds per cell: see `best epochs` "

@@ -69,9 +69,7 @@ def test_the_ncf_tower_reads_p_q_and_their_product() -> None:
     torch.testing.assert_close(g.tower_logits(p, q)[:, 0], torch.relu((p * q) @ w.T) @ g.h[0])
 
 
-@pytest.mark.parametrize(
-    ("base", "n_layers"), [("ncf", 1), ("ncf", 2), ("mlp", 2), ("gmf", 1)]
-)
+@pytest.mark.parametrize(("base", "n_layers"), [("ncf", 1), ("ncf", 2), ("mlp", 2), ("gmf", 1)])
 def test_full_ranking_scores_are_the_target_logit_of_every_pair_whatever_the_chunks(
     base: str, n_layers: int
 ) -> None:
