@@ -130,6 +130,7 @@ class MBHybrid(
 
         ŷ_ui = e_u·e_i                                    (graph term)
              + Σ_b β_b (R_b S)_ui                          (neighbourhood terms, every behavior)
+             + Σ_{b ≠ target} β'_b (R_b S_b)_ui            (behavior_similarity)
              + Σ_{b ≠ target} γ_b R_b[u, i]                (own-history terms)
              + c_i                                         (item bias)
 
@@ -139,6 +140,9 @@ class MBHybrid(
       diagonal 0 (:func:`~polyrec.models.itemknn.knn_similarity`), fixed; ``R_b S`` carries the
       user's items of behavior b to their co-purchased neighbours (ItemKNN on the target behavior
       is the strongest baseline on JData). ``β_b`` is learned per behavior.
+    * ``S_b``: the same cosine on auxiliary behavior b's own columns ("who viewed this also
+      viewed"; ``behavior_similarity``, off by default, on in the shipped config): it reaches
+      items that S, built on purchases, never links. ``β'_b`` learned from 0.
     * ``R_b[u, i]``: whether u viewed/carted/... i in training; ``γ_b`` learned per auxiliary
       behavior (the target's own rows are masked at evaluation, so they get no term).
     * ``c_i``: a learned item bias (popularity of conversion).
