@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 from pathlib import Path
+from types import ModuleType
 
 from polyrec.config import load_config
 from polyrec.models import REGISTRY
@@ -27,3 +28,40 @@ def test_quick_suite_runs_every_registered_model() -> None:
     for name, (config, _) in module.QUICK.items():
         cfg = load_config(ROOT / "configs" / config)
         assert cfg.model == name, config
+
+
+def _load_benchmark(name: str) -> ModuleType:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    return module
+
+
+def test_mbhybrid_ablations_are_measured_against_the_config_they_changed() -> None:
+    """`no-cosim` against the shipped MB-Hybrid; the earlier ablations (run from `no-cosim`)
+    against `no-cosim`, and their overrides switch behavior similarity off."""
+    mb = _load_benchmark("multibehavior")
+    assert all(mb.NO_COSIM in mb.VARIANTS[m][1] for m in mb.ABLATION), (
+        "every ablation starts from the config without behavior similarity"
+    )
+
+    def cell(valid: float, test: float) -> dict[str, object]:
+        part = {"full": {"ndcg@10": {"mean": valid, "sd": 0.0, "n": 1}}}
+        test_part = {"full": {"ndcg@10": {"mean": test, "sd": 0.0, "n": 1}}}
+        return {"valid": part, "test": test_part, "epoch_seconds_median": 1.0, "seeds": [1]}
+
+    per_model = {
+        "mbhybrid": cell(0.02, 0.04),
+        "mbhybrid-no-cosim": cell(0.025, 0.03),
+        "mbhybrid-no-history": cell(0.02, 0.027),
+    }
+    doc = mb._bench.Doc("t")
+    mb.ablation(doc, {"results": {"rr": {"full": per_model}}})
+    rows = {r[2]: r for r in doc.tables[-1]["rows"]}
+    assert rows["no-cosim"][4] == "+25.0 %" and rows["no-cosim"][6] == "-25.0 %"
+    assert rows["no-history"][4] == "-20.0 %" and rows["no-history"][6] == "-10.0 %"
