@@ -98,7 +98,17 @@ MODEL_DATA_OVERRIDES: dict[tuple[str, str], list[str]] = {
         'params.behavior_order=["collect", "cart", "buy"]',
         "params.loss_weights={ collect = 1.0, cart = 1.0, buy = 1.0 }",
     ],
-}
+    # the HKUDS Tmall and IJCAI copies have fav, cart, buy (CRGCN's Tmall chain view → collect →
+    # cart → buy without view; MB-CGCN's layers carried over from view to fav, as on JData);
+    # MuLe's published Tmall settings (README: lr 5e-4, weight decay 1e-5, 5 TDA layers) on both
+    **{(model, ds): overrides for ds in ("tmall", "ijcai") for model, overrides in (
+        ("mbcgcn", ['params.behavior_order=["fav", "cart", "buy"]',
+                    "params.behavior_layers={ fav = 2, cart = 4, buy = 3 }"]),
+        ("crgcn", ['params.behavior_order=["fav", "cart", "buy"]',
+                   "params.loss_weights={ fav = 1.0, cart = 1.0, buy = 1.0 }"]),
+        ("mule", ["train.lr=0.0005", "train.weight_decay=1e-05", "params.tda_layers=5"]),
+    )},
+}  # fmt: skip
 # CML paper Table 2 (HR@10, NDCG@10; 1 + 99 sampled negatives, leave-one-out), read from
 # ../shared/papers/001_c9da5e5d35ed0033.txt (BPR = MF-BPR)
 PAPER = {
