@@ -66,7 +66,16 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         ("bpr", ['params.loss="bpr"']),  # one negative instead of the candidate softmax
     )},
 }  # fmt: skip
-ABLATION = [m for m in VARIANTS if m.startswith("mbhybrid-")]
+# MB-Hybrid as `polyrec train -m mbhybrid` runs it on a new log: its defaults (S from
+# MULTI_BEHAVIOR_KNN), not ItemKNN's values tuned on this dataset
+UNTUNED = "mbhybrid-untuned"
+VARIANTS[UNTUNED] = ("mbhybrid", [])
+# ... and at RecBole's ItemKNN values for S (the defaults before MULTI_BEHAVIOR_KNN)
+COSINE = "mbhybrid-cosine"
+VARIANTS[COSINE] = ("mbhybrid", ["params.knn_k=100", "params.knn_shrink=0.0",
+                                 "params.knn_alpha=0.5", "params.knn_other_weight=0.0"])  # fmt: skip
+DEFAULT_S = (UNTUNED, COSINE)  # variants whose S is not ItemKNN's tuned one
+ABLATION = [m for m in VARIANTS if m.startswith("mbhybrid-") and m not in DEFAULT_S]
 PREVIOUS = "mbhybrid-no-cosim"  # the reference of the ablations below it
 # dataset → (how to load it, importer format or "" for a polyrec spec, note)
 DATASETS: dict[str, tuple[str, str, str]] = {
@@ -188,6 +197,18 @@ def hybrid_knn(dataset: str) -> list[str]:
     return out
 
 
+def baseline_overrides(dataset: str, model: str) -> list[str]:
+    """The values tuned on ``dataset``'s validation, if any; else, for ItemKNN, the values that
+    held across the tuned datasets (``MULTI_BEHAVIOR_KNN``, MB-Hybrid's defaults), so that on a
+    new log ItemKNN and MB-Hybrid start from the same S."""
+    tuned = tune_baselines.overrides(dataset, model)
+    if tuned or model != "itemknn":
+        return tuned
+    from polyrec.models.itemknn import MULTI_BEHAVIOR_KNN
+
+    return [f"params.{k}={v}" for k, v in MULTI_BEHAVIOR_KNN.items()]
+
+
 def seeds_from(n: int) -> list[int]:
     return [2024 + i for i in range(n)]
 
@@ -222,8 +243,12 @@ def spec_for(
             *VARIANTS.get(m, (m, []))[1],
             *DATA_OVERRIDES.get(d, []),
             *MODEL_DATA_OVERRIDES.get((m, d), []),
-            *tune_baselines.overrides(d, m),  # the values tuned on validation, if any
-            *(hybrid_knn(d) if VARIANTS.get(m, (m, []))[0] == "mbhybrid" else []),
+            *baseline_overrides(d, m),  # the values tuned on validation, if any
+            *(
+                hybrid_knn(d)
+                if VARIANTS.get(m, (m, []))[0] == "mbhybrid" and m not in DEFAULT_S
+                else []
+            ),
         ],
         "eval_reps": args.eval_reps,
         "eval_protocols": ["sampled"],
@@ -407,12 +432,17 @@ def ablation(doc: _bench.Doc, res: dict[str, Any]) -> None:
         (ds, proto, per_model)
         for ds, per_sel in res["results"].items()
         for proto, per_model in per_sel.items()
-        if "mbhybrid" in per_model and any(m in per_model for m in ABLATION)
+        if "mbhybrid" in per_model and any(m in per_model for m in [*DEFAULT_S, *ABLATION])
     ]
     if not cells:
         return
     doc.section("MB-Hybrid ablation")
     doc.text(
+        "`untuned` is MB-Hybrid at its defaults for S (`MULTI_BEHAVIOR_KNN`, the values that "
+        "held across the datasets, `knn-defaults.md`) instead of ItemKNN's values tuned on this "
+        "dataset's validation: what `polyrec train -m mbhybrid` gives on a new log; its Δ is "
+        "against the shipped model; `cosine` is the same at RecBole's ItemKNN values (k = 100, "
+        "plain cosine of the purchases: the defaults before). "
         "`no-cosim` is the shipped MB-Hybrid without the auxiliary behaviors' own co-occurrence "
         "neighbourhoods β'_b R_b S_b (`behavior_similarity`; the config shipped before them, "
         "its runs made before the option existed — the same computation); its Δ is against "
@@ -436,9 +466,9 @@ def ablation(doc: _bench.Doc, res: dict[str, Any]) -> None:
         doc.row(ds, proto, "mbhybrid (shipped)", _ms(fv), "", _ms(ft), "",
                 _num(full["epoch_seconds_median"]), len(full["seeds"]))  # fmt: skip
         ref = per_model.get(PREVIOUS, full)
-        for m in [m for m in ABLATION if m in per_model]:
+        for m in [m for m in [*DEFAULT_S, *ABLATION] if m in per_model]:
             a = per_model[m]
-            base = full if m == PREVIOUS else ref
+            base = full if m in (PREVIOUS, *DEFAULT_S) else ref
             bv, bt = base["valid"][proto]["ndcg@10"], base["test"][proto]["ndcg@10"]
             v, t = a["valid"][proto]["ndcg@10"], a["test"][proto]["ndcg@10"]
             doc.row(ds, proto, m.removeprefix("mbhybrid-"), _ms(v),

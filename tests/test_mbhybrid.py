@@ -3,18 +3,22 @@ mirror the split, and the candidate softmax."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
 
 from polyrec import losses
+from polyrec.config import load_config
 from polyrec.data.log import IdMap, InteractionLog
 from polyrec.data.views import TrainData
 from polyrec.models.itemknn import knn_similarity
 from polyrec.models.mbhybrid import MBHybrid, MBHybridConfig
 
 N_USERS, N_ITEMS = 4, 5
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def tiny(hide: str | None = None) -> TrainData:
@@ -29,10 +33,32 @@ def tiny(hide: str | None = None) -> TrainData:
     return TrainData(log, hide=hide)
 
 
+# every term on, S the plain cosine of the purchases (the hand computations below)
+ALL_TERMS = {"graph": True, "item_bias": True, "behavior_similarity": False, "knn_shrink": 0.0,
+             "knn_alpha": 0.5, "knn_other_weight": 0.0}  # fmt: skip
+
+
 def model(**cfg: object) -> MBHybrid:
     torch.manual_seed(0)
-    params = {"dim": 4, "n_layers": 1, "knn_k": 3, "conversion": False, **cfg}
+    params = {"dim": 4, "n_layers": 1, "knn_k": 3, "conversion": False, **ALL_TERMS, **cfg}
     return MBHybrid(MBHybridConfig.model_validate(params)).setup(tiny())
+
+
+def test_defaults_are_the_shipped_choices() -> None:
+    """`polyrec train -m mbhybrid` gets the measured configuration: no graph term or item bias,
+    each auxiliary behavior's own neighbourhoods, S from the multi-behavior ItemKNN values, one
+    learning rate of 5e-3."""
+    cfg = load_config(None, [], model="mbhybrid")
+    p = cfg.params
+    assert isinstance(p, MBHybridConfig)
+    assert (p.graph, p.item_bias, p.behavior_similarity, p.weight_lr_scale) == (
+        False, False, True, 1.0
+    )  # fmt: skip
+    assert (p.knn_k, p.knn_shrink, p.knn_alpha, p.knn_other_weight) == (100, 20.0, 0.3, 0.2)
+    assert cfg.train.lr == 0.005
+    assert load_config(None, ["train.lr=0.01"], model="mbhybrid").train.lr == 0.01
+    shipped = load_config(ROOT / "configs" / "mbhybrid-retailrocket.toml")
+    assert shipped.params == p and shipped.train.lr == cfg.train.lr
 
 
 @pytest.mark.parametrize("graph", [True, False])

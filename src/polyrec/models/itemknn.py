@@ -12,10 +12,18 @@ from polyrec.models._common import MatrixScorer, WeightedMatrixConfig, csr_tenso
 
 # target items per block of the similarity computation (bounds the Gram block held at once)
 BLOCK = 1024
+# values of S that held on every multi-behavior dataset's validation without tuning there
+# (``benchmarks/knn_defaults.py``: 90-98 % of the validation NDCG@10 of ItemKNN tuned per
+# dataset, against 47-88 % for RecBole's defaults): MB-Hybrid's defaults, and ItemKNN's in
+# the multi-behavior benchmarks on data without tuned values
+MULTI_BEHAVIOR_KNN: dict[str, float] = {"k": 100, "shrink": 20.0, "alpha": 0.3, "other_weight": 0.2}
 
 
 class ItemKNNConfig(WeightedMatrixConfig):
-    """Settings of :class:`ItemKNN` (defaults: RecBole's ItemKNN, cosine)."""
+    """Settings of :class:`ItemKNN` (defaults: RecBole's ItemKNN, cosine, the target behavior
+    only: the canonical baseline). On view/cart/buy logs ``MULTI_BEHAVIOR_KNN`` (k = 100,
+    shrink = 20, α = 0.3, other_weight = 0.2) held better wherever nothing was tuned
+    (``benchmarks/results/knn-defaults.md``); ``polyrec tune`` finds better still."""
 
     k: int = Field(100, ge=1)
     """Neighbours kept per item: the k most similar items of each target item (Sarwar et al.,
