@@ -343,7 +343,8 @@ def test_random_ratio_hide_choice() -> None:
 def test_data_config_hide_defaults_per_protocol() -> None:
     from polyrec.config import DataConfig
 
-    assert DataConfig(protocol="leave-one-out").split_params()["hide"] == "all"
+    assert DataConfig(protocol="leave-one-out").split_params()["hide"] == "auto"
+    assert DataConfig(protocol="time-slots").split_params()["hide"] == "all"
     assert DataConfig(protocol="random-ratio").split_params()["hide"] == "target"
     assert DataConfig(protocol="random-ratio", hide="all").split_params()["hide"] == "all"
 
@@ -368,3 +369,36 @@ def test_leave_one_out_valid_users_sample() -> None:
     assert np.array_equal(np.unique(again.valid.users), sampled)  # seeded
     with pytest.raises(DataError, match="valid_users"):
         leave_one_out(log, n_negatives=0, valid_users=0)
+
+
+def _published(log: InteractionLog, test_pairs: list[tuple[int, int]]) -> InteractionLog:
+    """``log`` with the target rows of ``test_pairs`` (internal ids) published as its test fold."""
+    fold = np.full(len(log), FOLD_TRAIN, dtype=np.int8)
+    tmask = log.behavior == log.target_code
+    for u, i in test_pairs:
+        fold[tmask & (log.user == u) & (log.item == i)] = FOLD_TEST
+    log.fold = fold
+    return log
+
+
+def test_hide_auto_follows_the_published_split() -> None:
+    """A published test whose purchases keep their views in training (MB-CGCN / CRGCN / MuLe
+    files) is split as published (hide target); one without (HKUDS) or no published test at all
+    hides every behavior; the default of a leave-one-out config is 'auto'."""
+    from polyrec.config import load_config
+
+    log = _viewed_then_bought()
+    item = log.item_map.to_dense
+    kept = _published(log, [(0, int(item([3])[0])), (2, int(item([7])[0]))])  # user 0 viewed 3
+    split = leave_one_out(kept, n_negatives=0, hide="auto")
+    assert split.params["hide"] == "target" and split.label == "leave-one-out, hide target"
+    assert split.aux_overlap()["test"] == pytest.approx(1 / 2)
+
+    log = _viewed_then_bought()
+    none_viewed = _published(log, [(2, int(log.item_map.to_dense([7])[0]))])
+    assert leave_one_out(none_viewed, n_negatives=0, hide="auto").params["hide"] == "all"
+    assert leave_one_out(_viewed_then_bought(), n_negatives=0, hide="auto").params["hide"] == "all"
+    assert load_config(None, []).data.split_params()["hide"] == "auto"
+    assert load_config(None, ['data.hide="target"']).data.split_params()["hide"] == "target"
+    with pytest.raises(DataError, match="hide"):
+        leave_one_out(_viewed_then_bought(), hide="some")

@@ -57,8 +57,10 @@ class DataConfig(_Section):
         description=(
             "remove a held-out pair from train in every behavior ('all': the HKUDS/CML test "
             "sets) or in the target behavior only ('target': auxiliary rows of held-out pairs "
-            "stay in training, as MB-CGCN, CRGCN, MuLe and MBA's code). Default: 'all' for "
-            "leave-one-out and time-slots, 'target' for random-ratio (MBA)"
+            "stay in training, as MB-CGCN, CRGCN, MuLe and MBA's code). Default: for "
+            "leave-one-out, the published split's own convention ('target' when the data's "
+            "training rows hold auxiliary rows of its published test pairs, else 'all'); 'all' "
+            "for time-slots; 'target' for random-ratio (MBA)"
         ),
     )
     valid_users: int | None = Field(
@@ -80,7 +82,9 @@ class DataConfig(_Section):
 
     def split_params(self) -> dict[str, Any]:
         p: dict[str, Any] = {"n_negatives": self.n_negatives}
-        if self.protocol in ("leave-one-out", "time-slots"):
+        if self.protocol == "leave-one-out":
+            p["hide"] = self.hide or "auto"
+        if self.protocol == "time-slots":
             p["hide"] = self.hide or "all"
         if self.protocol == "leave-one-out" and self.valid_users is not None:
             p["valid_users"] = self.valid_users

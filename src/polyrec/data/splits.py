@@ -295,6 +295,11 @@ def leave_one_out(
 ) -> Split:
     """Leave-one-out on the target behavior.
 
+    ``hide="auto"`` follows a published split: "target" when the data's own training rows
+    hold auxiliary rows of its published test pairs (the split of MB-CGCN, CRGCN and MuLe keeps
+    a purchase's views and carts in training), else "all" (the HKUDS/CML test sets, and data
+    without a published test).
+
     Test: the published test pairs (``fold == FOLD_TEST``) when the data has them, else each
     user's latest target pair (users with ≥ 2 distinct target items). Validation: each user's
     latest remaining target pair, for users who keep ≥ 1 target pair in train. Every row of the
@@ -307,8 +312,8 @@ def leave_one_out(
     sample drawn with ``seed`` (the others' latest pairs stay in train) — on logs with ~100k
     users a full-ranking validation of every user each epoch costs more than the epoch.
     """
-    if hide not in ("all", "target"):
-        raise DataError(f"hide must be 'all' or 'target' (got {hide!r})")
+    if hide not in ("all", "target", "auto"):
+        raise DataError(f"hide must be 'all', 'target' or 'auto' (got {hide!r})")
     user_fold = held_out_users_only(log)
     loaded = log.fingerprint()
     if user_fold:
@@ -333,6 +338,13 @@ def leave_one_out(
         eligible = cand[n_distinct[log.user[cand]] >= 2]
         trows = _last_per_user(log.user, ts, eligible)
         test_u, test_i = log.user[trows], log.item[trows]
+    if hide == "auto":
+        hide = "all"
+        if published:
+            assert log.fold is not None
+            aux_train = ~tmask & (log.fold == FOLD_TRAIN)
+            if _pair_rows_mask(log, aux_train, test_u, test_i).any():
+                hide = "target"  # the publisher kept the held-out purchases' auxiliary rows
     avail &= ~_pair_rows_mask(log, avail, test_u, test_i)
     # validation: latest remaining pair of users who keep ≥ 2 distinct items (one stays in train)
     cand = np.flatnonzero(avail)
