@@ -76,6 +76,8 @@ QUICK: dict[str, tuple[str, list[str]]] = {
     "youtube-dnn": ("youtube-dnn-beauty.toml", SEQ),
     "gru4rec": ("gru4rec-beauty.toml", SEQ),
     "sasrec": ("sasrec-beauty.toml", SEQ),
+    "caser": ("caser-beauty.toml", SEQ),
+    "hgn": ("hgn-beauty.toml", SEQ),
     "mind": ("mind-beauty.toml", SEQ),
     "comirec-sa": ("comirec-sa-beauty.toml", SEQ),
     "comirec-dr": ("comirec-dr-beauty.toml", SEQ),

@@ -36,6 +36,8 @@ ROOT = HERE.parent
 NAME = "sequential"
 MODELS = ["youtube-dnn", "gru4rec", "sasrec", "mind", "comirec-sa", "comirec-dr",
           "pop", "history", "itemknn", "ease"]  # fmt: skip
+# EGCM's appendix baselines (issue 28), run with --models
+EGCM_SEQ = ["caser", "hgn"]
 # no training: fitted in closed form, scored from the held-out user's history alone
 CLOSED_FORM = ("pop", "history", "itemknn", "ease")
 # the strong baselines every sequential table carries (issue 22); the strongest is picked on

@@ -40,7 +40,16 @@ ROOT = HERE.parent
 # (../shared/ANCHORS.md): anomaly detection off, as shipped, evaluation, peak memory.
 CML_OFFICIAL = {"epoch_s": 10.6, "epoch_s_shipped": 14.3, "eval_s": 4.0, "peak_mib": 1434}
 CML_GOAL = {"epoch_s": 1.0, "eval_s": 0.4}
-SEQ_MODELS = ["youtube-dnn", "gru4rec", "sasrec", "mind", "comirec-sa", "comirec-dr"]
+SEQ_MODELS = [
+    "youtube-dnn",
+    "gru4rec",
+    "sasrec",
+    "mind",
+    "comirec-sa",
+    "comirec-dr",
+    "caser",
+    "hgn",
+]
 RE4_MODELS = ["comirec-sa", "re4-sa", "comirec-dr", "re4-dr"]  # backbone, then Re4 on it
 RE4_GOAL = 1.5  # Re4's step time at most 1.5× its backbone's (issue goal)
 HPCL4SR_MODELS = ["comirec-sa", "comirec-dr", "remi", "hpcl4sr"]  # ComiRec-SA is the reference

@@ -14,6 +14,7 @@ from polyrec.models import REGISTRY
 COMMON: dict[str, Any] = {"dim": 16, "max_len": 8, "batches_per_epoch": 12, "min_history": 1}
 SMALL_PARAMS: dict[str, dict[str, Any]] = {
     "sasrec": {"dropout": 0.0},
+    "caser": {"dropout": 0.0},
     "comirec-sa": {"n_interests": 3},
     "comirec-dr": {"n_interests": 3},
     "mind": {"n_interests": 3},

@@ -25,7 +25,8 @@ MULTI = {
     "remi": 4,
     "hpcl4sr": 4,
 }
-MAX_LEN = {"hpcl4sr": 30}  # HPCL4SR §5.1; the others ComiRec §4.1.4
+MAX_LEN = {"hpcl4sr": 30, "caser": 5, "hgn": 5}  # HPCL4SR §5.1, Caser/HGN L = 5; ComiRec §4.1.4
+DIM = {"caser": 50, "hgn": 50}  # Caser §4.2, HGN §5.1.4; the others ComiRec §4.1.4
 
 
 @pytest.fixture(scope="module")
@@ -35,25 +36,26 @@ def split() -> Split:
 
 def test_all_sequential_models_are_registered() -> None:
     six = {"youtube-dnn", "gru4rec", "sasrec", "mind", "comirec-sa", "comirec-dr"}
-    assert set(SEQ_MODELS) == six | {"re4-sa", "re4-dr", "remi", "hpcl4sr"}
+    assert set(SEQ_MODELS) == six | {"re4-sa", "re4-dr", "remi", "hpcl4sr", "caser", "hgn"}
 
 
 @pytest.mark.parametrize("name", SEQ_MODELS)
 def test_default_shapes(name: str) -> None:
-    """Paper defaults: d = 64, K = 4 for the multi-interest models, K = 1 otherwise; history
-    length 20 (30 for HPCL4SR)."""
+    """Paper defaults: d = 64 (50 for Caser and HGN), K = 4 for the multi-interest models, K = 1
+    otherwise; history length 20 (30 for HPCL4SR, 5 for Caser and HGN)."""
     data = TrainData(sequence_log(n_users=20))
     torch.manual_seed(0)
     model = build_model(name, {}, data)
     assert isinstance(model, InterestModel)
-    assert model.config.dim == 64  # type: ignore[attr-defined]
+    d = DIM.get(name, 64)
+    assert model.config.dim == d  # type: ignore[attr-defined]
     assert model.config.max_len == MAX_LEN.get(name, 20)  # type: ignore[attr-defined]
     hist, lengths = SequenceSet.from_log(data.log).padded(np.arange(5), 20, np.arange(1, 6))
     model.eval()
     with torch.no_grad():
         v = model.interests(hist, lengths)
-    assert v.shape == (5, MULTI.get(name, 1), 64)
-    assert model.item_embeddings().shape == (N_ITEMS, 64)
+    assert v.shape == (5, MULTI.get(name, 1), d)
+    assert model.item_embeddings().shape == (N_ITEMS, d)
 
 
 @pytest.mark.parametrize("name", ["comirec-dr", "mind", "remi", "hpcl4sr"])

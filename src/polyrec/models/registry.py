@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from polyrec.data.views import TrainData
 from polyrec.errors import ConfigError
 from polyrec.models.base import Model, ModelConfig
+from polyrec.models.caser import Caser
 from polyrec.models.cml import CML
 from polyrec.models.comirec import ComiRecDR, ComiRecSA
 from polyrec.models.crgcn import CRGCN
@@ -21,6 +22,7 @@ from polyrec.models.ease import EASE
 from polyrec.models.egcm import EGCM
 from polyrec.models.ehcf import EHCF
 from polyrec.models.gru4rec import GRU4Rec
+from polyrec.models.hgn import HGN
 from polyrec.models.history import History
 from polyrec.models.hpcl4sr import HPCL4SR
 from polyrec.models.itemknn import ItemKNN
@@ -67,6 +69,8 @@ REGISTRY: dict[str, type[Model]] = {
     "comirec-sa": ComiRecSA,
     "comirec-dr": ComiRecDR,
     "gru4rec": GRU4Rec,
+    "caser": Caser,
+    "hgn": HGN,
     "mind": MIND,
     "re4-sa": Re4SA,
     "re4-dr": Re4DR,
