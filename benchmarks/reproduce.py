@@ -78,6 +78,7 @@ QUICK: dict[str, tuple[str, list[str]]] = {
     "sasrec": ("sasrec-beauty.toml", SEQ),
     "caser": ("caser-beauty.toml", SEQ),
     "hgn": ("hgn-beauty.toml", SEQ),
+    "bert4rec": ("bert4rec-beauty.toml", SEQ),
     "mind": ("mind-beauty.toml", SEQ),
     "comirec-sa": ("comirec-sa-beauty.toml", SEQ),
     "comirec-dr": ("comirec-dr-beauty.toml", SEQ),

@@ -25,7 +25,12 @@ MULTI = {
     "remi": 4,
     "hpcl4sr": 4,
 }
-MAX_LEN = {"hpcl4sr": 30, "caser": 5, "hgn": 5}  # HPCL4SR §5.1, Caser/HGN L = 5; ComiRec §4.1.4
+MAX_LEN = {
+    "hpcl4sr": 30,
+    "caser": 5,
+    "hgn": 5,
+    "bert4rec": 50,
+}  # HPCL4SR §5.1, Caser/HGN L = 5; ComiRec §4.1.4
 DIM = {"caser": 50, "hgn": 50}  # Caser §4.2, HGN §5.1.4; the others ComiRec §4.1.4
 
 
@@ -36,7 +41,15 @@ def split() -> Split:
 
 def test_all_sequential_models_are_registered() -> None:
     six = {"youtube-dnn", "gru4rec", "sasrec", "mind", "comirec-sa", "comirec-dr"}
-    assert set(SEQ_MODELS) == six | {"re4-sa", "re4-dr", "remi", "hpcl4sr", "caser", "hgn"}
+    assert set(SEQ_MODELS) == six | {
+        "re4-sa",
+        "re4-dr",
+        "remi",
+        "hpcl4sr",
+        "caser",
+        "hgn",
+        "bert4rec",
+    }
 
 
 @pytest.mark.parametrize("name", SEQ_MODELS)

@@ -26,12 +26,18 @@ def dropout(x: Tensor, p: float, training: bool) -> Tensor:
 
 
 class SelfAttentionBlock(nn.Module):
-    """``x + Dropout(MHA(LN(x)))`` then ``x + Dropout(FFN(LN(x)))`` with a ReLU feed-forward
-    network of width ``ff_dim`` (SASRec §III-B/C; dropout also on the attention weights and
-    inside the FFN, as in ``nn.TransformerEncoderLayer``)."""
+    """``x + Dropout(MHA(LN(x)))`` then ``x + Dropout(FFN(LN(x)))`` with a feed-forward network
+    of width ``ff_dim`` and ``activation`` ReLU (SASRec §III-B/C) or GELU (BERT4Rec §3.3);
+    dropout also on the attention weights and inside the FFN, as in
+    ``nn.TransformerEncoderLayer``."""
 
-    def __init__(self, dim: int, n_heads: int, ff_dim: int, p: float) -> None:
+    def __init__(
+        self, dim: int, n_heads: int, ff_dim: int, p: float, activation: str = "relu"
+    ) -> None:
         super().__init__()
+        if activation not in ("relu", "gelu"):
+            raise ValueError(f"activation must be 'relu' or 'gelu' (got {activation!r})")
+        self.act = F.relu if activation == "relu" else F.gelu
         if dim % n_heads:
             raise ValueError(f"dim {dim} is not divisible by n_heads {n_heads}")
         self.n_heads = n_heads
@@ -53,7 +59,7 @@ class SelfAttentionBlock(nn.Module):
         )
         a = a.transpose(1, 2).reshape(b, t, d)
         x = x + dropout(self.out(a), self.p, self.training)
-        f = dropout(F.relu(self.ff1(self.norm2(x))), self.p, self.training)
+        f = dropout(self.act(self.ff1(self.norm2(x))), self.p, self.training)
         return x + dropout(self.ff2(f), self.p, self.training)
 
 
@@ -67,4 +73,13 @@ def causal_mask(pad: Tensor) -> Tensor:
     return allowed.unsqueeze(1)
 
 
-__all__ = ["SelfAttentionBlock", "causal_mask", "dropout"]
+def padding_mask(pad: Tensor) -> Tensor:
+    """``[B, 1, T, T]`` bool for bidirectional attention: every query sees every key that is not
+    padding, and always itself (a padding query sees the real keys too: finite, never read)."""
+    t = pad.shape[1]
+    allowed = (~pad).unsqueeze(1).expand(-1, t, -1)
+    allowed = allowed | torch.eye(t, dtype=torch.bool, device=pad.device).unsqueeze(0)
+    return allowed.unsqueeze(1)
+
+
+__all__ = ["SelfAttentionBlock", "causal_mask", "dropout", "padding_mask"]

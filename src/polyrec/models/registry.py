@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from polyrec.data.views import TrainData
 from polyrec.errors import ConfigError
 from polyrec.models.base import Model, ModelConfig
+from polyrec.models.bert4rec import BERT4Rec
 from polyrec.models.caser import Caser
 from polyrec.models.cml import CML
 from polyrec.models.comirec import ComiRecDR, ComiRecSA
@@ -71,6 +72,7 @@ REGISTRY: dict[str, type[Model]] = {
     "gru4rec": GRU4Rec,
     "caser": Caser,
     "hgn": HGN,
+    "bert4rec": BERT4Rec,
     "mind": MIND,
     "re4-sa": Re4SA,
     "re4-dr": Re4DR,

@@ -1,4 +1,5 @@
-"""Caser and HGN: their user vectors by hand (numpy) on a tiny history."""
+"""EGCM's sequential baselines: Caser's and HGN's user vectors by hand (numpy) on a tiny history,
+BERT4Rec's bidirectional attention and cloze task."""
 
 from __future__ import annotations
 
@@ -88,3 +89,63 @@ def test_hgn_gates_by_hand(data: TrainData, item_item: bool) -> None:
         if item_item:
             want = want + e.sum(0)
         np.testing.assert_allclose(got[row], want, rtol=1e-5, atol=1e-6)
+
+
+def test_padding_mask_by_hand() -> None:
+    from polyrec.models._layers import padding_mask
+
+    pad = torch.tensor([[True, False, False]])
+    want = torch.tensor([[[True, True, True], [False, True, True], [False, True, True]]])
+    assert torch.equal(padding_mask(pad)[:, 0], want)
+
+
+def test_bert4rec_attends_both_ways(data: TrainData) -> None:
+    """Unlike SASRec, an earlier position's output depends on later items."""
+    from polyrec.models.bert4rec import BERT4Rec
+
+    torch.manual_seed(0)
+    model = build_model("bert4rec", {"dim": 8, "max_len": 5, "n_heads": 1, "dropout": 0.0}, data)
+    assert isinstance(model, BERT4Rec)
+    model.eval()
+    lengths = torch.tensor([4])
+    none = torch.zeros(1, 5, dtype=torch.bool)
+    with torch.no_grad():
+        a = model.encode(torch.tensor([[0, 3, 4, 5, 6]]), lengths, none)
+        b = model.encode(torch.tensor([[0, 3, 4, 5, 9]]), lengths, none)
+    assert not torch.allclose(a[0, 1], b[0, 1])  # position 1 sees the last item
+    # padding never changes the real positions
+    with torch.no_grad():
+        c = model.encode(torch.tensor([[7, 3, 4, 5, 6]]), lengths, none)
+    torch.testing.assert_close(a[0, 1:], c[0, 1:])
+
+
+def test_bert4rec_cloze_targets_are_the_masked_items(data: TrainData) -> None:
+    """The cloze queries are the outputs at the masked positions (which read [mask]) and their
+    targets the items there; the next item is the sequence's last position; inference appends
+    [mask] after the history."""
+    from polyrec.data.sequences import SeqBatch
+    from polyrec.models.bert4rec import BERT4Rec
+
+    torch.manual_seed(0)
+    model = build_model(
+        "bert4rec", {"dim": 8, "max_len": 4, "n_heads": 1, "dropout": 0.0, "mask_prob": 1.0}, data
+    )
+    assert isinstance(model, BERT4Rec)
+    model.eval()
+    hist = torch.tensor([[0, 0, 3, 4], [0, 5, 6, 7]])  # +1-shifted, left-padded
+    batch = SeqBatch(hist, torch.tensor([2, 3]), torch.tensor([8, 1]), None, torch.tensor([0, 1]))
+    with torch.no_grad():
+        query, target = model.cloze(batch)
+    # ρ = 1: every real position of [h_{-3:}, next] is masked; items are 0-based
+    assert target.tolist() == [2, 3, 8, 4, 5, 6, 1]
+    seq = torch.tensor([[0, 3, 4, 9], [5, 6, 7, 2]])
+    masked = seq > 0
+    with torch.no_grad():
+        h = model.encode(seq, torch.tensor([3, 4]), masked)
+        torch.testing.assert_close(query, model.output(h[masked]))
+        # inference: the latest N − 1 = 3 items, then [mask]
+        user = model.interests(hist, torch.tensor([2, 3]))[:, 0]
+        last = torch.zeros(2, 4, dtype=torch.bool)
+        last[:, -1] = True
+        h2 = model.encode(torch.tensor([[0, 3, 4, 0], [5, 6, 7, 0]]), torch.tensor([3, 4]), last)
+    torch.testing.assert_close(user, model.output(h2[:, -1]))
