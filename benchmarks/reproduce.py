@@ -73,6 +73,12 @@ QUICK: dict[str, tuple[str, list[str]]] = {
     "mba": ("mba-retailrocket.toml", ['data.path="embedded:retailrocket"', "train.epochs=40",
                                       "params.pretrain_epochs=20", "train.min_epochs=0",
                                       "train.patience=10"]),
+    # MBA's denoising baselines: their MBA-protocol configs on the embedded data
+    **{
+        f"{fw}-{bb}": (f"{fw}-{bb}-mba-retailrocket.toml",
+                       ['data.path="embedded:retailrocket"', "train.epochs=40", "train.patience=10"])
+        for fw in ("wbpr", "tce") for bb in ("mf", "lightgcn")
+    },
     "youtube-dnn": ("youtube-dnn-beauty.toml", SEQ),
     "gru4rec": ("gru4rec-beauty.toml", SEQ),
     "sasrec": ("sasrec-beauty.toml", SEQ),

@@ -98,6 +98,20 @@ def multitask_log_loss(logits: Tensor, labels: Tensor, weights: Tensor) -> Tenso
     return (weights * per_task).sum()
 
 
+def truncated_bce(pos_scores: Tensor, neg_scores: Tensor, drop_rate: float) -> Tensor:
+    r"""Truncated cross-entropy (T-CE; Wang et al., "Denoising Implicit Feedback for
+    Recommendation", WSDM 2021, §3.2 Eq. 3): the binary cross-entropy of every (u, i) positive
+    (label 1) and (u, j) negative (label 0) of the batch, of which the ``drop_rate`` share with
+    the largest loss is dropped before the mean (large-loss pairs are likely noisy)."""
+    if not 0.0 <= drop_rate < 1.0:
+        raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate}")
+    logits = torch.cat([pos_scores.reshape(-1), neg_scores.reshape(-1)])
+    labels = torch.cat([torch.ones(pos_scores.numel()), torch.zeros(neg_scores.numel())])
+    per = F.binary_cross_entropy_with_logits(logits, labels.to(logits), reduction="none")
+    keep = max(1, round((1.0 - drop_rate) * per.numel()))
+    return torch.topk(per, keep, largest=False, sorted=False).values.mean()
+
+
 def l2_reg(*tensors: Tensor, batch_size: int) -> Tensor:
     r"""L2 penalty on the batch's ego (layer-0) embeddings, LightGCN-paper style (Eq. 15).
 

@@ -66,20 +66,31 @@ def sample_negatives_t(
     generator: torch.Generator,
     n: int = 1,
     max_rounds: int = 100,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Uniform negatives per user (shape ``[len(users)]`` if n == 1 else ``[len(users), n]``).
+    """Negatives per user (shape ``[len(users)]`` if n == 1 else ``[len(users), n]``): uniform,
+    or with probability proportional to ``weights[n_items]`` (e.g. popularity, WBPR).
 
     A negative is never in ``exclude`` for that user (unless the user has interacted with
     practically every item, in which case the last draw is kept after ``max_rounds``).
     """
     shape = (len(users),) if n == 1 else (len(users), n)
     u = users if n == 1 else users[:, None].expand(shape)
-    neg = torch.randint(0, n_items, shape, generator=generator)
+
+    def draw(k: int) -> torch.Tensor:
+        if weights is None:
+            return torch.randint(0, n_items, (k,), generator=generator)
+        return torch.multinomial(weights, k, replacement=True, generator=generator)
+
+    if weights is None:
+        neg = torch.randint(0, n_items, shape, generator=generator)
+    else:
+        neg = draw(int(np.prod(shape))).reshape(shape)
     bad = exclude.contains_t(u, neg)
     rounds = 0
     while bool(bad.any()) and rounds < max_rounds:
         k = int(bad.sum())
-        neg[bad] = torch.randint(0, n_items, (k,), generator=generator)
+        neg[bad] = draw(k)
         bad = exclude.contains_t(u, neg)
         rounds += 1
     return neg

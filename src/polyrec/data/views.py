@@ -224,10 +224,12 @@ def bpr_batches(
     behavior: str | None,
     batch_size: int,
     generator: torch.Generator,
+    negative_weights: torch.Tensor | None = None,
 ) -> Iterator[BPRBatch]:
     """One epoch of BPR triples over the distinct pairs of ``behavior`` (vectorised sampling).
 
-    Negatives are uniform over items the user has no pair with in ``behavior``.
+    Negatives are drawn among the items the user has no pair with in ``behavior``: uniformly,
+    or in proportion to ``negative_weights`` (WBPR's popularity).
     """
     users, items = data.pairs_t(behavior)
     exclude = data.pair_set(behavior)
@@ -235,7 +237,7 @@ def bpr_batches(
     for start in range(0, len(users), batch_size):
         idx = perm[start : start + batch_size]
         u = users[idx]
-        neg = sample_negatives_t(u, data.n_items, exclude, generator)
+        neg = sample_negatives_t(u, data.n_items, exclude, generator, weights=negative_weights)
         yield BPRBatch(u, items[idx], neg)
 
 

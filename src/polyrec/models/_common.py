@@ -151,17 +151,16 @@ class GraphScorer(Scorer):
         return u_all[users.to(u_all.device)] @ i_all.T
 
 
-def bpr_terms(
+def pair_terms(
     tables: tuple[nn.Embedding, nn.Embedding],
     users: Tensor,
     items: Tensor,
     batch: BPRBatch,
-    reg: float,
     *extra: Tensor,
-) -> dict[str, Tensor]:
-    """``bpr`` of ŷ = e_u·e_i on the final tables ``users``/``items``, and ``reg``: λ times the L2
-    penalty (LightGCN Eq. 15: ½Σ‖·‖²/B) on the batch's rows of the ego ``tables`` (user, item)
-    and on ``extra``."""
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The batch's positive and negative scores ŷ = e_u·e_i on the final tables
+    ``users``/``items``, and the L2 penalty (LightGCN Eq. 15: ½Σ‖·‖²/B, before λ) on the batch's
+    rows of the ego ``tables`` (user, item) and on ``extra``."""
     user_emb, item_emb = tables
     eu, ep, en = users[batch.user], items[batch.pos], items[batch.neg]
     pos = (eu * ep).sum(-1)
@@ -173,6 +172,19 @@ def bpr_terms(
         *extra,
         batch_size=len(batch.user),
     )
+    return pos, neg, penalty
+
+
+def bpr_terms(
+    tables: tuple[nn.Embedding, nn.Embedding],
+    users: Tensor,
+    items: Tensor,
+    batch: BPRBatch,
+    reg: float,
+    *extra: Tensor,
+) -> dict[str, Tensor]:
+    """``bpr`` of :func:`pair_terms`' scores and ``reg``: λ times its penalty."""
+    pos, neg, penalty = pair_terms(tables, users, items, batch, *extra)
     return {"bpr": losses.bpr(pos, neg), "reg": reg * penalty}
 
 
@@ -190,6 +202,22 @@ class BPRScorer(Scorer):
     def n_batches(self, data: TrainData, batch_size: int) -> int:
         """One batch per ``batch_size`` distinct pairs of :attr:`train_behavior`."""
         return -(-len(data.pairs_t(self.train_behavior)[0]) // batch_size)
+
+
+class PairScorer(BPRScorer):
+    """A BPR-trained scorer whose loss is a function of the batch's pair scores: it exposes
+    :meth:`pair_scores`, so that a training framework (WBPR, T-CE) can wrap its backbone
+    (MF, LightGCN) without copying it."""
+
+    config: Any
+
+    def pair_scores(self, batch: BPRBatch) -> tuple[Tensor, Tensor, Tensor]:
+        """``(ŷ_ui [B], ŷ_uj [B], L2 penalty before λ)`` of the batch."""
+        raise NotImplementedError
+
+    def loss(self, batch: BPRBatch) -> dict[str, Tensor]:
+        pos, neg, penalty = self.pair_scores(batch)
+        return {"bpr": losses.bpr(pos, neg), "reg": self.config.reg * penalty}
 
 
 # --------------------------------------------------------------------------- behavior cascades

@@ -12,11 +12,11 @@ from polyrec.data.graphs import normalized_bipartite_adjacency
 from polyrec.data.views import BPRBatch, DataSchema, TrainData
 from polyrec.models._common import (
     Behaviors,
-    BPRScorer,
     GraphScorer,
     Init,
-    bpr_terms,
+    PairScorer,
     embedding_tables,
+    pair_terms,
     train_behavior,
 )
 from polyrec.models.base import ModelConfig
@@ -49,7 +49,7 @@ class LightGCNConfig(ModelConfig):
 
 
 class LightGCN(
-    BPRScorer,
+    PairScorer,
     GraphScorer,
     name="lightgcn",
     paper=(
@@ -114,11 +114,11 @@ class LightGCN(
         return users, items
 
     # ------------------------------------------------------------------ training
-    def loss(self, batch: BPRBatch) -> dict[str, Tensor]:
+    def pair_scores(self, batch: BPRBatch) -> tuple[Tensor, Tensor, Tensor]:
         users, items = self.propagate()  # one full-graph propagation per batch
         # ŷ_ui = e_uᵀ e_i (Eq. 5); Eq. 15: BPR + λ‖E⁽⁰⁾‖² over the batch's ego embeddings
         # (½·Σ/B, as in the authors' code)
-        return bpr_terms((self.user_emb, self.item_emb), users, items, batch, self.config.reg)
+        return pair_terms((self.user_emb, self.item_emb), users, items, batch)
 
     # ------------------------------------------------------------------ scoring
     def final_embeddings(self) -> tuple[Tensor, Tensor]:

@@ -11,8 +11,8 @@ from polyrec import losses
 from polyrec.data.views import BPRBatch, DataSchema, TrainData
 from polyrec.models._common import (
     Behaviors,
-    BPRScorer,
     Init,
+    PairScorer,
     embedding_tables,
     train_behavior,
 )
@@ -41,7 +41,7 @@ class MFConfig(ModelConfig):
 
 
 class MF(
-    BPRScorer,
+    PairScorer,
     name="mf",
     paper="Rendle et al., BPR: Bayesian Personalized Ranking from Implicit Feedback, UAI 2009",
     Config=MFConfig,
@@ -70,14 +70,13 @@ class MF(
         self.user_emb.sparse = self.item_emb.sparse = on
         return [self.user_emb.weight, self.item_emb.weight]
 
-    def loss(self, batch: BPRBatch) -> dict[str, Tensor]:
+    def pair_scores(self, batch: BPRBatch) -> tuple[Tensor, Tensor, Tensor]:
         eu = self.user_emb(batch.user)
         ep = self.item_emb(batch.pos)
         en = self.item_emb(batch.neg)
         pos = (eu * ep).sum(-1)
         neg = (eu * en).sum(-1)
-        reg = losses.l2_reg(eu, ep, en, batch_size=len(batch.user))
-        return {"bpr": losses.bpr(pos, neg), "reg": self.config.reg * reg}
+        return pos, neg, losses.l2_reg(eu, ep, en, batch_size=len(batch.user))
 
     def scores(self, users: Tensor) -> Tensor:
         u = self.user_emb.weight[users.to(self.user_emb.weight.device)]

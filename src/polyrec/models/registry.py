@@ -43,6 +43,8 @@ from polyrec.models.re4 import Re4DR, Re4SA
 from polyrec.models.remi import REMI
 from polyrec.models.sasrec import SASRec
 from polyrec.models.sgl import SGL
+from polyrec.models.tce import TCEMF, TCELightGCN
+from polyrec.models.wbpr import WBPRMF, WBPRLightGCN
 from polyrec.models.youtube_dnn import YouTubeDNN
 
 REGISTRY: dict[str, type[Model]] = {
@@ -65,6 +67,10 @@ REGISTRY: dict[str, type[Model]] = {
     "crgcn": CRGCN,
     "mule": MuLe,
     "mbhybrid": MBHybrid,
+    "wbpr-mf": WBPRMF,
+    "wbpr-lightgcn": WBPRLightGCN,
+    "tce-mf": TCEMF,
+    "tce-lightgcn": TCELightGCN,
     "youtube-dnn": YouTubeDNN,
     "sasrec": SASRec,
     "comirec-sa": ComiRecSA,
