@@ -82,3 +82,27 @@ def test_mbhybrid_default_similarity_is_the_measured_choice() -> None:
     worst = data["selection"]["worst"]
     assert worst[best] == max(worst.values()) and worst[best] > worst["recbole"]
     assert len(data["selection"]["shares"][best]) >= 4  # judged on every multi-behavior dataset
+
+
+def test_untuned_rows_get_the_shared_similarity_values() -> None:
+    """On data without tuned values ItemKNN starts from MB-Hybrid's default S; `untuned` and
+    `cosine` never take a dataset's tuned values, the shipped `mbhybrid` row does."""
+    import argparse
+
+    from polyrec.models.itemknn import MULTI_BEHAVIOR_KNN
+
+    mb = _load_benchmark("multibehavior")
+    args = argparse.Namespace(max_epochs=None, patience=3, min_epochs=0, eval_reps=1)
+
+    def overrides(dataset: str, model: str) -> list[str]:
+        return list(mb.spec_for(dataset, model, 2024, "full", "x", args)["overrides"])
+
+    shared = [f"params.{k}={v}" for k, v in MULTI_BEHAVIOR_KNN.items()]
+    assert mb.baseline_overrides("no-such-dataset", "itemknn") == shared
+    assert mb.baseline_overrides("no-such-dataset", "history") == []
+    tuned = mb.hybrid_knn("retailrocket")
+    assert tuned, "the committed tuned-baselines.json holds Retailrocket's ItemKNN values"
+    assert all(o in overrides("retailrocket", "mbhybrid") for o in tuned)
+    assert not any(o in overrides("retailrocket", mb.UNTUNED) for o in tuned)
+    assert not any(o.startswith("params.knn_") for o in overrides("retailrocket", mb.UNTUNED))
+    assert "params.knn_alpha=0.5" in overrides("retailrocket", mb.COSINE)
