@@ -148,9 +148,10 @@ class MBHybrid(
 
     * ``e_u, e_i``: LightGCN over every behavior merged (the strongest trained baseline on
       Retailrocket under full ranking is LightGCN on all behaviors).
-    * ``S``: item × item cosine of the target behavior's columns, top-``knn_k`` per item,
-      diagonal 0 (:func:`~polyrec.models.itemknn.knn_similarity`), fixed; ``R_b S`` carries the
-      user's items of behavior b to their co-purchased neighbours (ItemKNN on the target behavior
+    * ``S``: item × item (asymmetric, shrunk) cosine of the columns of the target behavior plus
+      ``knn_other_weight`` × the auxiliary ones, top-``knn_k`` per item, diagonal 0
+      (:func:`~polyrec.models.itemknn.knn_similarity`; defaults ``MULTI_BEHAVIOR_KNN``), fixed;
+      ``R_b S`` carries the user's items of behavior b to their co-purchased neighbours (ItemKNN
       is the strongest baseline on JData). ``β_b`` is learned per behavior.
     * ``S_b``: the same cosine on auxiliary behavior b's own columns ("who viewed this also
       viewed"; ``behavior_similarity``, on by default): it reaches
