@@ -7,6 +7,8 @@ those are redrawn.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -77,20 +79,17 @@ def sample_negatives_t(
     shape = (len(users),) if n == 1 else (len(users), n)
     u = users if n == 1 else users[:, None].expand(shape)
 
-    def draw(k: int) -> torch.Tensor:
+    def draw(size: tuple[int, ...]) -> torch.Tensor:
         if weights is None:
-            return torch.randint(0, n_items, (k,), generator=generator)
-        return torch.multinomial(weights, k, replacement=True, generator=generator)
+            return torch.randint(0, n_items, size, generator=generator)
+        k = math.prod(size)
+        return torch.multinomial(weights, k, replacement=True, generator=generator).view(size)
 
-    if weights is None:
-        neg = torch.randint(0, n_items, shape, generator=generator)
-    else:
-        neg = draw(int(np.prod(shape))).reshape(shape)
+    neg = draw(shape)
     bad = exclude.contains_t(u, neg)
     rounds = 0
     while bool(bad.any()) and rounds < max_rounds:
-        k = int(bad.sum())
-        neg[bad] = draw(k)
+        neg[bad] = draw((int(bad.sum()),))
         bad = exclude.contains_t(u, neg)
         rounds += 1
     return neg
