@@ -102,6 +102,65 @@ def test_behavior_similarity_adds_each_auxiliary_behaviors_own_neighbourhoods() 
     np.testing.assert_allclose(got, expect, rtol=1e-5, atol=1e-6)
 
 
+def test_user_context_weighs_each_term_per_user() -> None:
+    """user_context: feature f's weight for user u is w_f + Σ_b V_fb z_b(u), z_b(u) the
+    standardised ln(1 + u's items in behavior b); scoring rows and training pairs agree."""
+    m = model(graph=False, item_bias=False, user_context=True)
+    data = tiny()
+    n = {b: np.log1p(np.diff(data.csr(b).indptr)) for b in ("view", "cart", "buy")}
+    z = np.stack([(n[b] - n[b].mean()) / n[b].std() for b in ("view", "cart", "buy")], axis=1)
+    np.testing.assert_allclose(m.context.numpy(), z, rtol=1e-5, atol=1e-6)
+    v = np.array([[0.1, 0.0, -0.2], [0.0, 0.3, 0.0], [0.5, 0.0, 0.0], [0.2, -0.1, 0.4],
+                  [0.0, 0.0, 0.0]])  # fmt: skip
+    with torch.no_grad():
+        m.beta.copy_(torch.tensor([0.5, 0.25, 2.0]))
+        m.gamma.copy_(torch.tensor([0.7, -0.3]))
+        m.context_weight.copy_(torch.from_numpy(v).float())
+    s = knn_similarity(data.csr("buy").astype(np.float64), 3)
+    feats = [(data.csr(b) @ s).toarray() for b in ("view", "cart", "buy")]
+    feats += [data.csr("view").toarray(), data.csr("cart").toarray()]
+    w = np.array([0.5, 0.25, 2.0, 0.7, -0.3])
+    expect = sum((w[f] + z @ v[f])[:, None] * feats[f] for f in range(5))
+    got = m.scores(torch.arange(N_USERS)).detach().numpy()
+    np.testing.assert_allclose(got, expect, rtol=1e-5, atol=1e-5)
+    uu, ii = torch.tensor([0, 0, 2, 3, 1]), torch.tensor([2, 4, 0, 0, 3])
+    eu, ei = m.final_embeddings()
+    pair = m.pair_scores(uu, ii, eu[uu], ei[ii]).detach().numpy()
+    np.testing.assert_allclose(pair, got[uu.numpy(), ii.numpy()], rtol=1e-5, atol=1e-5)
+    # off: no context parameters, the scalar weights alone
+    assert model(graph=False).context_weight.numel() == 0
+
+
+def test_temporal_features_count_positions_without_the_pairs_own_purchases() -> None:
+    """u0 in time order: view 2, cart 2, buy 2, view 3, buy 1, view 4; u1: view 0, buy 1.
+    Recency a = rows after the latest aux row, proximity g = rows to the nearest purchase of
+    another item (+1), the pair's own purchase rows not counted."""
+    rows = [(0, 2, 0, 1.0), (0, 2, 1, 2.0), (0, 2, 2, 3.0), (0, 3, 0, 4.0), (0, 1, 2, 5.0),
+            (0, 4, 0, 6.0), (1, 0, 0, 1.0), (1, 1, 2, 2.0)]  # fmt: skip
+    u, i, b, t = (np.array(x) for x in zip(*rows, strict=True))
+    log = InteractionLog(
+        user=u, item=i, behavior=b.astype(np.int8), behaviors=("view", "cart", "buy"),
+        target="buy", user_map=IdMap.range(2), item_map=IdMap.range(N_ITEMS), name="timed",
+        timestamp=t.astype(np.float64),
+    )  # fmt: skip
+    cfg = MBHybridConfig(dim=4, knn_k=3, temporal=True, recency_half_lives=[1.0],
+                         proximity_half_lives=[1.0], conversion=False)  # fmt: skip
+    m = MBHybrid(cfg).setup(TrainData(log))
+    feats = m._feats()[m._hist_at + 2 :]  # after R_view, R_cart
+    dense = [f.rows(torch.arange(2), N_ITEMS).to_dense().numpy() for f in feats]
+    expect_view_rec = {(0, 2): 0.5**4, (0, 3): 0.5**2, (0, 4): 1.0, (1, 0): 0.5}
+    expect_view_prox = {(0, 2): 0.5**3, (0, 3): 0.5, (0, 4): 0.5, (1, 0): 0.5}
+    for got, want in zip(dense, [expect_view_rec, expect_view_prox,
+                                 {(0, 2): 0.5**3}, {(0, 2): 0.5**2}], strict=True):  # fmt: skip
+        ref = np.zeros((2, N_ITEMS))
+        for (uu, ii), v in want.items():
+            ref[uu, ii] = v
+        np.testing.assert_allclose(got, ref, rtol=1e-6)
+    assert m.n_history == 2 + 4 and len(m.gamma) == 6
+    # without timestamps the option adds nothing
+    assert model(graph=False, temporal=True).n_history == 2
+
+
 def test_ablations_switch_terms_off() -> None:
     m = model(graph=False, neighbours=False, history=False, item_bias=False)
     assert m.scores(torch.arange(N_USERS)).abs().sum() == 0

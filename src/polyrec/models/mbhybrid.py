@@ -118,6 +118,29 @@ class MBHybridConfig(ModelConfig):
     purchases) never links. On by default: +0.9 % mean validation NDCG@10 over five datasets
     and protocols, up to +44 % on test where held-out items were never touched (the
     ``no-cosim`` rows of ``multibehavior.md``)."""
+    temporal: bool = False
+    """Add, per auxiliary behavior b and half-life h, two features of the user's latest b-row
+    with the item, counted in positions of the user's time-ordered training rows (units-free:
+    timestamps of different logs have different units):
+
+    * recency R_b[u, i] · 0.5^(a / h), a = the user's rows after it (``recency_half_lives``);
+    * purchase proximity R_b[u, i] · 0.5^(g / h), g = the rows between it and the nearest
+      other target row of the user (``proximity_half_lives``): an item carted within a
+      purchase session is bought far more often than one carted a week before any purchase.
+
+    A training purchase sees both as an unseen purchase would: its own target rows do not
+    count (neither among the rows after, nor as the nearest purchase). Logs without
+    timestamps give no such features."""
+    recency_half_lives: list[float] = Field(default_factory=lambda: [2.0, 10.0])
+    """Half-lives (positions) of the recency features of ``temporal``."""
+    proximity_half_lives: list[float] = Field(default_factory=lambda: [1.0, 5.0])
+    """Half-lives (positions) of the purchase-proximity features of ``temporal``."""
+    user_context: bool = False
+    """Weigh every term per user: each feature's weight becomes w_f + Σ_b V_fb z_b(u), with
+    z_b(u) the standardised ln(1 + number of the user's items in behavior b) over every behavior
+    (V learned from 0). A view says more from a user who viewed ten items than from one who
+    viewed a thousand, and a heavy buyer's neighbourhood says more than a new user's; the
+    scalar weights give every user the same trade-off."""
     history_negatives: int = Field(0, ge=0)
     """Per purchase, this many items the user has in an auxiliary behavior but not in the
     target (drawn uniformly from those rows) join the softmax candidates: the uniform negatives
@@ -187,6 +210,7 @@ class MBHybrid(
     # that names the model and nothing else (``polyrec train -m mbhybrid -d …``)
     run_defaults: ClassVar[dict[str, Any]] = {"train.lr": 0.005}
     adj: Tensor
+    context: Tensor
     loo: Tensor
     score_keep: Tensor
     hn_crow: Tensor
@@ -211,21 +235,35 @@ class MBHybrid(
             not self.drop_positive if config.conversion == "auto" else config.conversion
         )
         self.features, loo, score_keep = _features(data, schema, config, self.conversion)
+        temporal = (
+            _temporal_features(data, schema, config) if config.history and config.temporal else []
+        )
+        self.features.extend(temporal)
         n_aux = len(self.aux)
         self.n_history = (
-            n_aux * (1 + config.history_counts + self.conversion) + config.history_score
+            n_aux * (1 + config.history_counts + self.conversion)
+            + config.history_score
+            + len(temporal)
             if config.history
             else 0
         )
-        # positions of the history columns in a feature row (neighbourhood columns first)
+        # positions of the history columns in a feature row (neighbourhood columns first,
+        # then R_b, ln(1 + n_b), R_b c_b, the history score, the temporal features)
         self._hist_at = len(self.features) - self.n_history
         conv_at = self._hist_at + n_aux * (1 + config.history_counts)
         self._conv_at = conv_at if self.conversion and config.history else None
-        self._score_at = len(self.features) - 1 if config.history_score and config.history else None
+        score_at = conv_at + n_aux * self.conversion
+        self._score_at = score_at if config.history_score and config.history else None
         self.gamma = nn.Parameter(torch.zeros(max(self.n_history, 1)))
         # ρ_{b,i}: learned per-item propensities of the auxiliary behaviors (``propensity``)
         n_rho = len(self.aux) if config.propensity and self.n_history else 0
         self.rho = nn.Parameter(torch.zeros(n_rho, schema.n_items))
+        # z_b(u) and V of ``user_context`` (V is [0, 0] when off)
+        n_w = len(self.weights())
+        self.context_weight = nn.Parameter(
+            torch.zeros((n_w, len(schema.behaviors)) if config.user_context else (0, 0))
+        )
+        self.register_buffer("context", _user_context(data, schema), persistent=False)
         adj = normalized_bipartite_adjacency(data.csr(None))
         self.register_buffer("adj", adj, persistent=False)
         # per auxiliary behavior: what a purchase's own row adds to its item's conversion rate
@@ -234,7 +272,9 @@ class MBHybrid(
         crow, col = _untargeted_history(data, schema)
         self.register_buffer("hn_crow", crow, persistent=False)
         self.register_buffer("hn_col", col, persistent=False)
-        self._ddp_params_and_buffers_to_ignore = ["adj", "loo", "score_keep", "hn_crow", "hn_col"]
+        self._ddp_params_and_buffers_to_ignore = [
+            "adj", "loo", "score_keep", "hn_crow", "hn_col", "context",
+        ]  # fmt: skip
 
     # ------------------------------------------------------------------ terms
     def final_embeddings(self) -> tuple[Tensor, Tensor]:
@@ -257,6 +297,14 @@ class MBHybrid(
             parts.append(self.gamma[: self.n_history])
         return torch.cat(parts) if parts else self.beta[:0]
 
+    def user_weights(self, users: Tensor) -> Tensor:
+        """``[len(users), n_features]``: each feature's weight for each user, w_f + Σ_b V_fb
+        z_b(u) (``user_context``; else w_f for every user)."""
+        w = self.weights()
+        if not self.config.user_context:
+            return w.expand(len(users), -1)
+        return w + self.context[users] @ self.context_weight.T
+
     def pair_features(self, users: Tensor, items: Tensor) -> Tensor:
         """``[len(users), n_features]``: each feature matrix's value at the pairs."""
         cols = [f.lookup(users, items, self.n_items) for f in self._feats()]
@@ -265,12 +313,16 @@ class MBHybrid(
     # ------------------------------------------------------------------ training
     def pair_scores(self, users: Tensor, items: Tensor, eu: Tensor, ei: Tensor) -> Tensor:
         """ŷ of the pairs (users[k], items[k]) given their graph embeddings ``eu``, ``ei``."""
-        return (eu * ei).sum(-1) + self.feature_scores(items, self.pair_features(users, items))
+        feats = self.pair_features(users, items)
+        return (eu * ei).sum(-1) + self.feature_scores(users, items, feats)
 
-    def feature_scores(self, items: Tensor, feats: Tensor) -> Tensor:
+    def feature_scores(self, users: Tensor, items: Tensor, feats: Tensor) -> Tensor:
         """Every term but the graph one, for pairs whose feature rows are ``feats``: the
         weighted features, the item bias c_i and the propensities Σ_b R_b[u, i] ρ_{b,i}."""
-        out = feats @ self.weights()
+        if self.config.user_context:
+            out = (feats * self.user_weights(users)).sum(1)
+        else:
+            out = feats @ self.weights()
         if self.config.item_bias:
             out = out + self.bias[items]
         if len(self.rho):
@@ -282,7 +334,7 @@ class MBHybrid(
         users, items = self.final_embeddings()
         u, p = batch.user, batch.pos
         eu = users[u]
-        pos = (eu * items[p]).sum(-1) + self.feature_scores(p, self.positive_features(u, p))
+        pos = (eu * items[p]).sum(-1) + self.feature_scores(u, p, self.positive_features(u, p))
         if self.config.loss == "bpr":
             neg_items = batch.neg
             neg = self.pair_scores(u, neg_items, eu, items[neg_items])
@@ -294,7 +346,7 @@ class MBHybrid(
             b = len(u)
             uu, ii = u.repeat_interleave(s), neg_items.repeat(b)
             neg = eu @ items[neg_items].T + self.feature_scores(
-                ii, self.pair_features(uu, ii)
+                uu, ii, self.pair_features(uu, ii)
             ).view(b, s)
             accidental = neg_items.unsqueeze(0) == p.unsqueeze(1)
             if self.config.history_negatives:
@@ -361,10 +413,15 @@ class MBHybrid(
             out = u_all[users] @ i_all.T
         else:
             out = u_all.new_zeros((len(users), self.n_items))
-        w = self.weights().detach()
-        for weight, f in zip(w.tolist(), self._feats(), strict=True):
-            if weight:
-                f.add_rows(out, users, weight)
+        if self.config.user_context:
+            uw = self.user_weights(users).detach()
+            for k, f in enumerate(self._feats()):
+                f.add_rows(out, users, 1.0, row_scale=uw[:, k])
+        else:
+            w = self.weights().detach()
+            for weight, f in zip(w.tolist(), self._feats(), strict=True):
+                if weight:
+                    f.add_rows(out, users, weight)
         if self.config.item_bias:
             out += self.bias.detach()
         if len(self.rho):  # Σ_b R_b[u, i] ρ_{b,i}: the binary history features, item-weighted
@@ -378,7 +435,7 @@ class MBHybrid(
     ) -> list[torch.optim.Optimizer]:
         """One optimiser, two groups: the embeddings and item biases at ``lr``, the term weights
         β, γ at ``lr × weight_lr_scale``."""
-        scalars = [self.beta, self.gamma]
+        scalars = [self.beta, self.gamma, self.context_weight]
         rest = [
             p for p in self.parameters() if p.requires_grad and all(p is not q for q in scalars)
         ]
@@ -430,16 +487,23 @@ class _Feature(nn.Module):
         return csr_rows(self.crow, self.col, self.val, users, n_items)
 
     def add_rows(
-        self, out: Tensor, users: Tensor, weight: float, col_scale: Tensor | None = None
+        self,
+        out: Tensor,
+        users: Tensor,
+        weight: float,
+        col_scale: Tensor | None = None,
+        row_scale: Tensor | None = None,
     ) -> None:
-        """``out += weight · M[users]`` (each entry of column j also times ``col_scale[j]``)
-        in place, touching only the stored entries."""
+        """``out += weight · M[users]`` (each entry of column j also times ``col_scale[j]``,
+        of batch row r times ``row_scale[r]``) in place, touching only the stored entries."""
         part = self.rows(users, out.shape[1])
         crow = part.crow_indices()
         rows = torch.repeat_interleave(torch.arange(len(users), device=out.device), crow.diff())
         cols = part.col_indices()
         flat = rows * out.shape[1] + cols
         vals = part.values() if col_scale is None else part.values() * col_scale[cols]
+        if row_scale is not None:
+            vals = vals * row_scale[rows]
         out.view(-1).index_add_(0, flat, vals, alpha=weight)
 
 
@@ -511,6 +575,93 @@ def _log_counts(data: TrainData, code: int) -> sp.csr_matrix:
     m = _counts(data, code)
     m.data = np.log1p(m.data)
     return m
+
+
+def _temporal_features(
+    data: TrainData, schema: DataSchema, config: MBHybridConfig
+) -> list[_Feature]:
+    """The ``temporal`` feature matrices: per auxiliary behavior, the recency features (one per
+    ``recency_half_lives``), then the purchase-proximity ones (one per
+    ``proximity_half_lives``); none when the log has no timestamps.
+
+    Positions: the user's training rows ordered by time (ties in log order). For the latest
+    b-row of (u, i) at position p, a = the rows after p, and g = the rows between p and the
+    nearest target row of u with another item, plus one; the target rows of (u, i) itself are
+    not counted in either (leave-one-out: a training purchase looks like a held-out one)."""
+    log = data.log
+    if log.timestamp is None:
+        return []
+    order = np.lexsort((log.timestamp, log.user))  # stable: ties keep log order
+    user, item, beh = log.user[order], log.item[order], log.behavior[order]
+    n = len(user)
+    at = np.arange(n, dtype=np.int64)  # global position: user-major, time within user
+    last_of_user = np.zeros(log.n_users, dtype=np.int64)
+    np.maximum.at(last_of_user, user, at)
+    key = user.astype(np.int64) * log.n_items + item
+    tgt = beh == log.target_code
+    # target rows sorted by (key, position): the rows of a pair are one contiguous run
+    t_at = at[tgt]
+    by_key = np.lexsort((t_at, key[tgt]))
+    t_key, t_key_at = key[tgt][by_key], t_at[by_key]
+    t_user, t_item = user[tgt], item[tgt]  # target rows in position order (t_at ascending)
+    feats: list[_Feature] = []
+    for b in schema.behaviors:
+        if b == schema.target:
+            continue
+        rows = np.flatnonzero(beh == schema.behaviors.index(b))
+        # the latest row of each (user, item): the last of its key in position order
+        _, last = np.unique(key[rows][::-1], return_index=True)
+        rows = rows[len(rows) - 1 - last]
+        p, k, u, i = at[rows], key[rows], user[rows], item[rows]
+        lo, hi = np.searchsorted(t_key, k), np.searchsorted(t_key, k, side="right")
+        own_after = np.zeros(len(rows), dtype=np.int64)
+        for j in range(int((hi - lo).max(initial=0))):
+            idx = np.minimum(lo + j, max(len(t_key_at) - 1, 0))
+            own_after += (lo + j < hi) & (t_key_at[idx] > p)
+        after = last_of_user[u] - p - own_after
+        # the nearest target row of the user with another item, on either side
+        gap = np.full(len(rows), np.inf)
+        pos = np.searchsorted(t_at, p)
+        width = int((hi - lo).max(initial=0)) + 1
+        for side in (-1, 1) if len(t_at) else ():
+            found = np.zeros(len(rows), dtype=bool)
+            for step in range(width):
+                idx = pos - 1 - step if side < 0 else pos + step
+                ok = (idx >= 0) & (idx < len(t_at)) & ~found
+                idx = np.clip(idx, 0, len(t_at) - 1)
+                ok &= (t_user[idx] == u) & (t_item[idx] != i)
+                if not ok.any():
+                    continue
+                other = t_at[idx]
+                between = np.zeros(len(rows), dtype=np.int64)
+                for j in range(width - 1):  # the pair's own target rows in between
+                    jdx = np.minimum(lo + j, max(len(t_key_at) - 1, 0))
+                    mid = t_key_at[jdx]
+                    between += (
+                        (lo + j < hi) & (mid > np.minimum(p, other)) & (mid < np.maximum(p, other))
+                    )
+                gap = np.where(ok, np.minimum(gap, np.abs(other - p) - between), gap)
+                found |= ok
+        shape = (log.n_users, log.n_items)
+        for dist, lives in ((after, config.recency_half_lives),
+                            (gap, config.proximity_half_lives)):  # fmt: skip
+            for h in lives:
+                val = np.power(0.5, dist / h)
+                feats.append(_Feature(sp.csr_matrix((val, (u, i)), shape=shape)))
+    return feats
+
+
+def _user_context(data: TrainData, schema: DataSchema) -> Tensor:
+    """``[n_users, n_behaviors]`` z_b(u): ln(1 + the user's distinct items in behavior b),
+    standardised over the users (a behavior nobody varies in gives 0)."""
+    cols = []
+    for b in schema.behaviors:
+        m = data.csr(b)
+        cols.append(np.log1p(np.diff(m.indptr)))
+    z = np.stack(cols, axis=1).astype(np.float64)
+    sd = z.std(axis=0)
+    z = (z - z.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
+    return torch.from_numpy(z.astype(np.float32))
 
 
 def _untargeted_history(data: TrainData, schema: DataSchema) -> tuple[Tensor, Tensor]:
