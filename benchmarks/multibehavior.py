@@ -316,7 +316,9 @@ def report(res: dict[str, Any]) -> _bench.Doc:
         "CRGCN, MuLe — runs its paper's settings (0 tuning trials here); on JData the trained "
         "models' epochs were capped for the CPU budget (LightGCN 20, CRGCN and MB-CGCN 10, MuLe "
         "15 at ~460 s per epoch; the `best epochs` column shows where a run was still "
-        "improving at its cap). MB-Hybrid (polyrec's model) "
+        "improving at its cap), and so were the full-ranking rows of Tmall and IJCAI (CML, "
+        "MB-CGCN, CRGCN, MuLe and MB-Hybrid on IJCAI: 10 epochs, patience 3; MB-Hybrid on "
+        "Tmall: 20; LightGCN and LightGCN-all: 40; MF-all: 100, patience 10). MB-Hybrid (polyrec's model) "
         "runs `configs/mbhybrid-retailrocket.toml` (its switches chosen on Retailrocket's "
         "validation) with the item similarity of the tuned ItemKNN.",
     )
