@@ -273,7 +273,8 @@ class MBHybrid(
         self.context_weight = nn.Parameter(
             torch.zeros((n_w, len(schema.behaviors)) if config.user_context else (0, 0))
         )
-        self.register_buffer("context", _user_context(data, schema), persistent=False)
+        context = _user_context(data, schema) if config.user_context else torch.zeros(0, 0)
+        self.register_buffer("context", context, persistent=False)
         adj = normalized_bipartite_adjacency(data.csr(None))
         self.register_buffer("adj", adj, persistent=False)
         # per auxiliary behavior: what a purchase's own row adds to its item's conversion rate
@@ -624,15 +625,14 @@ def _temporal_features(
         rows = rows[len(rows) - 1 - last]
         p, k, u, i = at[rows], key[rows], user[rows], item[rows]
         lo, hi = np.searchsorted(t_key, k), np.searchsorted(t_key, k, side="right")
-        own_after = np.zeros(len(rows), dtype=np.int64)
-        for j in range(int((hi - lo).max(initial=0))):
-            idx = np.minimum(lo + j, max(len(t_key_at) - 1, 0))
-            own_after += (lo + j < hi) & (t_key_at[idx] > p)
-        after = last_of_user[u] - p - own_after
+        # [rows, most own target rows]: the positions of the pair's own target rows, -1 padded
+        slot = lo[:, None] + np.arange(int((hi - lo).max(initial=0)))
+        own = np.where(slot < hi[:, None], t_key_at[np.minimum(slot, len(t_key_at) - 1)], -1)
+        after = last_of_user[u] - p - (own > p[:, None]).sum(1)
         # the nearest target row of the user with another item, on either side
         gap = np.full(len(rows), np.inf)
         pos = np.searchsorted(t_at, p)
-        width = int((hi - lo).max(initial=0)) + 1
+        width = own.shape[1] + 1
         for side in (-1, 1) if len(t_at) else ():
             found = np.zeros(len(rows), dtype=bool)
             for step in range(width):
@@ -643,13 +643,8 @@ def _temporal_features(
                 if not ok.any():
                     continue
                 other = t_at[idx]
-                between = np.zeros(len(rows), dtype=np.int64)
-                for j in range(width - 1):  # the pair's own target rows in between
-                    jdx = np.minimum(lo + j, max(len(t_key_at) - 1, 0))
-                    mid = t_key_at[jdx]
-                    between += (
-                        (lo + j < hi) & (mid > np.minimum(p, other)) & (mid < np.maximum(p, other))
-                    )
+                near, far = np.minimum(p, other)[:, None], np.maximum(p, other)[:, None]
+                between = ((own > near) & (own < far)).sum(1)  # own target rows in between
                 gap = np.where(ok, np.minimum(gap, np.abs(other - p) - between), gap)
                 found |= ok
         shape = (log.n_users, log.n_items)
