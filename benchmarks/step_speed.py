@@ -50,6 +50,7 @@ SEQ_MODELS = [
     "caser",
     "hgn",
     "bert4rec",
+    "tisasrec",
 ]
 RE4_MODELS = ["comirec-sa", "re4-sa", "comirec-dr", "re4-dr"]  # backbone, then Re4 on it
 RE4_GOAL = 1.5  # Re4's step time at most 1.5× its backbone's (issue goal)

@@ -52,17 +52,23 @@ def sequence_log(
     )
 
 
-def histories(data: TrainData, max_len: int, n: int = 12) -> tuple[torch.Tensor, torch.Tensor]:
+def histories(
+    data: TrainData, max_len: int, n: int = 12
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Padded histories, their lengths and their timestamps (for time-aware models)."""
     seqs = SequenceSet.from_log(data.log)
     users = np.arange(n)
     ends = 1 + (users % SEQ_LEN)  # lengths 1 .. 12: some shorter, some longer than max_len
-    return seqs.padded(users, max_len, ends)
+    hist, lengths = seqs.padded(users, max_len, ends)
+    return hist, lengths, seqs.padded_times(users, max_len, ends)
 
 
-def interests_of(model: Model, hist: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+def interests_of(
+    model: Model, hist: torch.Tensor, lengths: torch.Tensor, times: torch.Tensor
+) -> torch.Tensor:
     assert isinstance(model, InterestModel)
     with torch.no_grad():
-        return model.interests(hist, lengths)
+        return model.interests_at(hist, lengths, times)
 
 
 class InterestContract(ContractBase):
@@ -70,8 +76,7 @@ class InterestContract(ContractBase):
     a ``spec`` fixture."""
 
     def outputs(self, model: Model, data: TrainData) -> torch.Tensor:
-        hist, lengths = histories(data, self.max_len(model))
-        return interests_of(model, hist, lengths)
+        return interests_of(model, *histories(data, self.max_len(model)))
 
     @pytest.fixture
     def data(self) -> TrainData:
@@ -101,8 +106,8 @@ class InterestContract(ContractBase):
 
     def test_interest_and_item_shapes(self, fitted: Model) -> None:
         assert isinstance(fitted, InterestModel)
-        hist, lengths = histories(TrainData(sequence_log()), self.max_len(fitted))
-        v = interests_of(fitted, hist, lengths)
+        hist, lengths, times = histories(TrainData(sequence_log()), self.max_len(fitted))
+        v = interests_of(fitted, hist, lengths, times)
         assert v.dim() == 3 and v.shape[0] == len(hist)
         items = fitted.item_embeddings()
         assert items.shape == (N_ITEMS, v.shape[2])
@@ -110,19 +115,18 @@ class InterestContract(ContractBase):
         assert torch.isfinite(v).all() and torch.isfinite(items).all()
 
     def test_batch_equals_single_rows(self, fitted: Model) -> None:
-        hist, lengths = histories(TrainData(sequence_log()), self.max_len(fitted))
-        batch = interests_of(fitted, hist, lengths)
-        single = torch.cat(
-            [interests_of(fitted, hist[b : b + 1], lengths[b : b + 1]) for b in range(len(hist))]
-        )
+        hist, lengths, times = histories(TrainData(sequence_log()), self.max_len(fitted))
+        batch = interests_of(fitted, hist, lengths, times)
+        rows = [slice(b, b + 1) for b in range(len(hist))]
+        single = torch.cat([interests_of(fitted, hist[r], lengths[r], times[r]) for r in rows])
         torch.testing.assert_close(batch, single, rtol=1e-4, atol=1e-5)
 
     def test_left_padding_does_not_matter(self, fitted: Model) -> None:
         """A row's interests do not depend on how many padding columns precede it."""
         t = self.max_len(fitted)
-        hist, lengths = histories(TrainData(sequence_log()), t)
+        hist, lengths, times = histories(TrainData(sequence_log()), t)
         short = 4
         rows = lengths <= short
-        full = interests_of(fitted, hist[rows], lengths[rows])
-        cut = interests_of(fitted, hist[rows][:, -short:], lengths[rows])
+        full = interests_of(fitted, hist[rows], lengths[rows], times[rows])
+        cut = interests_of(fitted, hist[rows][:, -short:], lengths[rows], times[rows][:, -short:])
         torch.testing.assert_close(full, cut, rtol=1e-4, atol=1e-5)

@@ -15,6 +15,7 @@ COMMON: dict[str, Any] = {"dim": 16, "max_len": 8, "batches_per_epoch": 12, "min
 SMALL_PARAMS: dict[str, dict[str, Any]] = {
     "sasrec": {"dropout": 0.0},
     "caser": {"dropout": 0.0},
+    "tisasrec": {"dropout": 0.0, "time_span": 8},
     "bert4rec": {"dropout": 0.0, "n_heads": 1, "batches_per_epoch": 40},
     "comirec-sa": {"n_interests": 3},
     "comirec-dr": {"n_interests": 3},

@@ -102,6 +102,38 @@ def test_behavior_similarity_adds_each_auxiliary_behaviors_own_neighbourhoods() 
     np.testing.assert_allclose(got, expect, rtol=1e-5, atol=1e-6)
 
 
+def test_interactions_are_the_own_history_times_every_other_term_by_hand() -> None:
+    """interactions: per auxiliary b, R_b ∘ (R_b' S) for every behavior b', then R_view ∘
+    R_cart, each weighted after the linear history terms; scoring rows and pairs agree, and
+    under hide = 'all' a training purchase loses them with its own history."""
+    m = model(graph=False, item_bias=False, interactions=True)
+    data = tiny()
+    s = knn_similarity(data.csr("buy").astype(np.float64), 3)
+    nb = [(data.csr(b) @ s).toarray() for b in ("view", "cart", "buy")]
+    own = [data.csr("view").toarray(), data.csr("cart").toarray()]
+    inter = [r * n for r in own for n in nb] + [own[0] * own[1]]
+    assert m.n_history == 2 + 7
+    w_inter = np.array([0.3, -0.2, 1.5, 0.4, 0.6, -1.0, 2.0])
+    with torch.no_grad():
+        m.beta.copy_(torch.tensor([0.5, 0.25, 2.0]))
+        m.gamma.copy_(torch.tensor([0.7, -0.3, *w_inter]))
+    expect = 0.5 * nb[0] + 0.25 * nb[1] + 2.0 * nb[2] + 0.7 * own[0] - 0.3 * own[1]
+    expect += sum(w * f for w, f in zip(w_inter, inter, strict=True))
+    # u0 viewed 2, which u0's purchases (0, 1) reach through S: the products are not all 0
+    assert inter[2][0, 2] > 0
+    got = m.scores(torch.arange(N_USERS)).detach().numpy()
+    np.testing.assert_allclose(got, expect, rtol=1e-5, atol=1e-6)
+    uu, ii = torch.tensor([0, 0, 2, 3, 1]), torch.tensor([2, 4, 0, 0, 3])
+    eu, ei = m.final_embeddings()
+    pair = m.pair_scores(uu, ii, eu[uu], ei[ii]).detach().numpy()
+    np.testing.assert_allclose(pair, got[uu.numpy(), ii.numpy()], rtol=1e-5, atol=1e-6)
+    dropped = MBHybrid(
+        MBHybridConfig.model_validate({"dim": 4, "knn_k": 3, **ALL_TERMS, "interactions": True})
+    ).setup(tiny(hide="all"))
+    pos = dropped.positive_features(torch.tensor([3]), torch.tensor([0]))
+    assert pos[0, dropped._hist_at :].abs().sum() == 0
+
+
 def test_user_context_weighs_each_term_per_user() -> None:
     """user_context: feature f's weight for user u is w_f + Σ_b V_fb z_b(u), z_b(u) the
     standardised ln(1 + u's items in behavior b); scoring rows and training pairs agree."""

@@ -30,8 +30,10 @@ MAX_LEN = {
     "caser": 5,
     "hgn": 5,
     "bert4rec": 50,
+    "tisasrec": 50,
 }  # HPCL4SR §5.1, Caser/HGN L = 5; ComiRec §4.1.4
-DIM = {"caser": 50, "hgn": 50}  # Caser §4.2, HGN §5.1.4; the others ComiRec §4.1.4
+DIM = {"caser": 50, "hgn": 50, "tisasrec": 50}  # Caser §4.2, HGN §5.1.4, TiSASRec §5.1.4; the
+# others ComiRec §4.1.4
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +51,7 @@ def test_all_sequential_models_are_registered() -> None:
         "caser",
         "hgn",
         "bert4rec",
+        "tisasrec",
     }
 
 
@@ -63,10 +66,12 @@ def test_default_shapes(name: str) -> None:
     d = DIM.get(name, 64)
     assert model.config.dim == d  # type: ignore[attr-defined]
     assert model.config.max_len == MAX_LEN.get(name, 20)  # type: ignore[attr-defined]
-    hist, lengths = SequenceSet.from_log(data.log).padded(np.arange(5), 20, np.arange(1, 6))
+    seqs = SequenceSet.from_log(data.log)
+    hist, lengths = seqs.padded(np.arange(5), 20, np.arange(1, 6))
+    times = seqs.padded_times(np.arange(5), 20, np.arange(1, 6))
     model.eval()
     with torch.no_grad():
-        v = model.interests(hist, lengths)
+        v = model.interests_at(hist, lengths, times)
     assert v.shape == (5, MULTI.get(name, 1), d)
     assert model.item_embeddings().shape == (N_ITEMS, d)
 

@@ -53,13 +53,15 @@ class SequenceSet:
     """Every user's chronological item sequence as a CSR: ``items[indptr[u]:indptr[u+1]]``.
 
     ``items`` are dense item codes (0-based, **not** shifted); ``categories`` the item category
-    of each entry when the log has categories. Users without interactions have empty slices.
+    of each entry when the log has categories; ``times`` the timestamp of each entry (float64)
+    when the log has timestamps. Users without interactions have empty slices.
     """
 
     indptr: np.ndarray
     items: np.ndarray
     n_items: int
     categories: np.ndarray | None = None
+    times: np.ndarray | None = None
 
     @property
     def n_users(self) -> int:
@@ -87,12 +89,17 @@ class SequenceSet:
         indptr = np.zeros(nu + 1, dtype=np.int64)
         np.cumsum(np.bincount(log.user[rows], minlength=nu), out=indptr[1:])
         cats = None if log.category is None else log.category[rows].astype(np.int64)
-        return cls(indptr, log.item[rows].astype(np.int64), log.n_items, cats)
+        times = None if log.timestamp is None else log.timestamp[rows].astype(np.float64)
+        return cls(indptr, log.item[rows].astype(np.int64), log.n_items, cats, times)
 
-    def append(self, users: np.ndarray, items: np.ndarray) -> SequenceSet:
+    def append(
+        self, users: np.ndarray, items: np.ndarray, times: np.ndarray | None = None
+    ) -> SequenceSet:
         """A new set with ``items[j]`` appended to the end of ``users[j]``'s sequence (in order).
 
-        The result has no categories."""
+        The result has no categories. It has times when this set has: ``times``, or where
+        those are not given (held-out pairs store no timestamp) the user's latest time, so that
+        an appended item counts as no time after the user's last one."""
         users = np.asarray(users, np.int64)
         items = np.asarray(items, np.int64)
         old_user = np.repeat(np.arange(self.n_users), self.lengths)
@@ -101,7 +108,15 @@ class SequenceSet:
         order = np.argsort(all_u, kind="stable")
         indptr = np.zeros(self.n_users + 1, dtype=np.int64)
         np.cumsum(np.bincount(all_u, minlength=self.n_users), out=indptr[1:])
-        return SequenceSet(indptr, all_i[order], self.n_items, None)
+        all_t = None
+        if self.times is not None:
+            if times is None:
+                last = np.zeros(self.n_users)
+                has = self.lengths > 0
+                last[has] = self.times[self.indptr[1:][has] - 1]
+                times = last[users]
+            all_t = np.r_[self.times, np.asarray(times, np.float64)][order]
+        return SequenceSet(indptr, all_i[order], self.n_items, None, all_t)
 
     def padded(
         self,
@@ -117,15 +132,7 @@ class SequenceSet:
         (default: the whole sequence), the latest ``max_len`` of them. ``categories=True``
         gives category codes (+1-shifted, 0 = padding) instead of items.
         """
-        users = np.asarray(users, np.int64)
-        start = self.indptr[users]
-        end = self.indptr[users + 1] if ends is None else start + np.asarray(ends, np.int64)
-        length = np.minimum(end - start, max_len)
-        col = np.arange(max_len)[None, :]
-        first = max_len - length[:, None]
-        src = end[:, None] - max_len + col  # position of column `col` in the flat array
-        valid = col >= first
-        src = np.where(valid, src, 0)
+        src, valid, length = self._window(users, max_len, ends)
         if categories:
             if self.categories is None:
                 raise ValueError("this sequence set has no categories")
@@ -134,6 +141,35 @@ class SequenceSet:
             values = self.items
         out = np.where(valid, values[src] + 1, PAD) if len(values) else np.zeros_like(src)
         return torch.from_numpy(out.astype(np.int64)), torch.from_numpy(length.astype(np.int64))
+
+    def padded_times(
+        self, users: np.ndarray, max_len: int, ends: np.ndarray | None = None
+    ) -> Tensor:
+        """``[B, max_len]`` float64 timestamps of the entries :meth:`padded` gives (0 at the
+        padding); a clear error when the set has no times."""
+        if self.times is None:
+            raise DataError(
+                "these sequences have no timestamps: a time-aware model needs a timestamp column "
+                "in the data (polyrec data import --time-col)"
+            )
+        src, valid, _ = self._window(users, max_len, ends)
+        out = np.where(valid, self.times[src], 0.0) if len(self.times) else np.zeros(src.shape)
+        return torch.from_numpy(out.astype(np.float64))
+
+    def _window(
+        self, users: np.ndarray, max_len: int, ends: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Flat positions ``[B, max_len]`` of the latest ``max_len`` entries before ``ends``
+        (left-aligned padding at 0), which of them are real, and the lengths."""
+        users = np.asarray(users, np.int64)
+        start = self.indptr[users]
+        end = self.indptr[users + 1] if ends is None else start + np.asarray(ends, np.int64)
+        length = np.minimum(end - start, max_len)
+        col = np.arange(max_len)[None, :]
+        first = max_len - length[:, None]
+        src = end[:, None] - max_len + col  # position of column `col` in the flat array
+        valid = col >= first
+        return np.where(valid, src, 0), valid, length
 
 
 class CutSampler:
@@ -178,6 +214,10 @@ class CutSampler:
         k = np.arange(len(users)) - np.repeat(starts, n_per) + 1
         perm = torch.randperm(len(users), generator=generator).numpy()
         return users[perm], k[perm]
+
+    def times(self, users: np.ndarray, cuts: np.ndarray) -> Tensor:
+        """``[B, T]`` timestamps of the histories :meth:`make` gives for the same cuts."""
+        return self.seqs.padded_times(users, self.max_len, cuts)
 
     def make(self, users: np.ndarray, cuts: np.ndarray) -> tuple[Tensor, Tensor, Tensor]:
         """``(history [B, T], lengths [B], target [B])`` of the given cuts (target not shifted)."""
@@ -260,7 +300,8 @@ class SeqBatch:
 
     ``history[B, T]`` left-padded +1-shifted item ids, ``lengths[B]``, ``target[B]`` the next
     item (0-based), ``negatives[S]`` sampled item ids shared by the batch (or None for a full
-    softmax) and ``user[B]`` the users the cuts come from.
+    softmax), ``user[B]`` the users the cuts come from and, for time-aware models,
+    ``times[B, T]`` the history's timestamps (float64; None otherwise).
     """
 
     history: Tensor
@@ -269,6 +310,7 @@ class SeqBatch:
     negatives: Tensor | None
     user: Tensor
     tries: int | None = None  # draws behind unique negatives (None: drawn with replacement)
+    times: Tensor | None = None
 
     def to(self, device: torch.device) -> SeqBatch:
         return SeqBatch(
@@ -278,6 +320,7 @@ class SeqBatch:
             None if self.negatives is None else self.negatives.to(device),
             self.user.to(device),
             self.tries,
+            None if self.times is None else self.times.to(device),
         )
 
 

@@ -337,7 +337,8 @@ class Retrieval(EvalProtocol):
             item_emb = model.item_embeddings()
             for ub, ub_t in user_batches(users, self.batch_size, device, progress):
                 hist, lengths = seqs.padded(ub, max_len)
-                vecs = model.interests(hist.to(device), lengths.to(device))
+                times = seqs.padded_times(ub, max_len).to(device) if model.uses_times else None
+                vecs = model.interests_at(hist.to(device), lengths.to(device), times)
                 check_interests(vecs, len(ub), type(model).__name__)
                 cos = interest_cosine(vecs).sum()
                 cos_sum = cos if cos_sum is None else cos_sum + cos

@@ -202,6 +202,12 @@ def build_bundle(
             user_emb = user_emb.detach().float().cpu().contiguous().clone()
             info["interests"] = 1
         elif isinstance(model, InterestModel):
+            if model.uses_times:
+                raise ConfigError(
+                    f"export: {name!r} reads the timestamps of a user's history, which an export "
+                    "bundle and its requests do not carry yet; evaluate it with polyrec "
+                    "evaluate, or export a model that reads items only (e.g. sasrec)"
+                )
             kind = "interest"
             item_emb = model.item_embeddings()
             config = getattr(model, "config", None)

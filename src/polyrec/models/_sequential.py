@@ -128,7 +128,8 @@ class SequentialModel(InterestModel):
                     negs, tries = neg_sampler.sample_unique(size, generator)
                 else:
                     negs = neg_sampler.sample(size, generator)
-            yield SeqBatch(hist, lengths, target, negs, torch.from_numpy(u), tries)
+            times = cuts.times(u, k) if self.uses_times else None
+            yield SeqBatch(hist, lengths, target, negs, torch.from_numpy(u), tries, times)
 
     # ------------------------------------------------------------------ model
     def item_embeddings(self) -> Tensor:
@@ -144,7 +145,8 @@ class SequentialModel(InterestModel):
         return interests[torch.arange(len(best), device=best.device), best]
 
     def loss(self, batch: SeqBatch) -> dict[str, Tensor]:
-        return self.recommendation_loss(self.interests(batch.history, batch.lengths), batch)
+        interests = self.interests_at(batch.history, batch.lengths, batch.times)
+        return self.recommendation_loss(interests, batch)
 
     def recommendation_loss(self, interests: Tensor, batch: SeqBatch) -> dict[str, Tensor]:
         """The next-item loss of a batch given its interests ``[B, K, d]``."""

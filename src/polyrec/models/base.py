@@ -111,6 +111,7 @@ _NEEDS_SETUP = (
     "history_scores",
     "user_item_embeddings",
     "interests",
+    "interests_at",
     "item_embeddings",
     "prepare_scoring",
 )
@@ -384,9 +385,17 @@ class InterestModel(Model):
         "eval.batch_size": 256,
     }
 
+    # time-aware models (TiSASRec) read the history's timestamps: ``interests_at`` gets them
+    uses_times: ClassVar[bool] = False
+
     @abstractmethod
     def interests(self, histories: Tensor, lengths: Tensor) -> Tensor:
         """``[B, K, d]`` interest vectors from padded histories ``[B, T]``."""
+
+    def interests_at(self, histories: Tensor, lengths: Tensor, times: Tensor | None) -> Tensor:
+        """:meth:`interests` given also the histories' timestamps ``[B, T]`` (float64, None
+        when unknown); only models with ``uses_times`` read them."""
+        return self.interests(histories, lengths)
 
     @abstractmethod
     def item_embeddings(self) -> Tensor:

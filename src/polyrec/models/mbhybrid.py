@@ -151,6 +151,14 @@ class MBHybridConfig(ModelConfig):
     split it lowered validation Recall@20 on three seeds out of three (patience 30: 0.682 /
     0.638 / 0.660 against 0.684 / 0.639 / 0.664; exploratory runs, not a committed
     benchmark)."""
+    interactions: bool = False
+    """Add the products of the user's own history with the other terms: per auxiliary behavior
+    b, R_b[u, i] times each neighbourhood feature ((R_b' S)_ui, (R_b' S_b')_ui), and
+    R_b[u, i] R_b'[u, i] for each pair of auxiliary behaviors, each with its own learned
+    weight. The linear terms give an item the user viewed the same neighbourhood weight as one
+    the user never touched; with the products the neighbourhood can count for more (or less)
+    on the user's own items, and a view and a cart of the same item can count for more than
+    their sum. The products are as sparse as R_b, so scoring stays a sum of sparse rows."""
     history_negatives: int = Field(0, ge=0)
     """Per purchase, this many items the user has in an auxiliary behavior but not in the
     target (drawn uniformly from those rows) join the softmax candidates: the uniform negatives
@@ -250,15 +258,26 @@ class MBHybrid(
         )
         self.features.extend(temporal)
         n_aux = len(self.aux)
+        n_neighbourhood = (
+            len(schema.behaviors) + n_aux * config.behavior_similarity if config.neighbours else 0
+        )
+        inter = (
+            _interaction_features(self._feats(), n_neighbourhood, n_aux, self.n_items)
+            if config.history and config.interactions
+            else []
+        )
+        self.features.extend(inter)
         self.n_history = (
             n_aux * (1 + config.history_counts + self.conversion)
             + config.history_score
             + len(temporal)
+            + len(inter)
             if config.history
             else 0
         )
         # positions of the history columns in a feature row (neighbourhood columns first,
-        # then R_b, ln(1 + n_b), R_b c_b, the history score, the temporal features)
+        # then R_b, ln(1 + n_b), R_b c_b, the history score, the temporal features, the
+        # interactions)
         self._hist_at = len(self.features) - self.n_history
         conv_at = self._hist_at + n_aux * (1 + config.history_counts)
         self._conv_at = conv_at if self.conversion and config.history else None
@@ -494,6 +513,13 @@ class _Feature(nn.Module):
         pos = torch.searchsorted(self.key, q).clamp(max=len(self.key) - 1)
         return torch.where(self.key[pos] == q, self.val[pos], torch.zeros_like(self.val[pos]))
 
+    def matrix(self, n_items: int) -> sp.csr_matrix:
+        """The matrix again as scipy CSR (users × ``n_items``)."""
+        n_users = len(self.crow) - 1
+        return sp.csr_matrix(
+            (self.val.numpy(), self.col.numpy(), self.crow.numpy()), shape=(n_users, n_items)
+        )
+
     def rows(self, users: Tensor, n_items: int) -> Tensor:
         return csr_rows(self.crow, self.col, self.val, users, n_items)
 
@@ -654,6 +680,20 @@ def _temporal_features(
                 val = np.power(0.5, dist / h)
                 feats.append(_Feature(sp.csr_matrix((val, (u, i)), shape=shape)))
     return feats
+
+
+def _interaction_features(
+    feats: list[_Feature], n_neighbourhood: int, n_aux: int, n_items: int
+) -> list[_Feature]:
+    """The ``interactions`` matrices, built from the features before them (the
+    ``n_neighbourhood`` neighbourhood ones first, then the auxiliary behaviors' ``R_b``): per
+    auxiliary behavior b, ``R_b ∘ N`` for each neighbourhood matrix N, then ``R_b ∘ R_b'`` per
+    pair of auxiliary behaviors."""
+    own = [feats[n_neighbourhood + k].matrix(n_items) for k in range(n_aux)]
+    neighbourhood = [f.matrix(n_items) for f in feats[:n_neighbourhood]]
+    out = [_Feature(r.multiply(m)) for r in own for m in neighbourhood]
+    out += [_Feature(own[a].multiply(own[b])) for a in range(n_aux) for b in range(a + 1, n_aux)]
+    return out
 
 
 def _user_context(data: TrainData, schema: DataSchema) -> Tensor:

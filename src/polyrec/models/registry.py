@@ -44,6 +44,7 @@ from polyrec.models.remi import REMI
 from polyrec.models.sasrec import SASRec
 from polyrec.models.sgl import SGL
 from polyrec.models.tce import TCEMF, TCELightGCN
+from polyrec.models.tisasrec import TiSASRec
 from polyrec.models.wbpr import WBPRMF, WBPRLightGCN
 from polyrec.models.youtube_dnn import YouTubeDNN
 
@@ -79,6 +80,7 @@ REGISTRY: dict[str, type[Model]] = {
     "caser": Caser,
     "hgn": HGN,
     "bert4rec": BERT4Rec,
+    "tisasrec": TiSASRec,
     "mind": MIND,
     "re4-sa": Re4SA,
     "re4-dr": Re4DR,
