@@ -37,7 +37,7 @@ NAME = "sequential"
 MODELS = ["youtube-dnn", "gru4rec", "sasrec", "mind", "comirec-sa", "comirec-dr",
           "pop", "history", "itemknn", "ease"]  # fmt: skip
 # EGCM's appendix baselines (issue 28), run with --models
-EGCM_SEQ = ["caser", "hgn", "bert4rec"]
+EGCM_SEQ = ["caser", "hgn", "bert4rec", "tisasrec"]
 # no training: fitted in closed form, scored from the held-out user's history alone
 CLOSED_FORM = ("pop", "history", "itemknn", "ease")
 # the strong baselines every sequential table carries (issue 22); the strongest is picked on
@@ -275,8 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         if d not in DATASETS:
             ap.error(f"unknown dataset {d!r}; choose from {', '.join(DATASETS)}")
     for m in models:
-        if m not in MODELS:
-            ap.error(f"unknown model {m!r}; choose from {', '.join(MODELS)}")
+        if m not in MODELS + EGCM_SEQ:
+            ap.error(f"unknown model {m!r}; choose from {', '.join(MODELS + EGCM_SEQ)}")
     paths = {d: ensure_dataset(d, Path(args.shared), Path(args.data_root)) for d in datasets}
     seeds = [2024 + i for i in range(args.seeds)]
     specs = [

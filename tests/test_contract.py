@@ -14,6 +14,7 @@ SMALL_PARAMS: dict[str, dict[str, Any]] = {
     "mf": {"dim": 16},
     "lightgcn": {"dim": 16, "n_layers": 2},
     "ngcf": {"dim": 8, "layers": [8, 8]},
+    "hgt": {"dim": 8, "n_heads": 2},
     "ehcf": {"dim": 8},
     "nmtr": {"dim": 8},
     "pinsage": {"dim": 8, "n_walks": 10},

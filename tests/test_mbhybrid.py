@@ -134,6 +134,40 @@ def test_interactions_are_the_own_history_times_every_other_term_by_hand() -> No
     assert pos[0, dropped._hist_at :].abs().sum() == 0
 
 
+@pytest.mark.parametrize("hide", ["target", "all"])
+def test_loo_neighbours_are_the_features_without_the_pairs_own_entry(hide: str) -> None:
+    """loo_neighbours: a training purchase (u, t) sees R_b S⁻ with S⁻ the similarity of X with
+    X[u, t] lowered to what a held-out purchase has (its target part removed under hide =
+    'target', everything under hide = 'all'), recomputed from scratch here for each pair (k
+    large enough that no neighbour set changes)."""
+    data = tiny(hide=hide)
+    cfg = {"knn_k": 10, "knn_shrink": 1.0, "knn_alpha": 0.4, "knn_other_weight": 0.5,
+           "behavior_similarity": hide == "all", "loo_neighbours": True}  # fmt: skip
+    m = MBHybrid(MBHybridConfig.model_validate({"dim": 4, **cfg})).setup(data)
+    x = (data.csr("buy") + 0.5 * data.csr("view") + 0.5 * data.csr("cart")).astype(np.float64)
+    bought = data.csr("buy").tocoo()
+    n_b = 3
+    for u, t in zip(bought.row, bought.col, strict=True):
+        own = x[u, t] - 1.0 if hide == "target" else 0.0
+        x_loo = sp.lil_matrix(x)
+        x_loo[u, t] = own
+        s_loo = knn_similarity(sp.csr_matrix(x_loo), 10, 1.0, 0.4)
+        expect = [(data.csr(b) @ s_loo)[u, t] for b in ("view", "cart", "buy")]
+        if hide == "all":
+            for b in ("view", "cart"):
+                r_loo = sp.lil_matrix(data.csr(b).astype(np.float64))
+                r_loo[u, t] = 0.0
+                s_b = knn_similarity(sp.csr_matrix(r_loo), 10, 1.0, 0.4)
+                expect.append((data.csr(b).astype(np.float64) @ s_b)[u, t])
+        got = m.positive_features(torch.tensor([u]), torch.tensor([t]))[0, : len(expect)]
+        np.testing.assert_allclose(got.numpy(), expect, rtol=1e-5, atol=1e-7)
+    # u1 bought 0, 1, 2 and u0 bought 0, 1: without u1's purchase of 2, 2 is co-bought with 1
+    # by u2 only, so the feature drops but stays positive; the full one is larger
+    full = m.pair_features(torch.tensor([1]), torch.tensor([2]))[0, n_b - 1]
+    loo = m.positive_features(torch.tensor([1]), torch.tensor([2]))[0, n_b - 1]
+    assert 0 < float(loo) < float(full)
+
+
 def test_user_context_weighs_each_term_per_user() -> None:
     """user_context: feature f's weight for user u is w_f + Σ_b V_fb z_b(u), z_b(u) the
     standardised ln(1 + u's items in behavior b); scoring rows and training pairs agree."""

@@ -24,6 +24,7 @@ from polyrec.models.egcm import EGCM
 from polyrec.models.ehcf import EHCF
 from polyrec.models.gru4rec import GRU4Rec
 from polyrec.models.hgn import HGN
+from polyrec.models.hgt import HGT
 from polyrec.models.history import History
 from polyrec.models.hpcl4sr import HPCL4SR
 from polyrec.models.itemknn import ItemKNN
@@ -52,6 +53,7 @@ REGISTRY: dict[str, type[Model]] = {
     "pop": Pop,
     "mf": MF,
     "lightgcn": LightGCN,
+    "hgt": HGT,
     "ngcf": NGCF,
     "pinsage": PinSage,
     "history": History,
