@@ -60,6 +60,7 @@ QUICK: dict[str, tuple[str, list[str]]] = {
     "nmtr": ("nmtr-retailrocket.toml", MB),
     "pinsage": ("pinsage-retailrocket.toml", MB),
     "hgt": ("hgt-retailrocket.toml", MB),
+    "heco": ("heco-retailrocket.toml", MB),
     "history": ("history-retailrocket.toml", []),
     "ease": ("ease-retailrocket.toml", []),
     "itemknn": ("itemknn-retailrocket.toml", []),

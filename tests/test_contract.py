@@ -15,6 +15,7 @@ SMALL_PARAMS: dict[str, dict[str, Any]] = {
     "lightgcn": {"dim": 16, "n_layers": 2},
     "ngcf": {"dim": 8, "layers": [8, 8]},
     "hgt": {"dim": 8, "n_heads": 2},
+    "heco": {"dim": 8, "contrast_nodes": 16},
     "ehcf": {"dim": 8},
     "nmtr": {"dim": 8},
     "pinsage": {"dim": 8, "n_walks": 10},

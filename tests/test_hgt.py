@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from polyrec.data.log import IdMap, InteractionLog
 from polyrec.data.views import TrainData
 from polyrec.models import build_model
-from polyrec.models.hgt import HGT, segment_softmax
+from polyrec.models.hgt import HGT
+from polyrec.models.propagation import segment_softmax
 
 
 def tiny() -> TrainData:

@@ -147,12 +147,32 @@ def info_nce(anchor: Tensor, positive: Tensor, temperature: float) -> Tensor:
     return F.cross_entropy(logits, labels)
 
 
+def multi_positive_nce(
+    anchor: Tensor, other: Tensor, positives: Tensor, temperature: float
+) -> Tensor:
+    r"""InfoNCE with several positives per row (HeCo, KDD 2021, Eq. 9-10): row i of ``anchor``
+    against every row of ``other``, the rows j with ``positives[i, j]`` in the numerator:
+
+    .. math::
+        \mathcal{L} = \frac{1}{B} \sum_i -\ln \frac{\sum_{j \in P_i} \exp(\cos(a_i, o_j) / τ)}
+            {\sum_k \exp(\cos(a_i, o_k) / τ)}
+
+    ``positives`` is a bool ``[B, B]`` with at least one True per row (log-sum-exp, stable)."""
+    _check_views("multi_positive_nce", anchor, other, "[B, d]", temperature)
+    if positives.shape != (len(anchor), len(other)) or not bool(positives.any(1).all()):
+        raise ValueError("multi_positive_nce needs a [B, B] bool mask with a positive per row")
+    logits = _cosine_logits(anchor, other, temperature)
+    pos = torch.logsumexp(logits.masked_fill(~positives, float("-inf")), dim=1)
+    return (torch.logsumexp(logits, dim=1) - pos).mean()
+
+
 __all__ = [
     "bpr",
     "full_softmax",
     "info_nce",
     "l2_reg",
     "max_margin",
+    "multi_positive_nce",
     "multitask_log_loss",
     "sampled_softmax",
 ]

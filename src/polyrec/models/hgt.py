@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from polyrec.data.views import BPRBatch, DataSchema, TrainData
 from polyrec.models._common import BPRScorer, GraphScorer, Init, bpr_terms, embedding_tables
 from polyrec.models.base import ModelConfig
+from polyrec.models.propagation import segment_softmax
 
 USER, ITEM = 0, 1  # node types τ
 
@@ -181,15 +182,4 @@ class _HGTLayer(nn.Module):
         return out + x  # Eq. 5's residual
 
 
-def segment_softmax(logits: Tensor, index: Tensor, n: int) -> Tensor:
-    """Softmax of ``logits`` ``[E, h]`` over the entries that share ``index`` (the target node
-    of each edge), per column; targets without edges get nothing."""
-    h = logits.shape[1]
-    idx = index.unsqueeze(1).expand(-1, h)
-    top = logits.new_full((n, h), -math.inf).scatter_reduce(0, idx, logits.detach(), "amax")
-    e = torch.exp(logits - top.index_select(0, index))
-    total = logits.new_zeros(n, h).index_add_(0, index, e)
-    return e / total.index_select(0, index)
-
-
-__all__ = ["HGT", "HGTConfig", "segment_softmax"]
+__all__ = ["HGT", "HGTConfig"]

@@ -22,6 +22,7 @@ a CSR tensor, the bottleneck of LightGCN-style training on CPU.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -235,6 +236,17 @@ def propagate_layerwise(
     return total
 
 
+def segment_softmax(logits: Tensor, index: Tensor, n: int) -> Tensor:
+    """Softmax of ``logits`` ``[E, h]`` over the entries that share ``index`` (the target node
+    of each edge), per column; targets without edges get nothing."""
+    h = logits.shape[1]
+    idx = index.unsqueeze(1).expand(-1, h)
+    top = logits.new_full((n, h), -math.inf).scatter_reduce(0, idx, logits.detach(), "amax")
+    e = torch.exp(logits - top.index_select(0, index))
+    total = logits.new_zeros(n, h).index_add_(0, index, e)
+    return e / total.index_select(0, index)
+
+
 __all__ = [
     "PairedSpMM",
     "SymmetricPolynomial",
@@ -244,6 +256,7 @@ __all__ = [
     "co_interaction_spmm",
     "propagate",
     "propagate_layerwise",
+    "segment_softmax",
     "spmm",
     "spmm_pair",
 ]

@@ -23,6 +23,7 @@ from polyrec.models.ease import EASE
 from polyrec.models.egcm import EGCM
 from polyrec.models.ehcf import EHCF
 from polyrec.models.gru4rec import GRU4Rec
+from polyrec.models.heco import HeCo
 from polyrec.models.hgn import HGN
 from polyrec.models.hgt import HGT
 from polyrec.models.history import History
@@ -53,6 +54,7 @@ REGISTRY: dict[str, type[Model]] = {
     "pop": Pop,
     "mf": MF,
     "lightgcn": LightGCN,
+    "heco": HeCo,
     "hgt": HGT,
     "ngcf": NGCF,
     "pinsage": PinSage,
