@@ -70,6 +70,8 @@ MB_MODELS = [
     "ngcf",
     "nmtr",
     "pinsage",
+    "hgt",
+    "heco",
 ]  # the reference first
 MB_DATA = ("retailrocket", "jdata")
 MB_EPOCH_GOAL = 2.0
