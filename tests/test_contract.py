@@ -15,6 +15,8 @@ SMALL_PARAMS: dict[str, dict[str, Any]] = {
     "lightgcn": {"dim": 16, "n_layers": 2},
     "ngcf": {"dim": 8, "layers": [8, 8]},
     "hgt": {"dim": 8, "n_heads": 2},
+    "matn": {"dim": 8, "n_heads": 2},
+    "khgt": {"dim": 8, "n_heads": 2, "n_layers": 1, "item_item_edges": 200},
     "heco": {"dim": 8, "contrast_nodes": 16},
     "ehcf": {"dim": 8},
     "nmtr": {"dim": 8},

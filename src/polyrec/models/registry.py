@@ -29,7 +29,9 @@ from polyrec.models.hgt import HGT
 from polyrec.models.history import History
 from polyrec.models.hpcl4sr import HPCL4SR
 from polyrec.models.itemknn import ItemKNN
+from polyrec.models.khgt import KHGT
 from polyrec.models.lightgcn import LightGCN
+from polyrec.models.matn import MATN
 from polyrec.models.mba import MBA
 from polyrec.models.mbcgcn import MBCGCN
 from polyrec.models.mbgcn import MBGCN
@@ -63,6 +65,8 @@ REGISTRY: dict[str, type[Model]] = {
     "itemknn": ItemKNN,
     "sgl": SGL,
     "mbgcn": MBGCN,
+    "matn": MATN,
+    "khgt": KHGT,
     "cml": CML,
     "egcm": EGCM,
     "mba": MBA,
