@@ -72,6 +72,8 @@ MB_MODELS = [
     "pinsage",
     "hgt",
     "heco",
+    "matn",
+    "khgt",
 ]  # the reference first
 MB_DATA = ("retailrocket", "jdata")
 MB_EPOCH_GOAL = 2.0
