@@ -88,6 +88,7 @@ QUICK: dict[str, tuple[str, list[str]]] = {
     "hgn": ("hgn-beauty.toml", SEQ),
     "bert4rec": ("bert4rec-beauty.toml", SEQ),
     "tisasrec": ("tisasrec-beauty.toml", SEQ),
+    "magnn": ("magnn-beauty.toml", SEQ),
     "mind": ("mind-beauty.toml", SEQ),
     "comirec-sa": ("comirec-sa-beauty.toml", SEQ),
     "comirec-dr": ("comirec-dr-beauty.toml", SEQ),

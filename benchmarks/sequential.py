@@ -37,7 +37,7 @@ NAME = "sequential"
 MODELS = ["youtube-dnn", "gru4rec", "sasrec", "mind", "comirec-sa", "comirec-dr",
           "pop", "history", "itemknn", "ease"]  # fmt: skip
 # EGCM's appendix baselines (issue 28), run with --models
-EGCM_SEQ = ["caser", "hgn", "bert4rec", "tisasrec"]
+EGCM_SEQ = ["caser", "hgn", "bert4rec", "tisasrec", "magnn"]
 # no training: fitted in closed form, scored from the held-out user's history alone
 CLOSED_FORM = ("pop", "history", "itemknn", "ease")
 # the strong baselines every sequential table carries (issue 22); the strongest is picked on

@@ -51,6 +51,7 @@ SEQ_MODELS = [
     "hgn",
     "bert4rec",
     "tisasrec",
+    "magnn",
 ]
 RE4_MODELS = ["comirec-sa", "re4-sa", "comirec-dr", "re4-dr"]  # backbone, then Re4 on it
 RE4_GOAL = 1.5  # Re4's step time at most 1.5× its backbone's (issue goal)

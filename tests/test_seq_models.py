@@ -31,8 +31,14 @@ MAX_LEN = {
     "hgn": 5,
     "bert4rec": 50,
     "tisasrec": 50,
+    "magnn": 50,
 }  # HPCL4SR §5.1, Caser/HGN L = 5; ComiRec §4.1.4
-DIM = {"caser": 50, "hgn": 50, "tisasrec": 50}  # Caser §4.2, HGN §5.1.4, TiSASRec §5.1.4; the
+DIM = {
+    "caser": 50,
+    "hgn": 50,
+    "tisasrec": 50,
+    "magnn": 50,
+}  # Caser §4.2, HGN §5.1.4, TiSASRec §5.1.4; the
 # others ComiRec §4.1.4
 
 
@@ -52,6 +58,7 @@ def test_all_sequential_models_are_registered() -> None:
         "hgn",
         "bert4rec",
         "tisasrec",
+        "magnn",
     }
 
 

@@ -31,6 +31,7 @@ from polyrec.models.hpcl4sr import HPCL4SR
 from polyrec.models.itemknn import ItemKNN
 from polyrec.models.khgt import KHGT
 from polyrec.models.lightgcn import LightGCN
+from polyrec.models.magnn import MAGNN
 from polyrec.models.matn import MATN
 from polyrec.models.mba import MBA
 from polyrec.models.mbcgcn import MBCGCN
@@ -87,6 +88,7 @@ REGISTRY: dict[str, type[Model]] = {
     "gru4rec": GRU4Rec,
     "caser": Caser,
     "hgn": HGN,
+    "magnn": MAGNN,
     "bert4rec": BERT4Rec,
     "tisasrec": TiSASRec,
     "mind": MIND,
@@ -101,6 +103,7 @@ ALIASES: dict[str, str] = {
     "mf-bpr": "mf",
     "bprmf": "mf",
     "youtubednn": "youtube-dnn",
+    "ma-gnn": "magnn",
     "youtube_dnn": "youtube-dnn",
     "comirec_sa": "comirec-sa",
     "comirec_dr": "comirec-dr",
