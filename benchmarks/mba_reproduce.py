@@ -138,7 +138,7 @@ for _ds, _runs in LEADERS.items():
 # the frameworks' own defaults from their authors' code)
 DENOISERS = [
     (f"{label} ({bb_label})", f"{fw}-{bb}-mba-retailrocket.toml", [])
-    for fw, label in (("wbpr", "WBPR"), ("tce", "T-CE"))
+    for fw, label in (("wbpr", "WBPR"), ("tce", "T-CE"), ("deca", "DeCA"))
     for bb, bb_label in (("mf", "MF"), ("lightgcn", "LightGCN"))
 ]
 for _runs in RUNS.values():
@@ -158,6 +158,8 @@ PAPER: dict[str, dict[str, tuple[float, float, float, float]]] = {
         "T-CE (MF)": (0.0795, 0.1262, 0.0562, 0.0724),
         "WBPR (LightGCN)": (0.0879, 0.1310, 0.0682, 0.0832),
         "T-CE (LightGCN)": (0.0779, 0.1254, 0.0526, 0.0691),
+        "DeCA (MF)": (0.0898, 0.1378, 0.0664, 0.0831),
+        "DeCA (LightGCN)": (0.0770, 0.1230, 0.0528, 0.0687),
     },
     "Taobao": {
         "MF-BPR (buy)": (0.0303, 0.0420, 0.0190, 0.0224),

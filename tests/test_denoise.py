@@ -97,3 +97,65 @@ def test_tce_drop_rate_schedule_and_loss(name: str) -> None:
     model.eval()
     model.loss(batch)
     assert int(model.tce_step) == 6  # evaluation does not advance the schedule
+
+
+def _kl(p: float, q: float) -> float:
+    return p * math.log(p / q) + (1 - p) * math.log((1 - p) / (1 - q))
+
+
+def test_deca_loss_by_hand() -> None:
+    sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    f, g, h = [1.2, -0.4], [0.3, 0.5], [-1.0, 0.7]
+    obs = [1.0, 0.0]
+    t = torch.tensor
+    dp = losses.deca(t(f), t(g), t(h), t(obs), step="DP", alpha=0.3, c1=50.0, c2=7.0)
+    dn = losses.deca(t(f), t(g), t(h), t(obs), step="DN", alpha=0.3, c1=50.0, c2=7.0)
+    for k in range(2):
+        fp, gp, hp = sig(f[k]), sig(g[k]), sig(h[k])
+        agree = 0.3 * _kl(gp, fp) + 0.7 * _kl(fp, gp)
+        # DP: h = P(y=1 | r=0), ln P(0 | 1) = -C1; DN: h = P(y=1 | r=1), ln P(1 | 0) = -C2
+        if obs[k]:
+            lik_dp = (1 - fp) * math.log(hp)
+            lik_dn = fp * math.log(hp) - 7.0 * (1 - fp)
+        else:
+            lik_dp = -50.0 * fp + (1 - fp) * math.log(1 - hp)
+            lik_dn = fp * math.log(1 - hp)
+        assert float(dp[k]) == pytest.approx(agree - lik_dp, rel=1e-5)
+        assert float(dn[k]) == pytest.approx(agree - lik_dn, rel=1e-5)
+    with pytest.raises(ValueError, match="step"):
+        losses.deca(t(f), t(g), t(h), t(obs), step="both")
+
+
+@pytest.mark.parametrize("name", ["deca-mf", "deca-lightgcn"])
+def test_deca_alternates_and_trains_the_step_models(name: str) -> None:
+    from polyrec.models.deca import DeCA
+
+    data = log()
+    torch.manual_seed(0)
+    model = build_model(name, {"dim": 4, "aux_dim": 3}, data)
+    assert isinstance(model, DeCA)
+    gen = torch.Generator().manual_seed(0)
+    batch = next(iter(model.batches(data, 8, gen)))
+    model.train()
+    steps = []
+    for _ in range(3):
+        steps.append(model.current_step())
+        model.zero_grad(set_to_none=True)
+        terms = model.loss(batch)
+        sum(terms.values()).backward()
+        # the step's channel model has a gradient, the other one none
+        trained, idle = (
+            (model.deca_h1, model.deca_h2) if steps[-1] == "DP" else (model.deca_h2, model.deca_h1)
+        )
+        assert trained.user.weight.grad is not None and idle.user.weight.grad is None
+        assert model.deca_g.item.weight.grad is not None
+    assert steps == ["DP", "DN", "DP"]
+    pos, neg, _ = model.pair_scores(batch)
+    users, items = torch.cat([batch.user, batch.user]), torch.cat([batch.pos, batch.neg])
+    per = losses.deca(
+        torch.cat([pos, neg]), model.deca_g(users, items), model.deca_h2(users, items),
+        torch.cat([torch.ones_like(pos), torch.zeros_like(neg)]), step="DN",
+    )  # fmt: skip
+    torch.testing.assert_close(
+        model.loss(batch)["deca"], per[: len(pos)].mean() + per[len(pos) :].mean()
+    )

@@ -19,6 +19,7 @@ from polyrec.models.caser import Caser
 from polyrec.models.cml import CML
 from polyrec.models.comirec import ComiRecDR, ComiRecSA
 from polyrec.models.crgcn import CRGCN
+from polyrec.models.deca import DeCALightGCN, DeCAMF
 from polyrec.models.ease import EASE
 from polyrec.models.egcm import EGCM
 from polyrec.models.ehcf import EHCF
@@ -81,6 +82,8 @@ REGISTRY: dict[str, type[Model]] = {
     "wbpr-lightgcn": WBPRLightGCN,
     "tce-mf": TCEMF,
     "tce-lightgcn": TCELightGCN,
+    "deca-mf": DeCAMF,
+    "deca-lightgcn": DeCALightGCN,
     "youtube-dnn": YouTubeDNN,
     "sasrec": SASRec,
     "comirec-sa": ComiRecSA,
