@@ -225,8 +225,8 @@ def sinusoid(n: int, d: int) -> Tensor:
 
 
 def two_way_leaky_relu6(x: Tensor) -> Tensor:
-    """x on [0, 6], slope 0.1 below 0 and above 6."""
-    return torch.where(x > 6, 6 + LEAKY * (x - 6), torch.maximum(LEAKY * x, x))
+    """x on [0, 6], slope 0.1 below 0 and above 6: 0.1 x + 0.9 clamp(x, 0, 6)."""
+    return LEAKY * x + (1 - LEAKY) * x.clamp(0.0, 6.0)
 
 
 class _Propagation(nn.Module):
@@ -285,8 +285,10 @@ class _Propagation(nn.Module):
         g = torch.stack(acts, dim=1)  # [N, K, d]
         n, kk = g.shape[:2]
         p = (g @ self.att).view(n, kk, h, dh)
-        att = torch.softmax(torch.einsum("nkhe,njhe->nkjh", p, p) / math.sqrt(dh), dim=2)
-        g2 = torch.einsum("nkjh,njhe->nkhe", att, g.view(n, kk, h, dh)).reshape(n, kk, d) + g
+        # K is a handful: broadcast products beat batched matmuls of K × K blocks here
+        logits = (p.unsqueeze(2) * p.unsqueeze(1)).sum(-1) / math.sqrt(dh)  # [N, K, K', h]
+        att = torch.softmax(logits, dim=2)
+        g2 = (att.unsqueeze(-1) * g.view(n, 1, kk, h, dh)).sum(2).reshape(n, kk, d) + g
         c = two_way_leaky_relu6(torch.stack(raw).sum(0))  # the gate's global query
         gate_in = torch.cat([g2, c.unsqueeze(1).expand(n, kk, d)], dim=-1)
         beta = torch.softmax(self.gate2(two_way_leaky_relu6(self.gate1(gate_in))), dim=1) * 8
