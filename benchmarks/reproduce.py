@@ -61,6 +61,8 @@ QUICK: dict[str, tuple[str, list[str]]] = {
     "pinsage": ("pinsage-retailrocket.toml", MB),
     "hgt": ("hgt-retailrocket.toml", MB),
     "heco": ("heco-retailrocket.toml", MB),
+    "matn": ("matn-retailrocket.toml", MB),
+    "khgt": ("khgt-retailrocket.toml", MB),
     "history": ("history-retailrocket.toml", []),
     "ease": ("ease-retailrocket.toml", []),
     "itemknn": ("itemknn-retailrocket.toml", []),
@@ -79,7 +81,7 @@ QUICK: dict[str, tuple[str, list[str]]] = {
     **{
         f"{fw}-{bb}": (f"{fw}-{bb}-mba-retailrocket.toml",
                        ['data.path="embedded:retailrocket"', "train.epochs=40", "train.patience=10"])
-        for fw in ("wbpr", "tce") for bb in ("mf", "lightgcn")
+        for fw in ("wbpr", "tce", "deca") for bb in ("mf", "lightgcn")
     },
     "youtube-dnn": ("youtube-dnn-beauty.toml", SEQ),
     "gru4rec": ("gru4rec-beauty.toml", SEQ),
