@@ -106,7 +106,9 @@ class MBHybridConfig(ModelConfig):
     """Add the ``history`` baseline's own score as one feature: the user's count of auxiliary
     rows with the item × the item's smoothed conversion rate over every behavior (leave-one-out
     for training purchases), so that the model can at least rank the user's own items as that
-    rule does."""
+    rule does. Off by default: on MBA's Tmall split (seed 2020, where ``history`` is the
+    strongest baseline) validation Recall@20 0.2540 against 0.2541 without (test NDCG@10 0.157
+    against 0.155), an exploratory run, not a committed benchmark."""
     propensity: bool = False
     """Add a learned item-level conversion propensity per auxiliary behavior, Σ_b R_b[u, i]
     ρ_{b,i} (ρ starts at 0, L2-penalised like the embeddings): how much more than the behavior's
