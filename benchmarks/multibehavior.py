@@ -74,6 +74,10 @@ VARIANTS[UNTUNED] = ("mbhybrid", [])
 COSINE = "mbhybrid-cosine"
 VARIANTS[COSINE] = ("mbhybrid", ["params.knn_k=100", "params.knn_shrink=0.0",
                                  "params.knn_alpha=0.5", "params.knn_other_weight=0.0"])  # fmt: skip
+# ... and the shipped config plus one option (its Δ against the shipped model)
+POPULARITY = "mbhybrid-popularity"
+VARIANTS[POPULARITY] = ("mbhybrid", ["params.popularity=true"])
+ADDED = (POPULARITY,)
 DEFAULT_S = (UNTUNED, COSINE)  # variants whose S is not ItemKNN's tuned one
 ABLATION = [m for m in VARIANTS if m.startswith("mbhybrid-") and m not in DEFAULT_S]
 PREVIOUS = "mbhybrid-no-cosim"  # the reference of the ablations below it
@@ -473,7 +477,7 @@ def ablation(doc: _bench.Doc, res: dict[str, Any]) -> None:
         ref = per_model.get(PREVIOUS, full)
         for m in [m for m in [*DEFAULT_S, *ABLATION] if m in per_model]:
             a = per_model[m]
-            base = full if m in (PREVIOUS, *DEFAULT_S) else ref
+            base = full if m in (PREVIOUS, *DEFAULT_S, *ADDED) else ref
             bv, bt = base["valid"][proto]["ndcg@10"], base["test"][proto]["ndcg@10"]
             v, t = a["valid"][proto]["ndcg@10"], a["test"][proto]["ndcg@10"]
             doc.row(ds, proto, m.removeprefix("mbhybrid-"), _ms(v),

@@ -432,3 +432,26 @@ def test_history_score_feature_is_the_history_rule_with_leave_one_out() -> None:
     # as training purchases, (u0, 0) and (u2, 1) see the rate without themselves as buyers
     f = m.positive_features(torch.tensor([0, 2]), torch.tensor([0, 1]))
     np.testing.assert_allclose(f[:, 1].numpy(), [1 * (2 / 6), 1 * (1 / 3)], rtol=1e-5)
+
+
+def test_popularity_term_with_its_leave_one_out_for_purchases() -> None:
+    m = model(graph=False, item_bias=False, popularity=True)
+    base = model(graph=False, item_bias=False)
+    # distinct users per item over every behavior: 0 → {0, 1, 2, 3}, 1 → {0, 1, 2},
+    # 2 → {0, 1, 2}, 3 → {3}, 4 → {0}
+    n = np.array([4.0, 3.0, 3.0, 1.0, 1.0])
+    pi, pi_loo = np.log1p(n) / np.log1p(4.0), np.log1p(n - 1) / np.log1p(4.0)
+    np.testing.assert_allclose(m.pop.numpy(), pi, rtol=1e-6)
+    np.testing.assert_allclose(m.pop_loo.numpy(), pi_loo, rtol=1e-6)
+    with torch.no_grad():
+        m.pop_weight.fill_(0.8)
+        for a, b in ((m.beta, base.beta), (m.gamma, base.gamma)):
+            a.copy_(b)
+    users = torch.arange(N_USERS)
+    got = (m.scores(users) - base.scores(users)).detach().numpy()
+    np.testing.assert_allclose(got, np.tile(0.8 * pi, (N_USERS, 1)), rtol=1e-5, atol=1e-6)
+    # a training purchase's own user is out of its item's count
+    u, i = torch.tensor([1, 3]), torch.tensor([2, 3])
+    feats = m.positive_features(u, i)
+    diff = m.feature_scores(u, i, feats, positive=True) - base.feature_scores(u, i, feats)
+    np.testing.assert_allclose(diff.detach().numpy(), 0.8 * pi_loo[[2, 3]], rtol=1e-5)

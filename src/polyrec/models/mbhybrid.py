@@ -184,6 +184,11 @@ class MBHybridConfig(ModelConfig):
     0.639 on seeds 2020 / 2021 against 0.684 / 0.639 without (test NDCG@10 0.587 / 0.560
     against 0.579 / 0.559): within the seeds' noise (exploratory runs, not a committed
     benchmark). With ``loo_neighbours`` the products keep the full neighbourhood values."""
+    popularity: bool = False
+    """Add the item's popularity as one feature with a learned weight: π_i = ln(1 + n_i) /
+    ln(1 + max n), n_i the item's distinct training users over every behavior; a training
+    purchase's own user is left out of its item's count (leave-one-out), as an evaluated pair
+    has no such user. Items outside every neighbourhood and history otherwise all score 0."""
     history_negatives: int = Field(0, ge=0)
     """Per purchase, this many items the user has in an auxiliary behavior but not in the
     target (drawn uniformly from those rows) join the softmax candidates: the uniform negatives
@@ -332,11 +337,19 @@ class MBHybrid(
         # per auxiliary behavior: what a purchase's own row adds to its item's conversion rate
         self.register_buffer("loo", loo, persistent=False)
         self.register_buffer("score_keep", score_keep, persistent=False)
+        # π_i and π_i without one user (``popularity``), and its weight
+        n_i = np.asarray((data.csr(None) > 0).sum(axis=0), dtype=np.float64).ravel()
+        scale = np.log1p(n_i.max()) if len(n_i) and n_i.max() > 0 else 1.0
+        pop = torch.from_numpy(np.log1p(n_i) / scale).float()
+        pop_loo = torch.from_numpy(np.log1p(np.maximum(n_i - 1.0, 0.0)) / scale).float()
+        self.register_buffer("pop", pop, persistent=False)
+        self.register_buffer("pop_loo", pop_loo, persistent=False)
+        self.pop_weight = nn.Parameter(torch.zeros(1 if config.popularity else 0))
         crow, col = _untargeted_history(data, schema)
         self.register_buffer("hn_crow", crow, persistent=False)
         self.register_buffer("hn_col", col, persistent=False)
         self._ddp_params_and_buffers_to_ignore = [
-            "adj", "loo", "score_keep", "hn_crow", "hn_col", "context",
+            "adj", "loo", "score_keep", "hn_crow", "hn_col", "context", "pop", "pop_loo",
         ]  # fmt: skip
 
     # ------------------------------------------------------------------ terms
@@ -379,15 +392,20 @@ class MBHybrid(
         feats = self.pair_features(users, items)
         return (eu * ei).sum(-1) + self.feature_scores(users, items, feats)
 
-    def feature_scores(self, users: Tensor, items: Tensor, feats: Tensor) -> Tensor:
+    def feature_scores(
+        self, users: Tensor, items: Tensor, feats: Tensor, positive: bool = False
+    ) -> Tensor:
         """Every term but the graph one, for pairs whose feature rows are ``feats``: the
-        weighted features, the item bias c_i and the propensities Σ_b R_b[u, i] ρ_{b,i}."""
+        weighted features, the item bias c_i, the popularity term (for ``positive`` training
+        purchases without their own user) and the propensities Σ_b R_b[u, i] ρ_{b,i}."""
         if self.config.user_context:
             out = (feats * self.user_weights(users)).sum(1)
         else:
             out = feats @ self.weights()
         if self.config.item_bias:
             out = out + self.bias[items]
+        if len(self.pop_weight):
+            out = out + self.pop_weight * (self.pop_loo if positive else self.pop)[items]
         if len(self.rho):
             had = feats[:, self._hist_at : self._hist_at + len(self.aux)]  # R_b[u, i]
             out = out + (had * self.rho[:, items].T).sum(1)
@@ -397,7 +415,9 @@ class MBHybrid(
         users, items = self.final_embeddings()
         u, p = batch.user, batch.pos
         eu = users[u]
-        pos = (eu * items[p]).sum(-1) + self.feature_scores(u, p, self.positive_features(u, p))
+        pos = (eu * items[p]).sum(-1) + self.feature_scores(
+            u, p, self.positive_features(u, p), positive=True
+        )
         if self.config.loss == "bpr":
             neg_items = batch.neg
             neg = self.pair_scores(u, neg_items, eu, items[neg_items])
@@ -490,6 +510,8 @@ class MBHybrid(
                     f.add_rows(out, users, weight)
         if self.config.item_bias:
             out += self.bias.detach()
+        if len(self.pop_weight):
+            out += self.pop_weight.detach() * self.pop
         if len(self.rho):  # Σ_b R_b[u, i] ρ_{b,i}: the binary history features, item-weighted
             feats = self._feats()
             for k in range(len(self.aux)):
@@ -501,7 +523,7 @@ class MBHybrid(
     ) -> list[torch.optim.Optimizer]:
         """One optimiser, two groups: the embeddings and item biases at ``lr``, the term weights
         β, γ at ``lr × weight_lr_scale``."""
-        scalars = [self.beta, self.gamma, self.context_weight]
+        scalars = [self.beta, self.gamma, self.context_weight, self.pop_weight]
         rest = [
             p for p in self.parameters() if p.requires_grad and all(p is not q for q in scalars)
         ]
