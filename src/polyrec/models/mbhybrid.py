@@ -263,6 +263,8 @@ class MBHybrid(
     score_keep: Tensor
     hn_crow: Tensor
     hn_col: Tensor
+    pop: Tensor
+    pop_loo: Tensor
     features: nn.ModuleList  # of _Feature
 
     def build(self, schema: DataSchema, data: TrainData | None) -> None:
