@@ -79,7 +79,7 @@ POPULARITY = "mbhybrid-popularity"
 VARIANTS[POPULARITY] = ("mbhybrid", ["params.popularity=true"])
 ADDED = (POPULARITY,)
 DEFAULT_S = (UNTUNED, COSINE)  # variants whose S is not ItemKNN's tuned one
-ABLATION = [m for m in VARIANTS if m.startswith("mbhybrid-") and m not in DEFAULT_S]
+ABLATION = [m for m in VARIANTS if m.startswith("mbhybrid-") and m not in (*DEFAULT_S, *ADDED)]
 PREVIOUS = "mbhybrid-no-cosim"  # the reference of the ablations below it
 # dataset → (how to load it, importer format or "" for a polyrec spec, note)
 DATASETS: dict[str, tuple[str, str, str]] = {
@@ -441,7 +441,7 @@ def ablation(doc: _bench.Doc, res: dict[str, Any]) -> None:
         (ds, proto, per_model)
         for ds, per_sel in res["results"].items()
         for proto, per_model in per_sel.items()
-        if "mbhybrid" in per_model and any(m in per_model for m in [*DEFAULT_S, *ABLATION])
+        if "mbhybrid" in per_model and any(m in per_model for m in [*DEFAULT_S, *ADDED, *ABLATION])
     ]
     if not cells:
         return
@@ -475,7 +475,7 @@ def ablation(doc: _bench.Doc, res: dict[str, Any]) -> None:
         doc.row(ds, proto, "mbhybrid (shipped)", _ms(fv), "", _ms(ft), "",
                 _num(full["epoch_seconds_median"]), len(full["seeds"]))  # fmt: skip
         ref = per_model.get(PREVIOUS, full)
-        for m in [m for m in [*DEFAULT_S, *ABLATION] if m in per_model]:
+        for m in [m for m in [*DEFAULT_S, *ADDED, *ABLATION] if m in per_model]:
             a = per_model[m]
             base = full if m in (PREVIOUS, *DEFAULT_S, *ADDED) else ref
             bv, bt = base["valid"][proto]["ndcg@10"], base["test"][proto]["ndcg@10"]

@@ -59,12 +59,15 @@ def test_mbhybrid_ablations_are_measured_against_the_config_they_changed() -> No
         "mbhybrid": cell(0.02, 0.04),
         "mbhybrid-no-cosim": cell(0.025, 0.03),
         "mbhybrid-no-history": cell(0.02, 0.027),
+        "mbhybrid-popularity": cell(0.022, 0.05),
     }
     doc = mb._bench.Doc("t")
     mb.ablation(doc, {"results": {"rr": {"full": per_model}}})
     rows = {r[2]: r for r in doc.tables[-1]["rows"]}
     assert rows["no-cosim"][4] == "+25.0 %" and rows["no-cosim"][6] == "-25.0 %"
     assert rows["no-history"][4] == "-20.0 %" and rows["no-history"][6] == "-10.0 %"
+    # an option added to the shipped config is measured against the shipped config
+    assert rows["popularity"][4] == "+10.0 %" and rows["popularity"][6] == "+25.0 %"
 
 
 def test_mbhybrid_default_similarity_is_the_measured_choice() -> None:
