@@ -136,14 +136,15 @@ def test_a_dense_gradient_on_a_lazy_table_is_refused() -> None:
 
 # ------------------------------------------------------------------------ configuration
 def test_config_accepts_lazy_adam_for_mf_only() -> None:
-    """MF and the denoising frameworks around it (their MF's tables are the only parameters)."""
-    for name in ("mf", "wbpr-mf", "tce-mf"):
+    """MF and the denoising frameworks around it (sparse MF tables; any other parameter, such as
+    DeCA's auxiliary models, takes dense Adam)."""
+    for name in ("mf", "wbpr-mf", "tce-mf", "deca-mf"):
         cfg = load_config(None, ['train.optimizer="lazy_adam"'], model=name)
         assert cfg.train.optimizer == "lazy_adam"
     load_config(None, ['train.optimizer="lazy_adam"'], model="pop")  # nothing to optimise
     with pytest.raises(
         ConfigError,
-        match=r"model 'lightgcn' does not support it \(supported: mf, tce-mf, wbpr-mf\)",
+        match=r"model 'lightgcn' does not support it \(supported: deca-mf, mf, tce-mf, wbpr-mf\)",
     ):
         load_config(None, ['train.optimizer="lazy_adam"'], model="lightgcn")
     with pytest.raises(ConfigError, match=r"train\.weight_decay=0\.01 does not combine"):
