@@ -90,3 +90,21 @@ def test_hinge_loss_and_penalty() -> None:
     assert float(out["reg"].detach()) == pytest.approx(0.5 * penalty, rel=1e-5)
     out["hinge"].backward()
     assert model.v.grad is not None and float(model.v.grad.abs().sum()) > 0
+
+
+def test_hide_positive_leaves_the_pair_out_of_its_users_input() -> None:
+    data = tiny()
+    torch.manual_seed(0)
+    model = build_model("matn", {"dim": 4, "hide_positive": "all"}, data)
+    assert isinstance(model, MATN)
+    users, items = torch.tensor([0, 1, 2]), torch.tensor([1, 2, 4])
+    with torch.no_grad():
+        h = model.behavior_embeddings(users)
+        got = model.without_pairs(h, users, items)
+        expect = h.clone()
+        for b, (u, i) in enumerate([(0, 1), (1, 2), (2, 4)]):
+            for k, beh in enumerate(("view", "cart", "buy")):
+                if i in data.csr(beh)[u].indices:
+                    expect[b, k] -= model.v[i]
+    torch.testing.assert_close(got, expect)
+    assert not torch.equal(got, h)

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from polyrec import losses
 from polyrec.data.graphs import normalize, to_torch_csr
+from polyrec.data.sampling import sorted_member_t
 from polyrec.data.views import BPRBatch, DataSchema, TrainData
 from polyrec.models._common import BPRScorer, GraphScorer, Init, bpr_terms, embedding_tables
 from polyrec.models.base import ModelConfig
@@ -220,11 +221,7 @@ class HeCo(
         """``[B, B]`` bool: j ∈ P_i (the node itself and its positives)."""
         keys = self.pos_keys[tau].to(nodes.device)
         q = (nodes.unsqueeze(1) * n + nodes.unsqueeze(0)).reshape(-1)
-        if len(keys):
-            at = torch.searchsorted(keys, q).clamp(max=len(keys) - 1)
-            hit = keys[at] == q
-        else:
-            hit = torch.zeros_like(q, dtype=torch.bool)
+        hit = sorted_member_t(keys, q)
         eye = torch.eye(len(nodes), dtype=torch.bool, device=nodes.device)
         return hit.view(len(nodes), len(nodes)) | eye
 

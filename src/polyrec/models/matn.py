@@ -15,6 +15,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from polyrec import losses
+from polyrec.data.sampling import sorted_member_t
 from polyrec.data.views import BPRBatch, DataSchema, TrainData
 from polyrec.models._common import BPRScorer, GraphScorer, csr_rows
 from polyrec.models.base import ModelConfig
@@ -160,9 +161,7 @@ class MATN(
         drop = torch.zeros(h.shape[:2], dtype=h.dtype, device=h.device)
         for k in self.hidden:
             key = (k * self.n_users + users) * self.n_items + items
-            at = torch.searchsorted(self.x_key, key).clamp(max=max(len(self.x_key) - 1, 0))
-            if len(self.x_key):
-                drop[:, k] = (self.x_key.index_select(0, at) == key).to(h.dtype)
+            drop[:, k] = sorted_member_t(self.x_key, key).to(h.dtype)
         return h - drop.unsqueeze(-1) * v_i.unsqueeze(1)
 
     def encode(self, users: Tensor, items: Tensor | None = None) -> Tensor:
