@@ -9,7 +9,8 @@ import torch
 
 from interest_contract import sequence_log
 from polyrec.models import TrainData, build_model
-from polyrec.models.magnn import MAGNN, sinusoid_positions
+from polyrec.models._layers import sinusoid_positions
+from polyrec.models.magnn import MAGNN
 
 
 def by_hand(model: MAGNN, items: list[int]) -> torch.Tensor:

@@ -82,4 +82,16 @@ def padding_mask(pad: Tensor) -> Tensor:
     return allowed.unsqueeze(1)
 
 
-__all__ = ["SelfAttentionBlock", "causal_mask", "dropout", "padding_mask"]
+def sinusoid_positions(n: int, width: int, period_dim: int | None = None) -> Tensor:
+    """``[n, width]`` sinusoidal encoding of positions 0..n−1 (Vaswani et al. 2017): sin at
+    even, cos at odd dimensions j of position / 10000^(2⌊j/2⌋ / period_dim), ``period_dim``
+    defaulting to ``width`` (the Transformer's). KHGT's time embedding is twice as wide as its
+    frequencies' ``period_dim`` = d."""
+    dim = width if period_dim is None else period_dim
+    pos = torch.arange(n, dtype=torch.float32).unsqueeze(1)
+    j = torch.arange(width)
+    angle = pos / torch.pow(10000.0, (2 * (j // 2)).float() / dim)
+    return torch.where(j % 2 == 0, torch.sin(angle), torch.cos(angle))
+
+
+__all__ = ["SelfAttentionBlock", "causal_mask", "dropout", "padding_mask", "sinusoid_positions"]

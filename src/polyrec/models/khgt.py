@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from polyrec import losses
 from polyrec.data.views import BPRBatch, DataSchema, TrainData
 from polyrec.models._common import BPRScorer, GraphScorer
+from polyrec.models._layers import sinusoid_positions
 from polyrec.models.base import ModelConfig
 from polyrec.models.propagation import segment_softmax
 
@@ -219,9 +220,7 @@ def _regularised(name: str) -> bool:
 def sinusoid(n: int, d: int) -> Tensor:
     """The initial time embedding ``[n, 2d]``: sin and cos (interleaved) of slot × 10000^(−2j/d)
     for j < d, scaled by 1 / (4√d) (the authors' code)."""
-    freq = 1.0 / (10000 ** (torch.arange(0, 2 * d, 2, dtype=torch.float32) / d))
-    angle = torch.arange(n, dtype=torch.float32).unsqueeze(1) * freq
-    return torch.stack([angle.sin(), angle.cos()], dim=-1).reshape(n, 2 * d) / (4 * math.sqrt(d))
+    return sinusoid_positions(n, 2 * d, d) / (4 * math.sqrt(d))
 
 
 def two_way_leaky_relu6(x: Tensor) -> Tensor:

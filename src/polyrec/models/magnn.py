@@ -10,6 +10,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from polyrec.data.views import DataSchema, TrainData
+from polyrec.models._layers import sinusoid_positions
 from polyrec.models._sequential import SequentialConfig, SequentialModel, key_padding, latest
 
 
@@ -112,15 +113,6 @@ class MAGNN(SequentialModel, name="magnn", paper="Ma et al., AAAI 2020", Config=
         g = torch.sigmoid(self.gate_short(mean_e) + self.gate_long(p_long))  # Eq. 9
         p = g * p_short + (1 - g) * p_long
         return (p + self.item_item(mean_e)).unsqueeze(1)  # Eq. 10: p_C + W_r mean e
-
-
-def sinusoid_positions(n: int, d: int) -> Tensor:
-    """``[n, d]`` Transformer positional encoding: sin at even, cos at odd dimensions of
-    position / 10000^(2⌊j/2⌋/d)."""
-    pos = torch.arange(n, dtype=torch.float32).unsqueeze(1)
-    j = torch.arange(d)
-    angle = pos / torch.pow(10000.0, (2 * (j // 2)).float() / d)
-    return torch.where(j % 2 == 0, torch.sin(angle), torch.cos(angle))
 
 
 __all__ = ["MAGNN", "MAGNNConfig"]
