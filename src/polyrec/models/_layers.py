@@ -25,11 +25,10 @@ def dropout(x: Tensor, p: float, training: bool) -> Tensor:
     return x * keep * (1.0 / (1.0 - p))
 
 
-class SelfAttentionBlock(nn.Module):
-    """``x + Dropout(MHA(LN(x)))`` then ``x + Dropout(FFN(LN(x)))`` with a feed-forward network
-    of width ``ff_dim`` and ``activation`` ReLU (SASRec §III-B/C) or GELU (BERT4Rec §3.3);
-    dropout also on the attention weights and inside the FFN, as in
-    ``nn.TransformerEncoderLayer``."""
+class PreLNBlock(nn.Module):
+    """The layers of a pre-LN Transformer block — LN, a fused QKV projection, the output
+    projection, LN and a two-layer feed-forward network of width ``ff_dim`` — and its tail
+    (:meth:`residual_ffn`); subclasses compute the attention between them."""
 
     def __init__(
         self, dim: int, n_heads: int, ff_dim: int, p: float, activation: str = "relu"
@@ -49,6 +48,20 @@ class SelfAttentionBlock(nn.Module):
         self.ff1 = nn.Linear(dim, ff_dim)
         self.ff2 = nn.Linear(ff_dim, dim)
 
+    def residual_ffn(self, x: Tensor, a: Tensor) -> Tensor:
+        """``x + Dropout(out(a))`` for the heads' output ``a`` ``[B, T, d]``, then
+        ``+ Dropout(FFN(LN(·)))``."""
+        x = x + dropout(self.out(a), self.p, self.training)
+        f = dropout(self.act(self.ff1(self.norm2(x))), self.p, self.training)
+        return x + dropout(self.ff2(f), self.p, self.training)
+
+
+class SelfAttentionBlock(PreLNBlock):
+    """``x + Dropout(MHA(LN(x)))`` then ``x + Dropout(FFN(LN(x)))`` with a feed-forward network
+    of width ``ff_dim`` and ``activation`` ReLU (SASRec §III-B/C) or GELU (BERT4Rec §3.3);
+    dropout also on the attention weights and inside the FFN, as in
+    ``nn.TransformerEncoderLayer``."""
+
     def forward(self, x: Tensor, allowed: Tensor) -> Tensor:
         """``x`` ``[B, T, d]``; ``allowed`` bool ``[B, 1, T, T]`` (True: query may see key)."""
         b, t, d = x.shape
@@ -57,10 +70,7 @@ class SelfAttentionBlock(nn.Module):
         a = F.scaled_dot_product_attention(
             q, k, v, attn_mask=allowed, dropout_p=self.p if self.training else 0.0
         )
-        a = a.transpose(1, 2).reshape(b, t, d)
-        x = x + dropout(self.out(a), self.p, self.training)
-        f = dropout(self.act(self.ff1(self.norm2(x))), self.p, self.training)
-        return x + dropout(self.ff2(f), self.p, self.training)
+        return self.residual_ffn(x, a.transpose(1, 2).reshape(b, t, d))
 
 
 def causal_mask(pad: Tensor) -> Tensor:

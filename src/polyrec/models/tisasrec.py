@@ -7,13 +7,12 @@ import math
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
 from polyrec.data.views import DataSchema, TrainData
 from polyrec.errors import DataError
-from polyrec.models._layers import causal_mask, dropout
+from polyrec.models._layers import PreLNBlock, causal_mask, dropout
 from polyrec.models._sequential import SequentialConfig, SequentialModel, key_padding, latest
 
 
@@ -151,19 +150,12 @@ def intervals(times: Tensor, pad: Tensor, span: int) -> Tensor:
     return rel.long()
 
 
-class _TimeAwareBlock(nn.Module):
+class _TimeAwareBlock(PreLNBlock):
     """``x + Dropout(TimeAwareAttention(LN(x)))`` then ``x + Dropout(FFN(LN(x)))`` (TiSASRec
-    §4.3–4.4 in polyrec's pre-LN form)."""
+    §4.3–4.4 in polyrec's pre-LN form; the FFN d wide, ReLU)."""
 
     def __init__(self, dim: int, n_heads: int, p: float) -> None:
-        super().__init__()
-        self.n_heads, self.p = n_heads, p
-        self.norm1 = nn.LayerNorm(dim)
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.out = nn.Linear(dim, dim)
-        self.norm2 = nn.LayerNorm(dim)
-        self.ff1 = nn.Linear(dim, dim)
-        self.ff2 = nn.Linear(dim, dim)
+        super().__init__(dim, n_heads, dim, p)
 
     def forward(
         self,
@@ -194,10 +186,7 @@ class _TimeAwareBlock(nn.Module):
         # Eq. 5: Σ_j α_ij (v_j + p^V_j) + Σ_r (Σ_{j: r_ij = r} α_ij) r^V_r
         per_rel = a.new_zeros(b, h, t, n_rel).scatter_add_(-1, index, a)
         z = a @ (v + pv) + per_rel @ rv
-        z = z.transpose(1, 2).reshape(b, t, d)
-        x = x + dropout(self.out(z), self.p, self.training)
-        f = dropout(F.relu(self.ff1(self.norm2(x))), self.p, self.training)
-        return x + dropout(self.ff2(f), self.p, self.training)
+        return self.residual_ffn(x, z.transpose(1, 2).reshape(b, t, d))
 
 
 __all__ = ["TiSASRec", "TiSASRecConfig", "intervals"]
