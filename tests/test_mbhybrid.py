@@ -295,6 +295,51 @@ def test_training_lowers_the_loss() -> None:
     assert sp.issparse(data.csr("buy"))
 
 
+@pytest.mark.parametrize("graph", [True, False])
+def test_full_loss_is_the_cross_entropy_over_every_unbought_item_by_hand(graph: bool) -> None:
+    """loss = 'full': each purchase against every item its user did not buy in training (what
+    the full ranking evaluates), and the gradient of the term weights through the dense block
+    is the one of the same sum written densely."""
+    from polyrec.data.views import BPRBatch
+
+    m = model(graph=graph, loss="full", conversion=False)
+    with torch.no_grad():
+        m.beta.copy_(torch.tensor([0.5, 0.25, 2.0]))
+        m.gamma.copy_(torch.tensor([0.7, -0.3]))
+        m.bias.copy_(torch.arange(N_ITEMS, dtype=torch.float32) / 10)
+    # u0 bought {0, 1}, u2 bought {1, 2}
+    users, pos = torch.tensor([0, 2, 0]), torch.tensor([1, 2, 0])
+    batch = BPRBatch(users, pos, torch.zeros(3, dtype=torch.long))
+    got = m.loss(batch)["softmax"]
+    got.backward()
+    grad_beta, grad_gamma = m.beta.grad.clone(), m.gamma.grad.clone()
+    m.zero_grad()
+    # the same loss from the dense score rows, written out with every term a dense matrix
+    eu, ei = m.final_embeddings()
+    data = tiny()
+    s = torch.from_numpy(knn_similarity(data.csr("buy").astype(np.float64), 3).toarray()).float()
+    dense = [torch.from_numpy(data.csr(b).toarray()).float() for b in ("view", "cart", "buy")]
+    full = sum(w * (r @ s) for w, r in zip(m.beta, dense, strict=True))
+    full = full + m.gamma[0] * dense[0] + m.gamma[1] * dense[1] + m.bias + eu @ ei.T
+    bought = {0: {0, 1}, 2: {1, 2}}
+    want = torch.tensor(0.0)
+    for u, i in zip(users.tolist(), pos.tolist(), strict=True):
+        others = [j for j in range(N_ITEMS) if j not in bought[u]]
+        logits = torch.cat([full[u, i : i + 1], full[u, others]])
+        want = want - torch.log_softmax(logits, 0)[0] / 3
+    assert float(got.detach()) == pytest.approx(float(want.detach()), rel=1e-5)
+    want.backward()
+    torch.testing.assert_close(grad_beta, m.beta.grad)
+    torch.testing.assert_close(grad_gamma, m.gamma.grad)
+
+
+def test_full_loss_refuses_what_it_does_not_combine_with() -> None:
+    with pytest.raises(ValueError, match="full"):
+        MBHybridConfig(loss="full", propensity=True)
+    with pytest.raises(ValueError, match="full"):
+        MBHybridConfig(loss="full", user_context=True)
+
+
 # ----------------------------------------------------------------- optional history features
 def viewed_log(hide: str | None = "target", repeat: int = 1) -> TrainData:
     """views: u0 {0, 2 (× repeat)}, u1 {0}, u2 {0, 1}; buys: u0 {0}, u2 {1}, u3 {0}."""

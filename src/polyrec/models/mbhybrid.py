@@ -70,11 +70,21 @@ class MBHybridConfig(ModelConfig):
     knn_other_weight: float = Field(MULTI_BEHAVIOR_KNN["other_weight"], ge=0.0)
     """Weight of the auxiliary behaviors in the matrix S is computed on (0: co-purchases only;
     every behavior also reaches S through its own β_b)."""
-    loss: Literal["bpr", "softmax"] = "softmax"
-    """'bpr' (one uniform negative per purchase) or 'softmax' (each purchase against
+    loss: Literal["bpr", "softmax", "full"] = "softmax"
+    """'bpr' (one uniform negative per purchase), 'softmax' (each purchase against
     ``negatives`` uniform items shared by the batch, :func:`polyrec.losses.
     softmax_over_candidates`): many negatives per step teach the fine order among the items a
-    user's neighbourhood and history put near the top, which one easy negative does not."""
+    user's neighbourhood and history put near the top, which one easy negative does not; or
+    'full' (each purchase against every item the user has not bought in training: the exact
+    cross-entropy of the full ranking that is evaluated, so the user's own viewed, carted and
+    neighbouring items, which uniform draws almost never reach, are the negatives that count).
+    'full' forms a dense ``[batch, n_items]`` score block per step (memory: batch × items ×
+    ~16 bytes) and does not combine with ``propensity`` or ``user_context``. Measured on MBA's
+    splits (seed 2020, batch 1024, exploratory runs stopped once validation had flattened, not
+    a committed benchmark), it ranks as the sampled softmax does at many times its cost:
+    Retailrocket best validation Recall@20 0.6849 (epoch 69 of 78) against 0.6841, 23 s per
+    epoch against 1.6; Tmall 0.2541 (epoch 2 of 10) against 0.2541, 130 s against 40. The
+    features, not the loss, bound the model."""
     negatives: int = Field(256, ge=1)
     """Shared uniform negatives per batch of the 'softmax' loss."""
     weight_lr_scale: float = Field(1.0, gt=0.0)
@@ -206,6 +216,8 @@ class MBHybridConfig(ModelConfig):
     def _history_negatives_need_softmax(self) -> MBHybridConfig:
         if self.history_negatives and self.loss != "softmax":
             raise ValueError("history_negatives needs loss = 'softmax'")
+        if self.loss == "full" and (self.propensity or self.user_context):
+            raise ValueError("loss = 'full' does not combine with propensity or user_context")
         return self
 
 
@@ -354,6 +366,10 @@ class MBHybrid(
         self.register_buffer("pop", pop, persistent=False)
         self.register_buffer("pop_loo", pop_loo, persistent=False)
         self.pop_weight = nn.Parameter(torch.zeros(1 if config.popularity else 0))
+        # the training purchases: left out of the denominator of the 'full' loss, as they are
+        # masked when the full ranking is evaluated
+        self.bought = _Feature(data.csr(schema.target) if config.loss == "full" else
+                               sp.csr_matrix((schema.n_users, schema.n_items)))  # fmt: skip
         crow, col = _untargeted_history(data, schema)
         self.register_buffer("hn_crow", crow, persistent=False)
         self.register_buffer("hn_col", col, persistent=False)
@@ -431,6 +447,12 @@ class MBHybrid(
             neg_items = batch.neg
             neg = self.pair_scores(u, neg_items, eu, items[neg_items])
             main = {"bpr": losses.bpr(pos, neg)}
+        elif self.config.loss == "full":
+            # every item is a candidate: the batch's dense score rows, the user's training
+            # purchases (the positive among them) out of the denominator
+            neg = self.dense_scores(u, eu, items)
+            main = {"softmax": losses.softmax_over_candidates(pos, neg, self.bought.mask(u, neg))}
+            neg_items = p[:0]  # every item's embedding is penalised through its batch users
         else:
             # S uniform items shared by the batch (the global RNG, seeded by the trainer)
             s = self.config.negatives
@@ -484,6 +506,20 @@ class MBHybrid(
         if self._score_at is not None:  # n · c_i → n · c_i without this purchase
             f[:, self._score_at] *= self.score_keep[items]
         return f
+
+    def dense_scores(self, users: Tensor, eu: Tensor, items: Tensor) -> Tensor:
+        """``[len(users), n_items]``: every item's score for the batch users, differentiable in
+        the embeddings, the term weights, the item bias and the popularity weight (what
+        :meth:`scores` gives without gradients; ``loss = 'full'``)."""
+        out = eu @ items.T if self.config.graph else eu.new_zeros((len(users), self.n_items))
+        w = self.weights()
+        if len(w):
+            out = out + _WeightedRows.apply(w, users, self._feats(), self.n_items)
+        if self.config.item_bias:
+            out = out + self.bias
+        if len(self.pop_weight):
+            out = out + self.pop_weight * self.pop
+        return out
 
     def history_negatives(self, users: Tensor, n: int) -> tuple[Tensor, Tensor]:
         """``[len(users), n]`` items drawn uniformly from each user's auxiliary rows that are not
@@ -590,6 +626,21 @@ class _Feature(nn.Module):
     def rows(self, users: Tensor, n_items: int) -> Tensor:
         return csr_rows(self.crow, self.col, self.val, users, n_items)
 
+    def entries(self, users: Tensor, n_items: int) -> tuple[Tensor, Tensor]:
+        """The stored entries of ``M[users]``: their flat positions in a ``[len(users),
+        n_items]`` block and their values."""
+        part = self.rows(users, n_items)
+        crow = part.crow_indices()
+        rows = torch.repeat_interleave(torch.arange(len(users), device=crow.device), crow.diff())
+        return rows * n_items + part.col_indices(), part.values()
+
+    def mask(self, users: Tensor, like: Tensor) -> Tensor:
+        """A bool block shaped ``like`` (``[len(users), n_items]``), True at M's entries."""
+        flat, _ = self.entries(users, like.shape[1])
+        out = torch.zeros(like.numel(), dtype=torch.bool, device=like.device)
+        out[flat] = True
+        return out.view_as(like)
+
     def add_rows(
         self,
         out: Tensor,
@@ -600,15 +651,39 @@ class _Feature(nn.Module):
     ) -> None:
         """``out += weight · M[users]`` (each entry of column j also times ``col_scale[j]``,
         of batch row r times ``row_scale[r]``) in place, touching only the stored entries."""
-        part = self.rows(users, out.shape[1])
-        crow = part.crow_indices()
-        rows = torch.repeat_interleave(torch.arange(len(users), device=out.device), crow.diff())
-        cols = part.col_indices()
-        flat = rows * out.shape[1] + cols
-        vals = part.values() if col_scale is None else part.values() * col_scale[cols]
+        n = out.shape[1]
+        flat, vals = self.entries(users, n)
+        if col_scale is not None:
+            vals = vals * col_scale[flat % n]
         if row_scale is not None:
-            vals = vals * row_scale[rows]
+            vals = vals * row_scale[flat // n]
         out.view(-1).index_add_(0, flat, vals, alpha=weight)
+
+
+class _WeightedRows(torch.autograd.Function):
+    """``Σ_f w_f F_f[users]`` as a dense block, differentiable in ``w``: the backward pass reads
+    each feature's stored entries again (∂L/∂w_f = Σ_entries v · ∂L/∂out at them) instead of
+    keeping a dense copy of every feature."""
+
+    @staticmethod
+    def forward(ctx: Any, w: Tensor, users: Tensor, feats: list[_Feature], n_items: int) -> Tensor:
+        out = torch.zeros(len(users), n_items, device=w.device)
+        for weight, f in zip(w.tolist(), feats, strict=True):
+            if weight:
+                f.add_rows(out, users, weight)
+        ctx.save_for_backward(users)
+        ctx.feats, ctx.n_items = feats, n_items
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None]:
+        (users,) = ctx.saved_tensors
+        g = grad.reshape(-1)
+        parts = []
+        for f in ctx.feats:
+            flat, vals = f.entries(users, ctx.n_items)
+            parts.append((vals * g[flat]).sum())
+        return torch.stack(parts), None, None, None
 
 
 def _features(
