@@ -381,6 +381,29 @@ def test_conversion_feature_and_its_leave_one_out_by_hand() -> None:
     assert f.abs().sum() == 0
 
 
+def test_user_conversion_feature_and_its_leave_one_out_by_hand() -> None:
+    # views per user: u0 {0, 2}, u1 {0}, u2 {0, 1}, u3 {}; bought among them: u0 {0}, u2 {1};
+    # prior 2/5; α = 2: r = (1.8/4, 0.8/3, 1.8/4, 0.8/2)
+    m = history_only(viewed_log(), conversion=True, user_conversion=True, conversion_alpha=2.0)
+    assert m.n_history == 3  # R_view, R_view · c, R_view · r
+    with torch.no_grad():
+        m.gamma.copy_(torch.tensor([0.0, 0.0, 1.0]))
+    r = np.array([1.8 / 4, 0.8 / 3, 1.8 / 4, 0.8 / 2])
+    expect = viewed_log().csr("view").toarray() * r[:, None]
+    np.testing.assert_allclose(m.scores(torch.arange(4)).numpy(), expect, rtol=1e-6)
+    # as training purchases, (u0, 0) and (u2, 1) see their user's rate without themselves:
+    # (0 + 0.8) / 4 each; the item rates keep their own leave-one-out (column 1)
+    f = m.positive_features(torch.tensor([0, 2, 3]), torch.tensor([0, 1, 0]))
+    np.testing.assert_allclose(f[:, 2].numpy(), [0.8 / 4, 0.8 / 4, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(f[:, 1].numpy(), [0.8 / 5, 0.8 / 3, 0.0], rtol=1e-6)
+    # a pair that is not a purchase keeps the full rate: u0's view of item 2
+    f = m.pair_features(torch.tensor([0]), torch.tensor([2]))
+    np.testing.assert_allclose(f[:, 2].numpy(), [1.8 / 4], rtol=1e-6)
+    # 'auto' follows the split as ``conversion`` does
+    assert history_only(viewed_log("all"), user_conversion="auto").user_conversion is False
+    assert history_only(viewed_log("target"), user_conversion="auto").user_conversion is True
+
+
 @pytest.mark.parametrize(("hide", "on"), [("target", True), (None, True), ("all", False)])
 def test_conversion_auto_follows_the_split(hide: str | None, on: bool) -> None:
     m = history_only(viewed_log(hide))
