@@ -211,7 +211,13 @@ class MBHybridConfig(ModelConfig):
     Off by default: on MBA's Retailrocket split (patience 30) validation Recall@20 0.691 /
     0.639 on seeds 2020 / 2021 against 0.684 / 0.639 without (test NDCG@10 0.587 / 0.560
     against 0.579 / 0.559): within the seeds' noise (exploratory runs, not a committed
-    benchmark). With ``loo_neighbours`` the products keep the full neighbourhood values."""
+    benchmark). With ``loo_neighbours`` the products keep the full neighbourhood values.
+
+    Together with ``user_conversion``, ``history_counts`` and ``temporal`` (lr 3e-2) validation
+    Recall@20 on MBA's Retailrocket split is higher on all three seeds (0.6704 against 0.6623
+    mean; test NDCG@10 0.565 against 0.558: the ``MB-Hybrid (history detail)`` row of
+    ``mba-reproduce.md``), on MBA's Tmall lower (seed 2020, exploratory, validation NDCG@10
+    0.131 against 0.142 at epoch 5): off by default, a choice to make on your validation."""
     popularity: bool = False
     """Add the item's popularity as one feature with a learned weight: π_i = ln(1 + n_i) /
     ln(1 + max n), n_i the item's distinct training users over every behavior; a training
