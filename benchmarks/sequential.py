@@ -66,6 +66,7 @@ def spec_for(d: str, m: str, seed: int, data: Path, args: argparse.Namespace) ->
         f"train.patience={args.patience}",
         f"params.batches_per_epoch={args.batches_per_epoch}",
     ]
+    model, variant = VARIANTS.get(m, (m, []))
     if m in CLOSED_FORM:  # nothing to train; the sequential models' history length
         training = ["eval.max_len=20"]
         if m == "ease" and d in EASE_MEMORY:
@@ -75,9 +76,9 @@ def spec_for(d: str, m: str, seed: int, data: Path, args: argparse.Namespace) ->
         "dataset": d,
         "model": m,
         "seed": seed,
-        "config": str(ROOT / "configs" / f"{VARIANTS.get(m, (m, []))[0]}-beauty.toml"),
+        "config": str(ROOT / "configs" / f"{model}-beauty.toml"),
         "overrides": [
-            *VARIANTS.get(m, (m, []))[1],
+            *variant,
             f"data.path={json.dumps(str(data))}",
             f"seed={seed}",
             'train.device="cpu"',

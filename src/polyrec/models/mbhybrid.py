@@ -534,11 +534,10 @@ class MBHybrid(
         if self.drop_positive:
             f[:, self._hist_at :] = 0.0  # the purchase's own auxiliary rows: not seen
             return f
+        had = f[:, self._hist_at : self._hist_at + n_aux]  # R_b[u, i] ∈ {0, 1}
         if self._conv_at is not None:  # its own purchase out of its item's rates
-            had = f[:, self._hist_at : self._hist_at + n_aux]  # R_b[u, i] ∈ {0, 1}
             f[:, self._conv_at : self._conv_at + n_aux] -= had * self.loo[:, items].T
         if self._uconv_at is not None:  # and out of its user's rates
-            had = f[:, self._hist_at : self._hist_at + n_aux]
             f[:, self._uconv_at : self._uconv_at + n_aux] -= had * self.loo_user[:, users].T
         if self._score_at is not None:  # n · c_i → n · c_i without this purchase
             f[:, self._score_at] *= self.score_keep[items]
@@ -586,10 +585,7 @@ class MBHybrid(
             for k, f in enumerate(self._feats()):
                 f.add_rows(out, users, 1.0, row_scale=uw[:, k])
         else:
-            w = self.weights().detach()
-            for weight, f in zip(w.tolist(), self._feats(), strict=True):
-                if weight:
-                    f.add_rows(out, users, weight)
+            _add_weighted(out, users, self.weights().detach(), self._feats())
         if self.config.item_bias:
             out += self.bias.detach()
         if len(self.pop_weight):
@@ -697,6 +693,13 @@ class _Feature(nn.Module):
         out.view(-1).index_add_(0, flat, vals, alpha=weight)
 
 
+def _add_weighted(out: Tensor, users: Tensor, w: Tensor, feats: list[_Feature]) -> None:
+    """``out += Σ_f w_f F_f[users]`` in place (features with weight 0 skipped)."""
+    for weight, f in zip(w.tolist(), feats, strict=True):
+        if weight:
+            f.add_rows(out, users, weight)
+
+
 class _WeightedRows(torch.autograd.Function):
     """``Σ_f w_f F_f[users]`` as a dense block, differentiable in ``w``: the backward pass reads
     each feature's stored entries again (∂L/∂w_f = Σ_entries v · ∂L/∂out at them) instead of
@@ -705,9 +708,7 @@ class _WeightedRows(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, w: Tensor, users: Tensor, feats: list[_Feature], n_items: int) -> Tensor:
         out = torch.zeros(len(users), n_items, device=w.device)
-        for weight, f in zip(w.tolist(), feats, strict=True):
-            if weight:
-                f.add_rows(out, users, weight)
+        _add_weighted(out, users, w, feats)
         ctx.save_for_backward(users)
         ctx.feats, ctx.n_items = feats, n_items
         return out
